@@ -1,0 +1,1 @@
+"""connectors/crm/bitrix24."""

@@ -1,0 +1,65 @@
+"""The canonical model: the entity fields the cache stores, whatever the CRM vendor.
+
+Mapping files map vendor fields onto these names and nothing else (data minimisation: a field that
+is not here is never stored). JSON fields hold lists serialised as JSON text in the cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+FieldKind = Literal["text", "json", "ref"]
+
+
+@dataclass(frozen=True)
+class CanonicalField:
+    """One stored field of an entity."""
+
+    name: str
+    kind: FieldKind
+    # For kind "ref": the entity whose crm_id this field holds.
+    references: str | None = None
+
+
+CANONICAL_FIELDS: dict[str, tuple[CanonicalField, ...]] = {
+    "companies": (
+        CanonicalField("name", "text"),
+        CanonicalField("legal_name", "text"),
+        CanonicalField("registration_number", "text"),
+        CanonicalField("vat_number", "text"),
+        CanonicalField("country", "text"),
+        CanonicalField("addresses", "json"),
+        CanonicalField("phones", "json"),
+        CanonicalField("emails", "json"),
+    ),
+    "contacts": (
+        CanonicalField("first_name", "text"),
+        CanonicalField("last_name", "text"),
+        CanonicalField("birth_date", "text"),
+        CanonicalField("emails", "json"),
+        CanonicalField("phones", "json"),
+        CanonicalField("languages", "json"),
+        CanonicalField("addresses", "json"),
+        CanonicalField("newsletters", "json"),
+        CanonicalField("company_id", "ref", references="companies"),
+    ),
+    "devices": (
+        CanonicalField("name", "text"),
+        CanonicalField("brand", "text"),
+        CanonicalField("model", "text"),
+        CanonicalField("serial_number", "text"),
+        CanonicalField("warranty_start", "text"),
+        CanonicalField("ownership", "text"),
+        CanonicalField("handpieces", "json"),
+        CanonicalField("location", "text"),
+        CanonicalField("producer", "text"),
+        CanonicalField("company_id", "ref", references="companies"),
+        CanonicalField("contact_id", "ref", references="contacts"),
+    ),
+}
+
+
+def field_names(entity: str) -> tuple[str, ...]:
+    """The canonical field names of ``entity`` in storage order."""
+    return tuple(f.name for f in CANONICAL_FIELDS[entity])

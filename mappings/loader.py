@@ -1,0 +1,203 @@
+"""Loading and applying declarative field mappings (``mappings/<vendor>/<entity>.toml``).
+
+A mapping file names, for each canonical field, the vendor field it comes from (a dotted path
+into the raw record) and a named transform from :mod:`mappings.transforms`. Files are validated
+when loaded; a bad file is a :class:`~syncd.errors.ConfigError` naming the file and key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mappings.canonical import CANONICAL_FIELDS
+from mappings.transforms import REQUIRED_ARGS, TRANSFORMS, Transform
+from syncd.errors import ConfigError, RecordMappingError
+
+_FIELD_KEYS = frozenset({"source", "transform", "args", "required"})
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """How one canonical field is computed from a raw record."""
+
+    target: str
+    path: tuple[str, ...]
+    transform: Transform
+    args: Mapping[str, Any]
+    required: bool
+
+    def apply(self, raw: Mapping[str, Any]) -> Any:
+        value: Any = raw
+        for part in self.path:
+            value = value.get(part) if isinstance(value, Mapping) else None
+        try:
+            result = self.transform(value, self.args)
+        except RecordMappingError as error:
+            raise RecordMappingError(error.reason, field=self.target) from None
+        except (TypeError, ValueError, AttributeError, KeyError) as error:
+            # A transform must not crash on odd input; if one does, it is a bad record, not a
+            # dead daemon. The type name is enough; the value may be personal data.
+            raise RecordMappingError(
+                f"unexpected {type(error).__name__}", field=self.target
+            ) from None
+        if self.required and result in (None, [], ""):
+            raise RecordMappingError("required value missing", field=self.target)
+        return result
+
+
+@dataclass(frozen=True)
+class MappedRecord:
+    """A record in canonical form, ready to store."""
+
+    crm_id: str
+    updated_at: str | None
+    values: dict[str, Any]
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class EntityMapping:
+    """The compiled mapping of one entity."""
+
+    vendor: str
+    entity: str
+    id_rule: FieldRule
+    updated_rule: FieldRule
+    rules: tuple[FieldRule, ...]
+
+    @property
+    def source_fields(self) -> frozenset[str]:
+        """Top-level vendor fields the mapping reads (what the adapter must select)."""
+        rules = (self.id_rule, self.updated_rule, *self.rules)
+        return frozenset(rule.path[0] for rule in rules)
+
+    def record_id(self, raw: Mapping[str, Any]) -> str | None:
+        """The record's ID if it has a valid one (used to name quarantined records)."""
+        try:
+            value = self.id_rule.apply(raw)
+        except RecordMappingError:
+            return None
+        return str(value)
+
+    def map(self, raw: Any) -> MappedRecord:
+        """Map one raw vendor record; raises :class:`RecordMappingError` when it does not fit."""
+        if not isinstance(raw, Mapping):
+            raise RecordMappingError("record is not an object")
+        record_id = self.id_rule.apply(raw)
+        updated_at = self.updated_rule.apply(raw)
+        values = {rule.target: rule.apply(raw) for rule in self.rules}
+        encoded = json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        digest = hashlib.blake2b(encoded.encode(), digest_size=16).hexdigest()
+        return MappedRecord(str(record_id), updated_at, values, digest)
+
+
+@dataclass(frozen=True)
+class MappingSet:
+    """All entity mappings of one vendor."""
+
+    vendor: str
+    entities: Mapping[str, EntityMapping]
+
+    def __getitem__(self, entity: str) -> EntityMapping:
+        return self.entities[entity]
+
+
+def load_mapping_set(vendor: str, directory: Path | None = None) -> MappingSet:
+    """Load and validate every entity mapping of ``vendor``.
+
+    ``directory`` overrides the packaged ``mappings/<vendor>/`` (for tests and local overrides).
+    """
+    entities: dict[str, EntityMapping] = {}
+    for entity in CANONICAL_FIELDS:
+        name = f"{entity}.toml"
+        if directory is not None:
+            path = directory / name
+            label = str(path)
+            try:
+                content = path.read_text(encoding="utf-8")
+            except OSError as error:
+                raise ConfigError(f"mapping file {label}: {error.strerror}") from None
+        else:
+            resource = resources.files(__package__).joinpath(vendor, name)
+            label = f"mappings/{vendor}/{name}"
+            if not resource.is_file():
+                raise ConfigError(f"mapping file {label} is missing")
+            content = resource.read_text(encoding="utf-8")
+        entities[entity] = parse_mapping(content, label=label, vendor=vendor, entity=entity)
+    return MappingSet(vendor, entities)
+
+
+def parse_mapping(content: str, *, label: str, vendor: str, entity: str) -> EntityMapping:
+    """Parse and validate one mapping file's text."""
+    try:
+        data = tomllib.loads(content)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"mapping file {label} is not valid TOML: {error}") from None
+    for key in data:
+        if key not in {"vendor", "entity", "id", "updated_at", "fields"}:
+            raise ConfigError(f"mapping file {label}: unknown key {key!r}")
+    if data.get("vendor") != vendor or data.get("entity") != entity:
+        raise ConfigError(
+            f"mapping file {label}: must declare vendor={vendor!r}, entity={entity!r}"
+        )
+    fields = data.get("fields")
+    if not isinstance(fields, dict):
+        raise ConfigError(f"mapping file {label}: missing [fields] table")
+    allowed = {f.name for f in CANONICAL_FIELDS[entity]}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ConfigError(
+            f"mapping file {label}: fields.{sorted(unknown)[0]} is not a canonical {entity} field"
+        )
+    missing = allowed - set(fields)
+    if missing:
+        raise ConfigError(f"mapping file {label}: fields.{sorted(missing)[0]} is not mapped")
+    return EntityMapping(
+        vendor=vendor,
+        entity=entity,
+        id_rule=_rule(data.get("id"), "id", label),
+        updated_rule=_rule(data.get("updated_at"), "updated_at", label),
+        rules=tuple(
+            _rule(spec, f"fields.{name}", label, target=name) for name, spec in fields.items()
+        ),
+    )
+
+
+def _rule(spec: Any, key: str, label: str, *, target: str | None = None) -> FieldRule:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"mapping file {label}: {key} must be a table")
+    extra = set(spec) - _FIELD_KEYS
+    if extra:
+        raise ConfigError(f"mapping file {label}: {key}.{sorted(extra)[0]} is not a known key")
+    source = spec.get("source")
+    if not isinstance(source, str) or not source or any(not p for p in source.split(".")):
+        raise ConfigError(f"mapping file {label}: {key}.source must be a dotted field path")
+    transform_name = spec.get("transform")
+    if transform_name not in TRANSFORMS:
+        raise ConfigError(
+            f"mapping file {label}: {key}.transform {transform_name!r} is not one of "
+            f"{', '.join(sorted(TRANSFORMS))}"
+        )
+    args = spec.get("args", {})
+    if not isinstance(args, dict):
+        raise ConfigError(f"mapping file {label}: {key}.args must be a table")
+    missing = REQUIRED_ARGS.get(transform_name, frozenset()) - set(args)
+    if missing:
+        raise ConfigError(f"mapping file {label}: {key}.args.{sorted(missing)[0]} is required")
+    required = spec.get("required", False)
+    if not isinstance(required, bool):
+        raise ConfigError(f"mapping file {label}: {key}.required must be true or false")
+    return FieldRule(
+        target=target or key,
+        path=tuple(source.split(".")),
+        transform=TRANSFORMS[transform_name],
+        args=args,
+        required=required,
+    )

@@ -1,0 +1,53 @@
+"""The audit log of privileged (admin) actions. Kept two years (see :func:`purge_older_than`)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from state.db import write_transaction
+
+RETENTION = timedelta(days=730)
+
+
+def os_user() -> str:
+    """The operating-system user running this process (``sudo`` callers are named too)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid:{os.getuid()}"
+    sudo_user = os.environ.get("SUDO_USER")
+    return f"{sudo_user} (via sudo as {user})" if sudo_user and sudo_user != user else user
+
+
+def record(
+    conn: sqlite3.Connection,
+    action: str,
+    *,
+    target: str | None = None,
+    details: dict[str, Any] | None = None,
+    actor: str | None = None,
+) -> None:
+    """Append one entry. ``details`` must not hold personal data (IDs and counts only)."""
+    with write_transaction(conn):
+        conn.execute(
+            "INSERT INTO audit_log (at, actor, action, target, details) VALUES (?, ?, ?, ?, ?)",
+            (
+                datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                actor or os_user(),
+                action,
+                target,
+                json.dumps(details or {}, sort_keys=True),
+            ),
+        )
+
+
+def purge_older_than(conn: sqlite3.Connection, age: timedelta = RETENTION) -> int:
+    cutoff = (datetime.now(UTC) - age).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with write_transaction(conn):
+        cursor = conn.execute("DELETE FROM audit_log WHERE at < ?", (cutoff,))
+    return cursor.rowcount

@@ -1,0 +1,297 @@
+"""The mirrored tables and their bookkeeping: staging, merge, deletions, cursors, quarantine,
+held deletes and ``sync_runs``.
+
+Nothing here opens or commits a transaction: the engine decides a transaction's extent (see
+:func:`state.db.write_transaction`) so that data and the cursor covering it always commit together.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from mappings.canonical import CANONICAL_FIELDS
+from mappings.loader import MappedRecord
+
+ENTITIES = tuple(CANONICAL_FIELDS)
+_BOOK_COLUMNS = ("crm_updated_at", "content_hash", "synced_at", "sync_run_id")
+
+
+def _check(entity: str) -> str:
+    if entity not in CANONICAL_FIELDS:
+        raise ValueError(f"unknown entity {entity!r}")
+    return entity
+
+
+def _columns(entity: str) -> tuple[str, ...]:
+    return ("crm_id", *(f.name for f in CANONICAL_FIELDS[entity]), *_BOOK_COLUMNS)
+
+
+def _row(entity: str, record: MappedRecord) -> tuple[Any, ...]:
+    values: list[Any] = [record.crm_id]
+    for spec in CANONICAL_FIELDS[entity]:
+        value = record.values.get(spec.name)
+        if spec.kind == "json":
+            value = json.dumps(
+                value if value is not None else [], ensure_ascii=False, separators=(",", ":")
+            )
+        values.append(value)
+    values.extend((record.updated_at, record.content_hash, "", None))
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class RunCounts:
+    """What one committed cycle did."""
+
+    upserted: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    held_deletes: int = 0
+
+
+class CacheStore:
+    """Operations on the cache tables through one connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    # -- staging ------------------------------------------------------------------------------
+
+    def ensure_scratch(self) -> None:
+        """Per-connection TEMP tables for incremental cycles, shaped like the staging tables
+        (a paused full resync keeps its own staging untouched)."""
+        for entity in ENTITIES:
+            self.conn.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS scratch_{entity} AS "
+                f"SELECT * FROM main.stage_{entity} WHERE 0"
+            )
+            self.conn.execute(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS temp.scratch_{entity}_pk "
+                f"ON scratch_{entity}(crm_id)"
+            )
+
+    def stage(self, table: str, entity: str, records: Iterable[MappedRecord]) -> int:
+        """Insert mapped records into a staging table (``stage`` or ``scratch``); last wins."""
+        _check(entity)
+        if table not in ("stage", "scratch"):
+            raise ValueError(table)
+        columns = _columns(entity)
+        rows = [_row(entity, r) for r in records]
+        self.conn.executemany(
+            f"INSERT OR REPLACE INTO {table}_{entity} ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))})",
+            rows,
+        )
+        return len(rows)
+
+    def clear_staging(self, table: str, entity: str) -> None:
+        if table not in ("stage", "scratch"):
+            raise ValueError(table)
+        self.conn.execute(f"DELETE FROM {table}_{_check(entity)}")
+
+    def staged_count(self, table: str, entity: str) -> int:
+        return int(
+            self.conn.execute(f"SELECT count(*) FROM {table}_{_check(entity)}").fetchone()[0]
+        )
+
+    def merge(self, table: str, entity: str, *, run_id: int, now: str) -> int:
+        """Upsert staged rows into the live table; returns how many rows changed.
+
+        Links to other entities are kept only when the target exists (a link to a record the
+        mirror does not have is stored as NULL rather than breaking the foreign key). Unchanged
+        rows (same content hash and links) are not rewritten.
+        """
+        fields = CANONICAL_FIELDS[_check(entity)]
+        select = ["s.crm_id"]
+        for spec in fields:
+            if spec.kind == "ref":
+                select.append(
+                    f"(SELECT t.crm_id FROM main.{spec.references} t "
+                    f"WHERE t.crm_id = s.{spec.name})"
+                )
+            else:
+                select.append(f"s.{spec.name}")
+        select += ["s.crm_updated_at", "s.content_hash", ":now", ":run_id"]
+        columns = _columns(entity)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in columns[1:])
+        changed = " OR ".join(
+            [f"main.{entity}.content_hash IS NOT excluded.content_hash"]
+            + [
+                f"main.{entity}.{f.name} IS NOT excluded.{f.name}"
+                for f in fields
+                if f.kind == "ref"
+            ]
+        )
+        cursor = self.conn.execute(
+            f"INSERT INTO main.{entity} ({', '.join(columns)}) "
+            f"SELECT {', '.join(select)} FROM {table}_{entity} s WHERE true "
+            f"ON CONFLICT(crm_id) DO UPDATE SET {updates} WHERE {changed}",
+            {"now": now, "run_id": run_id},
+        )
+        merged = cursor.rowcount
+        self.conn.execute(
+            "DELETE FROM quarantine WHERE entity = ? AND crm_id IN "
+            f"(SELECT crm_id FROM {table}_{entity})",
+            (entity,),
+        )
+        return merged
+
+    def ids_missing_from_stage(self, entity: str) -> list[str]:
+        """Live IDs absent from ``stage_<entity>`` (candidates for deletion after a full listing),
+        leaving out records quarantined during the listing (present upstream, just unmappable)."""
+        return [
+            row[0]
+            for row in self.conn.execute(
+                f"SELECT crm_id FROM main.{_check(entity)} l WHERE NOT EXISTS "
+                f"(SELECT 1 FROM main.stage_{entity} s WHERE s.crm_id = l.crm_id) "
+                "AND NOT EXISTS "
+                "(SELECT 1 FROM quarantine q WHERE q.entity = ? AND q.crm_id = l.crm_id)",
+                (entity,),
+            )
+        ]
+
+    # -- live rows ----------------------------------------------------------------------------
+
+    def delete(self, entity: str, ids: Iterable[str]) -> int:
+        # rowcount, unlike total_changes, leaves out the rows the foreign keys' SET NULL touched.
+        cursor = self.conn.executemany(
+            f"DELETE FROM main.{_check(entity)} WHERE crm_id = ?", ((i,) for i in ids)
+        )
+        return max(cursor.rowcount, 0)
+
+    def live_ids(self, entity: str) -> set[str]:
+        return {row[0] for row in self.conn.execute(f"SELECT crm_id FROM main.{_check(entity)}")}
+
+    def count(self, entity: str) -> int:
+        return int(self.conn.execute(f"SELECT count(*) FROM main.{_check(entity)}").fetchone()[0])
+
+    # -- cursors ------------------------------------------------------------------------------
+
+    def cursor(self, entity: str) -> datetime | None:
+        row = self.conn.execute("SELECT value FROM cursors WHERE entity = ?", (entity,)).fetchone()
+        return datetime.fromisoformat(row[0]) if row else None
+
+    def set_cursor(self, entity: str, value: datetime, *, now: str) -> None:
+        """Move the change cursor forward (never backwards)."""
+        current = self.cursor(entity)
+        if current is not None and value <= current:
+            return
+        self.conn.execute(
+            "INSERT INTO cursors (entity, value, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT(entity) DO UPDATE SET "
+            "value = excluded.value, updated_at = excluded.updated_at",
+            (_check(entity), value.isoformat(), now),
+        )
+
+    # -- quarantine and held deletes ----------------------------------------------------------
+
+    def quarantine(self, entity: str, crm_id: str, reason: str, *, now: str) -> None:
+        self.conn.execute(
+            "INSERT INTO quarantine (entity, crm_id, reason, first_seen_at, last_seen_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(entity, crm_id) DO UPDATE SET "
+            "reason = excluded.reason, last_seen_at = excluded.last_seen_at, "
+            "occurrences = occurrences + 1",
+            (_check(entity), crm_id, reason, now, now),
+        )
+
+    def release_quarantine(self, entity: str, ids: Iterable[str]) -> None:
+        self.conn.executemany(
+            "DELETE FROM quarantine WHERE entity = ? AND crm_id = ?", ((entity, i) for i in ids)
+        )
+
+    def forget_quarantine_not_seen_since(self, entity: str, since: str) -> None:
+        """Drop quarantine rows a complete listing did not meet again (gone upstream)."""
+        self.conn.execute(
+            "DELETE FROM quarantine WHERE entity = ? AND last_seen_at < ?", (entity, since)
+        )
+
+    def hold_deletes(self, entity: str, ids: Sequence[str], reason: str, *, now: str) -> None:
+        """Replace the held deletions of ``entity`` with ``ids``."""
+        self.conn.execute("DELETE FROM held_deletes WHERE entity = ?", (_check(entity),))
+        self.conn.executemany(
+            "INSERT INTO held_deletes (entity, crm_id, detected_at, reason) VALUES (?, ?, ?, ?)",
+            ((entity, i, now, reason) for i in ids),
+        )
+
+    def held_deletes(self, entity: str) -> list[str]:
+        return [
+            row[0]
+            for row in self.conn.execute(
+                "SELECT crm_id FROM held_deletes WHERE entity = ? ORDER BY CAST(crm_id AS INTEGER)",
+                (_check(entity),),
+            )
+        ]
+
+    def clear_held_deletes(self, entity: str) -> int:
+        cursor = self.conn.execute("DELETE FROM held_deletes WHERE entity = ?", (_check(entity),))
+        return cursor.rowcount
+
+    # -- sync runs ----------------------------------------------------------------------------
+
+    def start_run(self, kind: str, entities: Sequence[str], *, started_at: str, now: str) -> int:
+        """Insert the run's row (inside the cycle's transaction) and return its ID."""
+        cursor = self.conn.execute(
+            "INSERT INTO sync_runs (kind, entities, started_at, finished_at) VALUES (?, ?, ?, ?)",
+            (kind, ",".join(entities), started_at, now),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def finish_run(
+        self, run_id: int, counts: RunCounts, *, data_as_of: str | None, details: dict[str, Any]
+    ) -> None:
+        self.conn.execute(
+            "UPDATE sync_runs SET data_as_of = ?, upserted = ?, deleted = ?, quarantined = ?, "
+            "held_deletes = ?, details = ? WHERE id = ?",
+            (
+                data_as_of,
+                counts.upserted,
+                counts.deleted,
+                counts.quarantined,
+                counts.held_deletes,
+                json.dumps(details, sort_keys=True),
+                run_id,
+            ),
+        )
+
+    # -- full-resync progress -----------------------------------------------------------------
+
+    def resync_progress(self) -> dict[str, sqlite3.Row | tuple[Any, ...]]:
+        rows = self.conn.execute(
+            "SELECT entity, resume_after, server_time, pages, records, complete, started_at "
+            "FROM resync_progress"
+        ).fetchall()
+        return {row[0]: row for row in rows}
+
+    def begin_resync(self, entities: Sequence[str], *, now: str) -> None:
+        self.conn.execute("DELETE FROM resync_progress")
+        for entity in entities:
+            self.clear_staging("stage", entity)
+            self.conn.execute(
+                "INSERT INTO resync_progress (entity, started_at) VALUES (?, ?)", (entity, now)
+            )
+
+    def save_progress(
+        self,
+        entity: str,
+        *,
+        resume_after: str | None,
+        server_time: str | None,
+        records: int,
+        complete: bool,
+    ) -> None:
+        self.conn.execute(
+            "UPDATE resync_progress SET resume_after = ?, server_time = coalesce(server_time, ?), "
+            "pages = pages + 1, records = records + ?, complete = ? WHERE entity = ?",
+            (resume_after, server_time, records, int(complete), entity),
+        )
+
+    def end_resync(self) -> None:
+        for entity in ENTITIES:
+            self.clear_staging("stage", entity)
+        self.conn.execute("DELETE FROM resync_progress")

@@ -1,0 +1,52 @@
+"""Opening the cache database: WAL, busy timeout, foreign keys, migrations."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+from state.migrations import migrate
+
+BUSY_TIMEOUT_MS = 5000
+
+
+def connect(path: Path | str, *, migrate_schema: bool = True) -> sqlite3.Connection:
+    """Open (creating if needed) the cache at ``path`` with syncd's connection settings.
+
+    The connection is in autocommit mode (``isolation_level=None``); write transactions are
+    explicit through :func:`write_transaction`, so a transaction's extent is visible in the code.
+    """
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    # NORMAL is durable against process crashes in WAL mode; only a power loss may lose the
+    # last commits, and then the cursors roll back together with the data they cover.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if migrate_schema:
+        migrate(conn)
+    return conn
+
+
+def database(conn: sqlite3.Connection) -> sqlite_utils.Database:
+    """A sqlite-utils view of ``conn`` for queries and introspection."""
+    return sqlite_utils.Database(conn)
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction: ``BEGIN IMMEDIATE`` (take the write lock up front, so a busy
+    database fails at the start rather than half-way), commit on success, roll back on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

@@ -1,0 +1,7 @@
+"""``python -m syncd`` runs the CLI."""
+
+import sys
+
+from syncd.cli import main
+
+sys.exit(main())

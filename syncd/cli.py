@@ -1,0 +1,263 @@
+"""The ``syncd`` command line.
+
+Exit codes follow sysexits where they fit: 0 success, 1 unhealthy/failed, 64 usage,
+69 upstream unavailable, 70 internal error, 75 busy (try again later), 78 configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from syncd import __version__
+from syncd.errors import ConfigError, FatalError, ResyncBusyError, RetriableError
+
+EX_OK, EX_UNHEALTHY, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = (
+    0,
+    1,
+    64,
+    69,
+    70,
+    75,
+    78,
+)
+RESYNC_TARGETS = ("contacts", "companies", "devices", "all")
+log = logging.getLogger("syncd")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="syncd",
+        description="CRM synchronisation daemon for the Baltic Lasers client portal: mirrors the "
+        "CRM into a local SQLite cache the portal reads.",
+        epilog="Exit codes: 0 ok, 1 unhealthy or failed, 64 usage, 69 upstream unavailable, "
+        "70 internal error, 75 busy (try again), 78 configuration error.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="TOML configuration file (default: $SYNCD_CONFIG, else built-in defaults)",
+    )
+    parser.add_argument(
+        "--resync",
+        choices=RESYNC_TARGETS,
+        metavar="ENTITY",
+        help="resync ENTITY (contacts, companies, devices or all): through the "
+        "running daemon, or in the foreground when none runs",
+    )
+    parser.add_argument(
+        "--record",
+        metavar="ID",
+        help="with --resync: only this CRM record (re-fetched; removed from the "
+        "cache if the CRM no longer has it)",
+    )
+    parser.add_argument("--json", action="store_true", help="with --resync: print JSON")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    commands.add_parser(
+        "run",
+        help="run the daemon (what the systemd unit starts)",
+        description="Run the daemon until SIGTERM/SIGINT: scheduled mirror "
+        "cycles, ID sweeps, full resyncs and requested resyncs.",
+    )
+    status = commands.add_parser(
+        "status",
+        help="show health, data freshness and problems",
+        description="Per-job health, per-entity counts and 'data as "
+        "of', quarantined records, held deletions. Exits 1 "
+        "when something needs attention.",
+    )
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    check = commands.add_parser(
+        "check-config",
+        help="validate the configuration and print it",
+        description="Validate settings, credentials and mapping files; "
+        "print the effective configuration with secrets "
+        "redacted. Exits 78 on a bad configuration.",
+    )
+    check.add_argument("--json", action="store_true", help="print JSON instead of TOML-like text")
+    demo = commands.add_parser(
+        "demo",
+        help="run the demo against a built-in fake CRM",
+        description="Start a fake Bitrix24 on loopback with a seeded "
+        "dataset, mirror it, change it, mirror again, resync, "
+        "and show what happened.",
+    )
+    demo.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("demo-data"),
+        help="where the demo keeps its cache (default: ./demo-data)",
+    )
+    demo.add_argument("--contacts", type=int, default=2000, help="contacts to seed (default 2000)")
+    deletes = commands.add_parser(
+        "deletes",
+        help="review or apply deletions the guard held",
+        description="The delete guard holds sweeps that would delete "
+        "too much; list them, apply them or discard them.",
+    )
+    deletes.add_argument(
+        "action",
+        choices=("list", "apply", "discard"),
+        help="list held deletions, apply them, or discard them",
+    )
+    deletes.add_argument(
+        "entity",
+        nargs="?",
+        choices=("contacts", "companies", "devices"),
+        help="the entity (required for apply and discard)",
+    )
+    deletes.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resync and args.command:
+        parser.error("--resync cannot be combined with a command")
+    if args.record and not args.resync:
+        parser.error("--record needs --resync ENTITY")
+    if args.record and args.resync == "all":
+        parser.error("--record needs a single entity, not 'all'")
+    if not args.resync and not args.command:
+        parser.print_help()
+        return EX_USAGE
+    try:
+        return _dispatch(args)
+    except ConfigError as error:
+        print(f"syncd: configuration error: {error}", file=sys.stderr)
+        return EX_CONFIG
+    except ResyncBusyError as error:
+        print(f"syncd: busy: {error}", file=sys.stderr)
+        return EX_TEMPFAIL
+    except RetriableError as error:
+        print(f"syncd: upstream unavailable: {error}", file=sys.stderr)
+        return EX_UNAVAILABLE
+    except FatalError as error:
+        print(f"syncd: {error}", file=sys.stderr)
+        return EX_UNHEALTHY
+    except KeyboardInterrupt:
+        print("syncd: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from syncd.demo import run_demo
+
+        exit_code: int = run_demo(args.dir, contacts=args.contacts)
+        return exit_code
+    from syncd.config import load_settings
+    from syncd.logging_setup import configure_logging
+
+    settings = load_settings(args.config)
+    configure_logging(settings.log.level, settings.log.format)
+    if args.command == "check-config":
+        return _check_config(settings, as_json=args.json)
+    if args.command == "run":
+        from syncd.daemon import Daemon
+
+        return Daemon(settings).run()
+    from syncd.runtime import open_cache
+
+    conn = open_cache(settings)
+    try:
+        if args.resync:
+            from syncd.resync_cli import run_resync
+
+            return run_resync(
+                settings,
+                conn,
+                args.resync,
+                args.record,
+                emit_json=_print_json if args.json else None,
+            )
+        if args.command == "status":
+            from syncd.status import collect, render
+
+            report = collect(conn, settings.state.cache_path.parent)
+            if args.json:
+                _print_json(report)
+            else:
+                print(render(report))
+            return EX_OK if report["healthy"] else EX_UNHEALTHY
+        if args.command == "deletes":
+            return _deletes(conn, args)
+    finally:
+        conn.close()
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _check_config(settings: Any, *, as_json: bool) -> int:
+    from syncd.runtime import load_mappings
+
+    settings.check_secrets()
+    mappings = load_mappings(settings)
+    effective = settings.redacted()
+    effective["mappings"] = {
+        e: f"mappings/{mappings.vendor}/{e}.toml (valid)" for e in mappings.entities
+    }
+    if as_json:
+        _print_json(effective)
+    else:
+        for section, values in effective.items():
+            print(f"[{section}]")
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    print(f"{key} = {json.dumps(value, default=str)}")
+            else:
+                print(json.dumps(values, default=str))
+            print()
+        print("configuration OK")
+    return EX_OK
+
+
+def _deletes(conn: Any, args: argparse.Namespace) -> int:
+    from connectors.crm.base import Entity
+    from state import audit
+    from state.cache import CacheStore
+
+    store = CacheStore(conn)
+    if args.action == "list":
+        held = {e.value: store.held_deletes(e) for e in Entity}
+        held = {e: ids for e, ids in held.items() if ids}
+        if args.json:
+            _print_json(held)
+        elif not held:
+            print("no held deletions")
+        else:
+            for entity, ids in held.items():
+                shown = ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else "")
+                print(f"{entity}: {len(ids)} held: {shown}")
+        return EX_OK
+    if not args.entity:
+        print(f"syncd: deletes {args.action} needs an entity", file=sys.stderr)
+        return EX_USAGE
+    entity = Entity(args.entity)
+    if args.action == "discard":
+        count = store.clear_held_deletes(entity)
+        audit.record(conn, "deletes.discard", target=entity.value, details={"count": count})
+        print(f"discarded {count} held {entity.value} deletions (the next sweep re-checks)")
+        return EX_OK
+    from syncd.mirror import apply_held_deletes
+
+    count = apply_held_deletes(conn, entity)
+    audit.record(conn, "deletes.apply", target=entity.value, details={"count": count})
+    print(f"applied {count} held {entity.value} deletions")
+    return EX_OK
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

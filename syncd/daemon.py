@@ -1,0 +1,267 @@
+"""``syncd run``: the long-running daemon.
+
+The main thread runs the ``schedule`` loop, answers signals, pets the systemd watchdog and hands
+due work to the CRM lane: one worker thread that runs mirror cycles, sweeps, full resyncs and
+operator-requested resyncs one at a time (they share the cache's write side and the CRM's rate
+limits). Later lanes (the outbox push) get their own threads so they never wait on a resync.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+import schedule
+
+from connectors.crm.base import Entity
+from state import audit, control
+from syncd.config import Settings
+from syncd.jobs import Job
+from syncd.lock import ProcessLock
+from syncd.mirror import MirrorEngine, iso, utc_now
+from syncd.runtime import build_engine, open_cache
+from syncd.sdnotify import Notifier
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 8.0
+CONTROL_POLL_SECONDS = 0.5
+
+
+@dataclass
+class _Task:
+    name: str
+    run: Callable[[sqlite3.Connection, MirrorEngine], None]
+
+
+class CrmLane:
+    """A worker thread that owns its own cache connection and engine, running one task at a
+    time; a task already queued or running is not queued twice."""
+
+    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+        self.settings = settings
+        self.stop = stop
+        self._queue: queue.Queue[_Task | None] = queue.Queue()
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self.busy_with: str | None = None
+        self.engine: MirrorEngine | None = None
+        self.conn: sqlite3.Connection | None = None
+        self.ready = threading.Event()
+        self.failed_to_start: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="crm-lane", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, task: _Task) -> bool:
+        with self._lock:
+            if task.name in self._pending:
+                return False
+            self._pending.add(task.name)
+        self._queue.put(task)
+        return True
+
+    def queued(self, name: str) -> bool:
+        with self._lock:
+            return name in self._pending
+
+    def shutdown(self, timeout: float) -> bool:
+        self._queue.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        try:
+            self.conn = open_cache(self.settings)
+            self.engine = build_engine(self.settings, self.conn, stop=self.stop)
+        except BaseException as error:  # reported by the main thread
+            self.failed_to_start = error
+            self.ready.set()
+            return
+        self.ready.set()
+        while True:
+            task = self._queue.get()
+            if task is None or self.stop.is_set():
+                break
+            self.busy_with = task.name
+            try:
+                task.run(self.conn, self.engine)
+            finally:
+                self.busy_with = None
+                with self._lock:
+                    self._pending.discard(task.name)
+        self.engine.adapter.close()
+        self.conn.close()
+
+
+class Daemon:
+    """Wires jobs to the scheduler and runs until SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Settings, *, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier.from_env()
+        self.stop = threading.Event()
+        self.lane = CrmLane(settings, self.stop)
+        self.jobs = {
+            "mirror": Job("mirror", self._mirror_cycle),
+            "sweep": Job("sweep", self._sweep),
+            "full_resync": Job("full_resync", self._full_resync),
+        }
+        self.scheduler = schedule.Scheduler()
+        self._engine: MirrorEngine | None = None
+
+    # -- work run on the lane -----------------------------------------------------------------
+
+    def _mirror_cycle(self) -> str:
+        assert self._engine is not None
+        return self._engine.run_cycle().summary()
+
+    def _sweep(self) -> str:
+        assert self._engine is not None
+        return self._engine.sweep().summary()
+
+    def _full_resync(self) -> str:
+        assert self._engine is not None
+        return self._engine.run_full(list(Entity)).summary()
+
+    def _job_task(self, job: Job) -> _Task:
+        def run(conn: sqlite3.Connection, engine: MirrorEngine) -> None:
+            self._engine = engine
+            if job.run(conn) and job.last_result:
+                log.info("%s", job.last_result)
+            self._update_status()
+
+        return _Task(job.name, run)
+
+    def _control_task(self, request: control.ControlRequest) -> _Task:
+        def run(conn: sqlite3.Connection, engine: MirrorEngine) -> None:
+            engine.progress = lambda _e, done, total: control.report_progress(
+                conn, request.id, done, total
+            )
+            entity = Entity(request.entity) if request.entity != "all" else None
+            try:
+                if request.record_id and entity is not None:
+                    report = engine.resync_record(entity, request.record_id)
+                else:
+                    report = engine.run_full([entity] if entity else list(Entity))
+            except Exception as error:
+                control.finish(
+                    conn,
+                    request.id,
+                    ok=False,
+                    message=str(error) or type(error).__name__,
+                    now=iso(utc_now()),
+                )
+                log.warning("resync request #%d failed: %s", request.id, error)
+            else:
+                control.finish(
+                    conn, request.id, ok=True, message=report.summary(), now=iso(utc_now())
+                )
+                log.info("resync request #%d done: %s", request.id, report.summary())
+            finally:
+                engine.progress = None
+
+        return _Task(f"control-{request.id}", run)
+
+    # -- main thread --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; returns the process exit code."""
+        lock = ProcessLock(self.settings.state.cache_path.parent, "daemon")
+        lock.acquire()
+        try:
+            return self._run_locked()
+        finally:
+            lock.release()
+
+    def _run_locked(self) -> int:
+        conn = open_cache(self.settings)
+        requeued = control.fail_abandoned(conn, now=iso(utc_now()))
+        if requeued:
+            log.info(
+                "%d resync request(s) left running by a previous daemon were re-queued", requeued
+            )
+        self._install_signal_handlers()
+        self.lane.start()
+        self.lane.ready.wait()
+        if self.lane.failed_to_start is not None:
+            raise self.lane.failed_to_start
+        self._schedule_jobs()
+        audit.record(conn, "daemon.start", details={"pid_user": audit.os_user()})
+        self.notifier.ready("syncd running; first mirror cycle started")
+        log.info("syncd daemon ready (cache %s)", self.settings.state.cache_path)
+        self._submit(self.jobs["mirror"])
+        watchdog_every = self.notifier.watchdog_interval()
+        last_watchdog = 0.0
+        while not self.stop.is_set():
+            self.scheduler.run_pending()
+            self._poll_control(conn)
+            now = time.monotonic()
+            if watchdog_every and now - last_watchdog >= watchdog_every:
+                self.notifier.watchdog()
+                last_watchdog = now
+            idle = self.scheduler.idle_seconds
+            self.stop.wait(min(CONTROL_POLL_SECONDS, idle if idle and idle > 0 else 0.05))
+        self.notifier.stopping()
+        log.info("stopping (waiting up to %.0fs for the running task)", STOP_GRACE_SECONDS)
+        if not self.lane.shutdown(STOP_GRACE_SECONDS):
+            log.warning("a task did not stop in time; its uncommitted work is rolled back")
+        conn.close()
+        return 0
+
+    def _schedule_jobs(self) -> None:
+        # schedule draws jittered intervals with randint, so they are whole seconds/minutes.
+        m = self.settings.mirror
+        low = max(1, round(m.interval_seconds - m.jitter_seconds))
+        high = max(low, round(m.interval_seconds + m.jitter_seconds))
+        self.scheduler.every(low).to(high).seconds.do(self._submit, self.jobs["mirror"])
+        sweep = max(1, round(m.sweep_interval_seconds))
+        self.scheduler.every(sweep).seconds.do(self._submit, self.jobs["sweep"])
+        if m.full_resync_interval_hours > 0:
+            minutes = max(1, round(m.full_resync_interval_hours * 60))
+            self.scheduler.every(minutes).minutes.do(self._submit, self.jobs["full_resync"])
+
+    def _submit(self, job: Job) -> None:
+        if job.ready():
+            self.lane.submit(self._job_task(job))
+
+    def _poll_control(self, conn: sqlite3.Connection) -> None:
+        if any(self.lane.queued(f"control-{i}") for i in self._open_control_ids(conn)):
+            return
+        request = control.claim_pending(conn, now=iso(utc_now()))
+        if request is not None:
+            log.info(
+                "resync request #%d (%s%s) from %s accepted",
+                request.id,
+                request.entity,
+                f" record {request.record_id}" if request.record_id else "",
+                request.requested_by,
+            )
+            self.lane.submit(self._control_task(request))
+
+    @staticmethod
+    def _open_control_ids(conn: sqlite3.Connection) -> list[int]:
+        return [
+            row[0]
+            for row in conn.execute("SELECT id FROM control_requests WHERE status = 'running'")
+        ]
+
+    def _update_status(self) -> None:
+        parts = [f"{job.name} {job.state}" for job in self.jobs.values()]
+        self.notifier.status("; ".join(parts))
+
+    def _install_signal_handlers(self) -> None:
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s", signal.Signals(signum).name)
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)

@@ -1,0 +1,451 @@
+"""The mirror engine: brings the cache to the CRM's state, one atomic cycle at a time.
+
+* Incremental cycle: list what changed since each entity's cursor (minus an overlap window
+  against clock skew), then apply companies, contacts and devices together with their cursors in
+  one short write transaction. Readers see all of a cycle or none of it.
+* Full resync: list everything page by page into staging tables, committing each page with its
+  resume point (a crash resumes after the last committed page), then swap the staged rows in with
+  one transaction that also applies deletions and moves the cursors.
+* Sweep: list every ID cheaply and diff against the cache to find deletions (and records the cache
+  misses). A proportional delete guard holds suspicious mass deletions for an operator.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from connectors.crm.base import ENTITY_ORDER, CRMAdapter, DeletionDetection, DeletionEvents, Entity
+from mappings.loader import MappedRecord, MappingSet
+from state.cache import CacheStore, RunCounts
+from state.db import write_transaction
+from syncd.errors import RecordMappingError, SyncdError
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str, int, int | None], None]
+NO_ID = "(no valid id)"
+
+
+class StopRequested(SyncdError):
+    """Shutdown was requested; committed work stays, uncommitted work is rolled back."""
+
+
+class TooManyChangesError(SyncdError):
+    """An incremental cycle met more changes than it holds in memory; a full resync follows."""
+
+
+@dataclass(frozen=True)
+class MirrorOptions:
+    """Tunables of the engine (from the ``[crm]`` and ``[mirror]`` settings)."""
+
+    overlap_seconds: float = 300.0
+    delete_guard_share: float = 0.10
+    delete_guard_min: int = 5
+    max_incremental_records: int = 20_000
+    sweep_repair_limit: int = 500
+
+
+@dataclass
+class CycleReport:
+    """What a cycle did, per entity."""
+
+    kind: str
+    run_id: int | None = None
+    upserted: dict[str, int] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
+    fetched: dict[str, int] = field(default_factory=dict)
+    data_as_of: str | None = None
+
+    def totals(self) -> RunCounts:
+        return RunCounts(
+            upserted=sum(self.upserted.values()),
+            deleted=sum(self.deleted.values()),
+            quarantined=sum(self.quarantined.values()),
+            held_deletes=sum(self.held.values()),
+        )
+
+    def summary(self) -> str:
+        t = self.totals()
+        return (
+            f"{self.kind}: fetched {sum(self.fetched.values())}, changed {t.upserted}, "
+            f"deleted {t.deleted}, quarantined {t.quarantined}, held deletes {t.held_deletes}"
+        )
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _Mapped:
+    records: list[MappedRecord] = field(default_factory=list)
+    rejects: list[tuple[str, str]] = field(default_factory=list)  # (crm_id, reason)
+
+
+class MirrorEngine:
+    """Runs mirror cycles of one adapter into one cache connection."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        adapter: CRMAdapter,
+        mappings: MappingSet,
+        options: MirrorOptions | None = None,
+        *,
+        stop: threading.Event | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        self.conn = conn
+        self.store = CacheStore(conn)
+        self.adapter = adapter
+        self.mappings = mappings
+        self.options = options or MirrorOptions()
+        self.stop = stop or threading.Event()
+        self.progress = progress
+
+    # -- the scheduled job --------------------------------------------------------------------
+
+    def run_cycle(self) -> CycleReport:
+        """One scheduled mirror cycle: finish a pending full resync, start one for entities never
+        synced, or else run an incremental cycle (falling back to a full resync when it meets
+        more changes than it holds in memory)."""
+        pending = self.pending_resync()
+        if pending:
+            log.info("resuming the interrupted full resync of %s", ", ".join(pending))
+            return self.run_full(pending, resume=True)
+        unsynced = [e for e in ENTITY_ORDER if self.store.cursor(e) is None]
+        if unsynced:
+            return self.run_full(unsynced)
+        try:
+            return self.run_incremental()
+        except TooManyChangesError:
+            log.warning(
+                "more than %d changes since the last cycle; running a full resync",
+                self.options.max_incremental_records,
+            )
+            return self.run_full(ENTITY_ORDER)
+
+    def pending_resync(self) -> list[Entity]:
+        """Entities of an interrupted full resync, in fetch order."""
+        progress = self.store.resync_progress()
+        return [e for e in ENTITY_ORDER if e.value in progress]
+
+    # -- incremental --------------------------------------------------------------------------
+
+    def run_incremental(self) -> CycleReport:
+        report = CycleReport("incremental")
+        started = utc_now()
+        events = self._read_deletion_events()
+        fetched: dict[Entity, _Mapped] = {}
+        server_times: dict[Entity, datetime] = {}
+        total = 0
+        for entity in ENTITY_ORDER:
+            cursor = self.store.cursor(entity)
+            since = cursor - timedelta(seconds=self.options.overlap_seconds) if cursor else None
+            bucket = fetched[entity] = _Mapped()
+            for page in self.adapter.list_changed(entity, since):
+                self._check_stop()
+                if page.server_time is not None:
+                    server_times.setdefault(entity, page.server_time)
+                self._map_into(entity, page.records, bucket)
+                total += len(page.records)
+                if total > self.options.max_incremental_records:
+                    raise TooManyChangesError(f"{total} changed records")
+            report.fetched[entity] = len(bucket.records) + len(bucket.rejects)
+        now = iso(utc_now())
+        with write_transaction(self.conn):
+            run_id = self.store.start_run(
+                "incremental", ENTITY_ORDER, started_at=iso(started), now=now
+            )
+            self.store.ensure_scratch()
+            for entity in reversed(ENTITY_ORDER):  # children first, then parents
+                gone = events.deleted.get(entity, set())
+                report.deleted[entity] = self.store.delete(entity, sorted(gone))
+            for entity in ENTITY_ORDER:
+                bucket = fetched[entity]
+                self.store.clear_staging("scratch", entity)
+                self.store.stage("scratch", entity, bucket.records)
+                report.upserted[entity] = self.store.merge(
+                    "scratch", entity, run_id=run_id, now=now
+                )
+                self.store.clear_staging("scratch", entity)
+                report.quarantined[entity] = self._quarantine(entity, bucket.rejects, now)
+                if entity in server_times:
+                    self.store.set_cursor(entity, server_times[entity], now=now)
+            report.data_as_of = self._data_as_of(server_times.values())
+            report.run_id = run_id
+            self.store.finish_run(
+                run_id, report.totals(), data_as_of=report.data_as_of, details=self._details(report)
+            )
+        if events.ack_token:
+            self.adapter.acknowledge_deletions(events.ack_token)
+        return report
+
+    def _read_deletion_events(self) -> DeletionEvents:
+        if DeletionDetection.EVENTS not in self.adapter.capabilities.deletion_detection:
+            return DeletionEvents()
+        return self.adapter.read_deletions()
+
+    # -- full resync --------------------------------------------------------------------------
+
+    def run_full(self, entities: Iterable[Entity], *, resume: bool = False) -> CycleReport:
+        """A full resync of ``entities`` through staging; resumes a pending one when asked."""
+        wanted = [e for e in ENTITY_ORDER if e in set(entities)]
+        report = CycleReport("full")
+        progress = self.store.resync_progress()
+        if not (resume and progress and set(progress) == {e.value for e in wanted}):
+            with write_transaction(self.conn):
+                self.store.begin_resync(wanted, now=iso(utc_now()))
+            progress = self.store.resync_progress()
+        for entity in wanted:
+            row = progress[entity.value]
+            if row[5]:  # complete
+                continue
+            self._stage_listing(entity, resume_after=row[1], already=int(row[4]))
+        return self._swap_in(wanted, report)
+
+    def _stage_listing(self, entity: Entity, *, resume_after: str | None, already: int) -> None:
+        total = self.adapter.count(entity) if self.progress else None
+        done = already
+        for page in self.adapter.list_changed(entity, None, resume_after):
+            self._check_stop()
+            bucket = self._map_into(entity, page.records, _Mapped())
+            now = iso(utc_now())
+            with write_transaction(self.conn):
+                self.store.stage("stage", entity, bucket.records)
+                self._quarantine(entity, bucket.rejects, now)
+                self.store.save_progress(
+                    entity,
+                    resume_after=page.resume_after,
+                    server_time=page.server_time.isoformat() if page.server_time else None,
+                    records=len(page.records),
+                    complete=page.resume_after is None,
+                )
+            done += len(page.records)
+            if self.progress:
+                self.progress(entity.value, done, total)
+
+    def _swap_in(self, entities: list[Entity], report: CycleReport) -> CycleReport:
+        progress = self.store.resync_progress()
+        now = iso(utc_now())
+        started_at = min(str(progress[e.value][6]) for e in entities)
+        server_times = {
+            e: datetime.fromisoformat(str(progress[e.value][2]))
+            for e in entities
+            if progress[e.value][2]
+        }
+        with write_transaction(self.conn):
+            run_id = self.store.start_run("full", entities, started_at=started_at, now=now)
+            for entity in reversed(entities):
+                missing = self.store.ids_missing_from_stage(entity)
+                self._apply_deletions(entity, missing, report, now=now, truncated=None)
+            for entity in entities:
+                report.fetched[entity] = self.store.staged_count("stage", entity)
+                report.upserted[entity] = self.store.merge("stage", entity, run_id=run_id, now=now)
+                self.store.forget_quarantine_not_seen_since(entity, started_at)
+                report.quarantined[entity] = int(
+                    self.conn.execute(
+                        "SELECT count(*) FROM quarantine WHERE entity = ?", (entity.value,)
+                    ).fetchone()[0]
+                )
+                if entity in server_times:
+                    self.store.set_cursor(entity, server_times[entity], now=now)
+            report.run_id = run_id
+            report.data_as_of = self._data_as_of(server_times.values())
+            self.store.finish_run(
+                run_id, report.totals(), data_as_of=report.data_as_of, details=self._details(report)
+            )
+            self.store.end_resync()
+        return report
+
+    # -- deletion sweep -----------------------------------------------------------------------
+
+    def sweep(self) -> CycleReport:
+        """Find deletions by listing every ID; also fetch records the cache is missing."""
+        report = CycleReport("sweep")
+        started = utc_now()
+        listed: dict[Entity, set[str]] = {}
+        truncated: dict[Entity, str | None] = {}
+        for entity in ENTITY_ORDER:
+            expected = self.adapter.count(entity)
+            ids: set[str] = set()
+            for batch in self.adapter.list_ids(entity):
+                self._check_stop()
+                ids.update(batch)
+            listed[entity] = ids
+            report.fetched[entity] = len(ids)
+            tolerance = max(5, int(expected * 0.01))
+            truncated[entity] = (
+                f"listing truncated: {len(ids)} IDs listed of {expected} counted"
+                if len(ids) < expected - tolerance
+                else None
+            )
+        repairs = self._fetch_missing(listed)
+        now = iso(utc_now())
+        with write_transaction(self.conn):
+            run_id = self.store.start_run("sweep", ENTITY_ORDER, started_at=iso(started), now=now)
+            for entity in reversed(ENTITY_ORDER):
+                gone = sorted(self.store.live_ids(entity) - listed[entity])
+                self._apply_deletions(entity, gone, report, now=now, truncated=truncated[entity])
+            self.store.ensure_scratch()
+            for entity in ENTITY_ORDER:
+                bucket = repairs[entity]
+                self.store.clear_staging("scratch", entity)
+                self.store.stage("scratch", entity, bucket.records)
+                report.upserted[entity] = self.store.merge(
+                    "scratch", entity, run_id=run_id, now=now
+                )
+                self.store.clear_staging("scratch", entity)
+                report.quarantined[entity] = self._quarantine(entity, bucket.rejects, now)
+            report.run_id = run_id
+            self.store.finish_run(
+                run_id, report.totals(), data_as_of=None, details=self._details(report)
+            )
+        return report
+
+    def _fetch_missing(self, listed: dict[Entity, set[str]]) -> dict[Entity, _Mapped]:
+        repairs: dict[Entity, _Mapped] = {}
+        for entity in ENTITY_ORDER:
+            quarantined = {
+                row[0]
+                for row in self.conn.execute(
+                    "SELECT crm_id FROM quarantine WHERE entity = ?", (entity.value,)
+                )
+            }
+            missing = sorted(
+                listed[entity] - self.store.live_ids(entity) - quarantined,
+                key=lambda i: int(i) if i.isdigit() else 0,
+            )
+            missing = missing[: self.options.sweep_repair_limit]
+            bucket = repairs[entity] = _Mapped()
+            if missing:
+                log.info(
+                    "sweep found %d %s missing from the cache; fetching them",
+                    len(missing),
+                    entity.value,
+                )
+                self._map_into(entity, self.adapter.get_records(entity, missing), bucket)
+        return repairs
+
+    def _apply_deletions(
+        self,
+        entity: Entity,
+        gone: Sequence[str],
+        report: CycleReport,
+        *,
+        now: str,
+        truncated: str | None,
+    ) -> None:
+        """Delete ``gone`` unless the delete guard holds them (then they wait for an operator)."""
+        live = self.store.count(entity)
+        limit = max(self.options.delete_guard_min, self.options.delete_guard_share * live)
+        reason = truncated
+        if reason is None and len(gone) > limit:
+            reason = (
+                f"{len(gone)} of {live} {entity.value} would be deleted, over the guard "
+                f"({self.options.delete_guard_share:.0%}, at least "
+                f"{self.options.delete_guard_min})"
+            )
+        if gone and reason is not None:
+            self.store.hold_deletes(entity, gone, reason, now=now)
+            report.held[entity] = len(gone)
+            log.warning(
+                "delete guard: holding %d %s deletions: %s", len(gone), entity.value, reason
+            )
+            return
+        self.store.clear_held_deletes(entity)
+        report.deleted[entity] = report.deleted.get(entity, 0) + self.store.delete(entity, gone)
+
+    # -- one record ---------------------------------------------------------------------------
+
+    def resync_record(self, entity: Entity, crm_id: str) -> CycleReport:
+        """Re-fetch one record; if the CRM no longer has it, remove it from the cache."""
+        report = CycleReport("record")
+        raws = self.adapter.get_records(entity, [crm_id])
+        bucket = self._map_into(entity, raws, _Mapped())
+        report.fetched[entity] = len(raws)
+        now = iso(utc_now())
+        with write_transaction(self.conn):
+            run_id = self.store.start_run("record", [entity], started_at=now, now=now)
+            self.store.ensure_scratch()
+            self.store.clear_staging("scratch", entity)
+            self.store.stage("scratch", entity, bucket.records)
+            report.upserted[entity] = self.store.merge("scratch", entity, run_id=run_id, now=now)
+            self.store.clear_staging("scratch", entity)
+            report.quarantined[entity] = self._quarantine(entity, bucket.rejects, now)
+            if not raws:
+                report.deleted[entity] = self.store.delete(entity, [crm_id])
+            report.run_id = run_id
+            self.store.finish_run(
+                run_id, report.totals(), data_as_of=None, details=self._details(report)
+            )
+        return report
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _map_into(self, entity: Entity, raws: Sequence[object], bucket: _Mapped) -> _Mapped:
+        mapping = self.mappings[entity.value]
+        for raw in raws:
+            try:
+                bucket.records.append(mapping.map(raw))
+            except RecordMappingError as error:
+                record_id = mapping.record_id(raw) if isinstance(raw, dict) else None
+                bucket.rejects.append((record_id or NO_ID, str(error)))
+        return bucket
+
+    def _quarantine(self, entity: Entity, rejects: Sequence[tuple[str, str]], now: str) -> int:
+        for crm_id, reason in rejects:
+            self.store.quarantine(entity, crm_id, reason, now=now)
+        if rejects:
+            log.warning(
+                "quarantined %d %s record(s) that do not fit the mapping",
+                len(rejects),
+                entity.value,
+            )
+        return len(rejects)
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise StopRequested("stop requested")
+
+    @staticmethod
+    def _data_as_of(times: Iterable[datetime]) -> str | None:
+        values = list(times)
+        return iso(min(values)) if values else None
+
+    @staticmethod
+    def _details(report: CycleReport) -> dict[str, dict[str, int]]:
+        details: dict[str, dict[str, int]] = {}
+        for name in ("fetched", "upserted", "deleted", "quarantined", "held"):
+            for entity, value in getattr(report, name).items():
+                details.setdefault(str(entity), {})[name] = value
+        return details
+
+
+def apply_held_deletes(conn: sqlite3.Connection, entity: Entity) -> int:
+    """Apply the held deletions of ``entity`` (an operator's explicit decision; local only)."""
+    store = CacheStore(conn)
+    now = iso(utc_now())
+    with write_transaction(conn):
+        ids = store.held_deletes(entity)
+        run_id = store.start_run("held_deletes", [entity], started_at=now, now=now)
+        deleted = store.delete(entity, ids)
+        store.clear_held_deletes(entity)
+        store.finish_run(
+            run_id,
+            RunCounts(deleted=deleted),
+            data_as_of=None,
+            details={entity.value: {"deleted": deleted}},
+        )
+    return deleted

@@ -1,0 +1,144 @@
+"""``syncd --resync ENTITY [--record ID]``: hand the request to the running daemon and follow its
+progress, or, when no daemon runs, resync in the foreground with a progress bar."""
+
+from __future__ import annotations
+
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from connectors.crm.base import Entity
+from state import audit, control
+from syncd import lock
+from syncd.config import Settings
+from syncd.errors import ResyncBusyError
+from syncd.mirror import CycleReport, iso, utc_now
+from syncd.runtime import build_engine
+
+FOLLOW_POLL_SECONDS = 0.25
+
+
+def run_resync(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    entity: str,
+    record_id: str | None,
+    *,
+    out: TextIO = sys.stdout,
+    emit_json: Callable[[dict[str, Any]], None] | None = None,
+) -> int:
+    """Returns an exit code: 0 done, 1 failed, 75 busy (another resync or lock holder)."""
+    state_dir = settings.state.cache_path.parent
+    target = entity + (f" record {record_id}" if record_id else "")
+    audit.record(conn, "resync.request", target=target)
+    holder = lock.holder(state_dir)
+    if holder is not None and "daemon" in holder:
+        request, created = control.request_resync(
+            conn, entity=entity, record_id=record_id, actor=audit.os_user(), now=iso(utc_now())
+        )
+        if not created:
+            print(
+                f"a resync is already in progress: request #{request.id} ({request.entity}, "
+                f"{request.status}); try again when it is done",
+                file=sys.stderr,
+            )
+            return 75
+        print(f"resync request #{request.id} handed to the running daemon ({holder})", file=out)
+        return _follow(conn, request.id, state_dir, out, emit_json)
+    return _foreground(settings, conn, entity, record_id, state_dir, out, emit_json)
+
+
+def _follow(
+    conn: sqlite3.Connection,
+    request_id: int,
+    state_dir: Path,
+    out: TextIO,
+    emit_json: Callable[[dict[str, Any]], None] | None,
+) -> int:
+    with _bar(out) as bar:
+        task = bar.add_task("resync", total=None)
+        while True:
+            request = control.get(conn, request_id)
+            assert request is not None
+            bar.update(
+                task,
+                completed=request.progress_done,
+                total=request.progress_total,
+                description=f"{request.entity} ({request.status})",
+            )
+            if request.finished:
+                break
+            if lock.holder(state_dir) is None:
+                print(
+                    "the daemon stopped; the request stays queued and runs when it starts",
+                    file=sys.stderr,
+                )
+                return 75
+            time.sleep(FOLLOW_POLL_SECONDS)
+    ok = request.status == "done"
+    if emit_json:
+        emit_json({"request": vars(request), "ok": ok})
+    print(f"resync #{request.id} {request.status}: {request.message}", file=out)
+    return 0 if ok else 1
+
+
+def _foreground(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    entity: str,
+    record_id: str | None,
+    state_dir: Path,
+    out: TextIO,
+    emit_json: Callable[[dict[str, Any]], None] | None,
+) -> int:
+    try:
+        process_lock = lock.ProcessLock(state_dir, "foreground resync")
+        process_lock.acquire()
+    except ResyncBusyError as error:
+        print(f"cannot resync now: {error}", file=sys.stderr)
+        return 75
+    try:
+        with _bar(out) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(name: str, done: int, total: int | None) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=total)
+                bar.update(tasks[name], completed=done, total=total)
+
+            engine = build_engine(settings, conn, progress=progress)
+            try:
+                report = _run(engine, entity, record_id)
+            finally:
+                engine.adapter.close()
+    finally:
+        process_lock.release()
+    if emit_json:
+        emit_json({"ok": True, "report": vars(report)})
+    print(report.summary(), file=out)
+    return 0
+
+
+def _run(engine: Any, entity: str, record_id: str | None) -> CycleReport:
+    if record_id:
+        result: CycleReport = engine.resync_record(Entity(entity), record_id)
+        return result
+    entities = list(Entity) if entity == "all" else [Entity(entity)]
+    full: CycleReport = engine.run_full(entities)
+    return full
+
+
+def _bar(out: TextIO) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=False,
+        disable=not out.isatty(),
+    )

@@ -1,0 +1,167 @@
+"""``syncd status``: what is healthy and what is not, in one screen (or as JSON)."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from state import control, health
+from state.cache import ENTITIES
+from state.migrations import current_version, latest_version
+from syncd import lock
+
+QUARANTINE_SHOWN = 5
+
+
+def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
+    """Everything ``status`` reports, as JSON-able data; ``healthy`` says whether to exit 0."""
+    daemon = lock.holder(state_dir)
+    jobs = [vars(h) for h in health.load_all(conn)]
+    entities = {}
+    for entity in ENTITIES:
+        cursor = conn.execute("SELECT value FROM cursors WHERE entity = ?", (entity,)).fetchone()
+        entities[entity] = {
+            "count": conn.execute(f"SELECT count(*) FROM {entity}").fetchone()[0],
+            "data_as_of": _utc(cursor[0]) if cursor else None,
+        }
+    quarantine = [
+        {"entity": e, "crm_id": i, "reason": r, "last_seen_at": s, "occurrences": n}
+        for e, i, r, s, n in conn.execute(
+            "SELECT entity, crm_id, reason, last_seen_at, occurrences FROM quarantine "
+            "ORDER BY last_seen_at DESC"
+        )
+    ]
+    held = {
+        e: n for e, n in conn.execute("SELECT entity, count(*) FROM held_deletes GROUP BY entity")
+    }
+    held_reasons = {
+        e: r
+        for e, r in conn.execute("SELECT entity, max(reason) FROM held_deletes GROUP BY entity")
+    }
+    last_run = conn.execute(
+        "SELECT id, kind, finished_at, upserted, deleted, quarantined, held_deletes "
+        "FROM sync_runs ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    resync = control.open_request(conn)
+    progress = {
+        row[0]: {"pages": row[1], "records": row[2]}
+        for row in conn.execute("SELECT entity, pages, records FROM resync_progress")
+    }
+    problems = [
+        f"job {j['job']} is {j['state']}: {j['last_error']}"
+        for j in jobs
+        if j["state"] in ("failing", "stopped")
+    ]
+    problems += [f"{n} {e} deletions held by the delete guard" for e, n in held.items()]
+    if daemon is None:
+        problems.append("no daemon is running")
+    return {
+        "healthy": not problems,
+        "problems": problems,
+        "daemon": daemon,
+        "cache": {
+            "path": str(state_dir / "cache.sqlite3"),
+            "schema_version": current_version(conn),
+            "schema_expected": latest_version(),
+        },
+        "jobs": jobs,
+        "entities": entities,
+        "last_run": dict(
+            zip(
+                ("id", "kind", "finished_at", "upserted", "deleted", "quarantined", "held_deletes"),
+                last_run,
+                strict=True,
+            )
+        )
+        if last_run
+        else None,
+        "quarantine": {"count": len(quarantine), "records": quarantine},
+        "held_deletes": {e: {"count": n, "reason": held_reasons[e]} for e, n in held.items()},
+        "resync": vars(resync) if resync else None,
+        "resync_in_progress": progress,
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    """The human-readable screen."""
+    lines = [f"syncd status: {'HEALTHY' if report['healthy'] else 'NEEDS ATTENTION'}"]
+    cache = report["cache"]
+    lines.append(f"cache   {cache['path']} (schema {cache['schema_version']})")
+    lines.append(f"daemon  {report['daemon'] or 'not running'}")
+    lines.append("")
+    lines.append("jobs")
+    if not report["jobs"]:
+        lines.append("  (no job has run yet)")
+    for job in report["jobs"]:
+        line = f"  {job['job']:<12} {job['state']:<8} last success {_ago(job['last_success_at'])}"
+        if job["state"] in ("failing", "stopped"):
+            line += f"; {job['consecutive_failures']} failure(s), last: {job['last_error']}"
+            if job["next_run_at"]:
+                line += f"; retry after {job['next_run_at']}"
+        lines.append(line)
+    lines.append("")
+    lines.append("data")
+    for entity, info in report["entities"].items():
+        lines.append(f"  {entity:<10} {info['count']:>9,}  as of {info['data_as_of'] or 'never'}")
+    if report["last_run"]:
+        run = report["last_run"]
+        lines.append(
+            f"  last cycle #{run['id']} ({run['kind']}) finished {_ago(run['finished_at'])}: "
+            f"{run['upserted']} changed, {run['deleted']} deleted"
+        )
+    quarantine = report["quarantine"]
+    if quarantine["count"]:
+        lines.append("")
+        lines.append(f"quarantined records: {quarantine['count']}")
+        for item in quarantine["records"][:QUARANTINE_SHOWN]:
+            lines.append(f"  {item['entity']} {item['crm_id']}: {item['reason']}")
+        if quarantine["count"] > QUARANTINE_SHOWN:
+            lines.append("  ... (syncd status --json lists all)")
+    if report["held_deletes"]:
+        lines.append("")
+        lines.append("held deletions (the delete guard refused them)")
+        for entity, info in report["held_deletes"].items():
+            lines.append(f"  {entity}: {info['count']} - {info['reason']}")
+            lines.append(
+                f"    review, then: syncd deletes apply {entity}  "
+                f"(or: syncd deletes discard {entity})"
+            )
+    if report["resync"]:
+        r = report["resync"]
+        total = f"/{r['progress_total']}" if r["progress_total"] else ""
+        lines.append("")
+        lines.append(
+            f"resync #{r['id']} ({r['entity']}) {r['status']}: {r['progress_done']}{total} records"
+        )
+    elif report["resync_in_progress"]:
+        lines.append("")
+        lines.append(
+            "an interrupted full resync will resume: "
+            + ", ".join(
+                f"{e} ({p['records']} records staged)"
+                for e, p in report["resync_in_progress"].items()
+            )
+        )
+    if report["problems"]:
+        lines.append("")
+        lines.append("problems")
+        lines.extend(f"  - {p}" for p in report["problems"])
+    return "\n".join(lines)
+
+
+def _utc(value: str) -> str:
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ago(stamp: str | None) -> str:
+    if not stamp:
+        return "never"
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    if seconds < 120:
+        return f"{stamp} ({seconds}s ago)"
+    if seconds < 7200:
+        return f"{stamp} ({seconds // 60} min ago)"
+    return f"{stamp} ({seconds // 3600} h ago)"

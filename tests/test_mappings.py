@@ -1,0 +1,145 @@
+"""Mapping files, transforms and the mapper's behaviour on hostile input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mappings.canonical import CANONICAL_FIELDS
+from mappings.loader import load_mapping_set, parse_mapping
+from syncd.errors import ConfigError, RecordMappingError
+
+FIXTURES = Path(__file__).parent / "fixtures" / "bitrix24"
+MAPPINGS = load_mapping_set("bitrix24")
+
+
+def test_every_entity_maps_every_canonical_field() -> None:
+    for entity, fields in CANONICAL_FIELDS.items():
+        targets = {rule.target for rule in MAPPINGS[entity].rules}
+        assert targets == {f.name for f in fields}
+
+
+def test_reference_contact_maps_with_typed_email() -> None:
+    body = json.loads((FIXTURES / "crm.contact.list.response.json").read_text())
+    record = MAPPINGS["contacts"].map(body["result"][0])
+    assert record.crm_id == "75"
+    assert record.values["first_name"] == "Anastasia"
+    assert record.values["emails"] == [{"type": "work", "value": "special-for@example.com"}]
+    assert record.values["company_id"] is None
+
+
+def test_reference_company_maps_phone() -> None:
+    body = json.loads((FIXTURES / "crm.company.list.response.json").read_text())
+    raw = {**body["result"][0], "DATE_MODIFY": "2026-01-27T10:27:39+01:00"}
+    record = MAPPINGS["companies"].map(raw)
+    assert record.values["name"] == "Crossroads"
+    assert record.values["phones"] == [{"type": "work", "value": "+19998887766"}]
+    assert record.updated_at == "2026-01-27T09:27:39Z"
+
+
+def test_device_mapping_reads_spa_fields() -> None:
+    raw = {"id": 17, "updatedTime": "2026-11-01T10:00:00+02:00", "title": "GentleMax Pro",
+           "ufCrm8Brand": "Candela", "ufCrm8IsRental": "Y", "ufCrm8Handpieces": ["18 mm", ""],
+           "ufCrm8WarrantyStart": "2023-05-01T00:00:00+03:00", "companyId": 5, "contactId": None}
+    record = MAPPINGS["devices"].map(raw)
+    assert record.crm_id == "17"
+    assert record.values["ownership"] == "rental"
+    assert record.values["handpieces"] == ["18 mm"]
+    assert record.values["warranty_start"] == "2023-05-01"
+    assert record.values["company_id"] == "5"
+    assert record.values["contact_id"] is None
+
+
+def test_birth_date_keeps_the_crm_day() -> None:
+    raw = {"ID": "1", "DATE_MODIFY": "2026-01-01T00:00:00+02:00",
+           "BIRTHDATE": "1985-03-14T00:00:00+03:00"}
+    assert MAPPINGS["contacts"].map(raw).values["birth_date"] == "1985-03-14"
+
+
+def test_unmapped_fields_are_not_stored() -> None:
+    raw = {"ID": "1", "DATE_MODIFY": "2026-01-01T00:00:00+02:00", "COMMENTS": "secret note",
+           "POST": "CEO"}
+    values = MAPPINGS["contacts"].map(raw).values
+    assert "secret note" not in json.dumps(values)
+    assert set(values) == {f.name for f in CANONICAL_FIELDS["contacts"]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        ({"ID": "x"}, "id"),
+        ({"ID": "1", "DATE_MODIFY": "yesterday"}, "updated_at"),
+        ({"ID": "1", "DATE_MODIFY": "2026-01-01T00:00:00"}, "updated_at"),
+        ({"ID": "1", "BIRTHDATE": "14.03.1985"}, "birth_date"),
+        ({"ID": "1", "EMAIL": "not-a-list"}, "emails"),
+        ({"ID": "1", "COMPANY_ID": "-3"}, "company_id"),
+        ({"ID": "1", "UF_CRM_LANGUAGES": ["Estonian!"]}, "languages"),
+    ],
+)
+def test_bad_fields_are_named_without_their_value(raw: dict[str, object], field: str) -> None:
+    with pytest.raises(RecordMappingError) as caught:
+        MAPPINGS["contacts"].map(raw)
+    assert caught.value.field == field
+    for value in raw.values():
+        if isinstance(value, str) and len(value) > 3:
+            assert value not in str(caught.value)
+
+
+def test_content_hash_changes_with_content_only() -> None:
+    base = {"ID": "1", "DATE_MODIFY": "2026-01-01T00:00:00+02:00", "NAME": "Mari"}
+    first = MAPPINGS["contacts"].map(base)
+    later = MAPPINGS["contacts"].map({**base, "DATE_MODIFY": "2026-02-01T00:00:00+02:00"})
+    renamed = MAPPINGS["contacts"].map({**base, "NAME": "Maria"})
+    assert first.content_hash == later.content_hash
+    assert first.content_hash != renamed.content_hash
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("vendor = 'bitrix24'\nentity = 'contacts'\n[fields", "not valid TOML"),
+        ("vendor = 'x'\nentity = 'contacts'\n[fields]\n", "must declare"),
+        ("vendor = 'bitrix24'\nentity = 'contacts'\ncolour = 1\n", "unknown key 'colour'"),
+    ],
+)
+def test_bad_mapping_files_are_config_errors(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_mapping(text, label="t.toml", vendor="bitrix24", entity="contacts")
+
+
+def test_mapping_file_with_unknown_transform_is_rejected(tmp_path: Path) -> None:
+    for entity in CANONICAL_FIELDS:
+        source = Path(__file__).parents[1] / "mappings" / "bitrix24" / f"{entity}.toml"
+        (tmp_path / f"{entity}.toml").write_text(source.read_text())
+    path = tmp_path / "devices.toml"
+    path.write_text(path.read_text().replace('transform = "flag"', 'transform = "eval"'))
+    with pytest.raises(ConfigError, match=r"fields\.ownership\.transform 'eval'"):
+        load_mapping_set("bitrix24", tmp_path)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+field_names = st.sampled_from(sorted({rule.path[0] for m in MAPPINGS.entities.values()
+                                      for rule in (m.id_rule, m.updated_rule, *m.rules)}))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(entity=st.sampled_from(sorted(CANONICAL_FIELDS)),
+       record=st.dictionaries(field_names | st.text(max_size=8), json_values, max_size=12)
+       | json_values)
+def test_arbitrary_json_maps_or_is_quarantined(entity: str, record: object) -> None:
+    try:
+        mapped = MAPPINGS[entity].map(record)
+    except RecordMappingError as error:
+        assert str(error)
+    else:
+        assert mapped.crm_id.isdigit()
+        json.dumps(mapped.values)
