@@ -1,0 +1,586 @@
+"""syncd's settings: a TOML file, ``SYNCD_*`` environment variables and secrets from files.
+
+Sources, highest priority first:
+
+1. keyword arguments to :func:`load_settings` (the CLI's own overrides);
+2. ``SYNCD_*`` environment variables, nested with ``__`` (``SYNCD_CRM__URL``,
+   ``SYNCD_MIRROR__INTERVAL_SECONDS``);
+3. the TOML file named by ``--config FILE`` or else ``$SYNCD_CONFIG`` (read by pydantic-settings'
+   :class:`~pydantic_settings.TomlConfigSettingsSource`); no file at all means defaults;
+4. the defaults below.
+
+Secrets are never settings values. They are read, lazily, from a file: a ``*_file`` setting
+(``crm.webhook_token_file``) or the systemd credential of the same name in
+``$CREDENTIALS_DIRECTORY`` (``LoadCredential=crm_webhook_token:...``). A secret's value in the TOML
+file or in the environment is refused with a message saying where to put it instead.
+
+Every problem becomes one :class:`~syncd.errors.ConfigError` whose message is a single line naming
+the setting (``crm.colour: unknown setting``) or the environment variable
+(``SYNCD_MIRROR__INTERVAL_SECONDS: must be greater than or equal to 1 (got 0)``). Messages never
+contain a secret's value; values of settings that could carry one (URLs) are never echoed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+    TomlConfigSettingsSource,
+)
+
+from syncd.errors import ConfigError
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "ENV_PREFIX",
+    "CrmSettings",
+    "InvalidSettingsError",
+    "LogSettings",
+    "MirrorSettings",
+    "Settings",
+    "StateSettings",
+    "load_settings",
+    "read_secret",
+    "secret_source",
+]
+
+ENV_PREFIX: Final = "SYNCD_"
+ENV_NESTED_DELIMITER: Final = "__"
+CONFIG_ENV_VAR: Final = "SYNCD_CONFIG"
+CREDENTIALS_ENV_VAR: Final = "CREDENTIALS_DIRECTORY"
+STATE_DIRECTORY_ENV_VAR: Final = "STATE_DIRECTORY"
+DEFAULT_STATE_DIRECTORY: Final = Path("/var/lib/syncd")
+CACHE_FILE_NAME: Final = "cache.sqlite3"
+
+# Secrets syncd knows: (section, key) of the forbidden inline setting -> systemd credential name.
+# The file setting is always "<key>_file" in the same section.
+_SECRETS: Final[dict[tuple[str, str], str]] = {
+    ("crm", "webhook_token"): "crm_webhook_token",
+}
+
+# Settings whose values are never repeated in an error message (they may embed a credential).
+_NEVER_ECHO: Final[frozenset[str]] = frozenset({"crm.url"})
+
+_SECTION_CONFIG: Final = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
+
+
+class InvalidSettingsError(ConfigError):
+    """A :class:`ConfigError` from validating settings; ``problems`` lists each one-line problem.
+
+    ``str(error)`` is all problems joined on one line with ``"; "``.
+    """
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems: tuple[str, ...] = tuple(problems)
+        super().__init__("; ".join(self.problems))
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+_BITRIX_WEBHOOK_PATH = re.compile(r"(?P<prefix>.*?/rest/\d+)(?P<rest>/.*)?")
+
+
+class CrmSettings(BaseModel):
+    """``[crm]``: which CRM and how to talk to it."""
+
+    model_config = _SECTION_CONFIG
+
+    vendor: Literal["bitrix24"] = "bitrix24"
+    # Webhook base URL up to and including the user id: https://example.bitrix24.eu/rest/1/
+    url: str | None = None
+    webhook_token_file: Path | None = None
+    devices_entity_type_id: int = Field(default=1040, gt=0)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=120)
+    max_attempts: int = Field(default=5, ge=1, le=20)
+    overlap_seconds: int = Field(default=300, ge=0, le=86_400)
+    deletion_events: Literal["auto", "off"] = "auto"
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        try:
+            parts = urlsplit(value)
+            host = parts.hostname
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError:
+            raise ValueError("is not a valid URL") from None
+        if parts.scheme.lower() not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        if not host:
+            raise ValueError("must name a host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "must not contain a user name or password; credentials belong in a file"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("must not contain a query string or fragment")
+        match = _BITRIX_WEBHOOK_PATH.fullmatch(parts.path.rstrip("/"))
+        if match is None:
+            raise ValueError(
+                "must be the webhook base URL up to and including the user id, "
+                "like https://example.bitrix24.eu/rest/1/"
+            )
+        if match.group("rest"):
+            raise ValueError(
+                "must end at the user id (…/rest/<user id>/); put the webhook token in "
+                "crm.webhook_token_file or the systemd credential 'crm_webhook_token', "
+                "not in the URL"
+            )
+        normalised: str = urlunsplit(
+            (parts.scheme.lower(), parts.netloc, match.group("prefix") + "/", "", "")
+        )
+        return normalised
+
+    @field_validator("webhook_token_file")
+    @classmethod
+    def _expand_file(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser()
+
+
+class MirrorSettings(BaseModel):
+    """``[mirror]``: how often the CRM is mirrored and how deletions are guarded."""
+
+    model_config = _SECTION_CONFIG
+
+    interval_seconds: float = Field(default=60.0, ge=1)
+    jitter_seconds: float = Field(default=5.0, ge=0)
+    sweep_interval_seconds: float = Field(default=3600.0, ge=10)
+    full_resync_interval_hours: float = Field(default=24.0, ge=0)  # 0 disables it
+    delete_guard_share: float = Field(default=0.10, gt=0, le=1)
+    delete_guard_min: int = Field(default=5, ge=0)
+
+
+def _default_state_directory() -> Path:
+    # systemd's StateDirectory= sets $STATE_DIRECTORY (colon-separated if there are several).
+    from_systemd = os.environ.get(STATE_DIRECTORY_ENV_VAR, "").split(":")[0]
+    return Path(from_systemd) if from_systemd else DEFAULT_STATE_DIRECTORY
+
+
+class StateSettings(BaseModel):
+    """``[state]``: where the SQLite files live."""
+
+    model_config = _SECTION_CONFIG
+
+    directory: Path = Field(default_factory=_default_state_directory)
+
+    @field_validator("directory")
+    @classmethod
+    def _expand_directory(cls, value: Path) -> Path:
+        if not str(value).strip():
+            raise ValueError("must not be empty")
+        return value.expanduser()
+
+    @property
+    def cache_path(self) -> Path:
+        """The cache database the portal reads."""
+        return self.directory / CACHE_FILE_NAME
+
+
+class LogSettings(BaseModel):
+    """``[log]``: log level and format (the log goes to stderr, i.e. the journal)."""
+
+    model_config = _SECTION_CONFIG
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+# --------------------------------------------------------------------------------------------
+# The TOML source
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _LoadContext:
+    """What one :func:`load_settings` call hands to ``settings_customise_sources``."""
+
+    toml_file: Path | None
+    toml_data: dict[str, Any] = field(default_factory=dict)
+
+
+_LOAD_CONTEXT: ContextVar[_LoadContext | None] = ContextVar("syncd_config_load", default=None)
+
+
+class _TomlSource(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source, with read and parse errors turned into ConfigErrors."""
+
+    def _read_file(self, file_path: Any) -> dict[str, Any]:
+        try:
+            data = super()._read_file(file_path)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file_path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read config file {file_path}: {exc.strerror or exc}"
+            ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {file_path} is not valid UTF-8") from None
+        context = _LOAD_CONTEXT.get()
+        if context is not None:
+            context.toml_data = data
+        return data
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+class Settings(BaseSettings):
+    """The effective configuration. Build it with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    crm: CrmSettings = Field(default_factory=CrmSettings)
+    mirror: MirrorSettings = Field(default_factory=MirrorSettings)
+    state: StateSettings = Field(default_factory=StateSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    # dotted setting -> where its value came from; filled in by load_settings()
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # No .env files and no pydantic secrets_dir: secrets go through read_secret() only.
+        context = _LOAD_CONTEXT.get()
+        if context is None or context.toml_file is None:
+            return (init_settings, env_settings)
+        return (init_settings, env_settings, _TomlSource(settings_cls, toml_file=context.toml_file))
+
+    # -- secrets ----------------------------------------------------------------------------
+
+    def crm_webhook_token(self) -> str | None:
+        """The Bitrix24 webhook token, read now from its file; None if none is configured."""
+        token = read_secret("crm_webhook_token", self.crm.webhook_token_file)
+        if token is not None and not re.fullmatch(r"[A-Za-z0-9_.~-]+", token):
+            source = secret_source("crm_webhook_token", self.crm.webhook_token_file)
+            raise ConfigError(
+                f"secret file {source} does not hold a webhook token "
+                "(expected one word of letters and digits)"
+            )
+        return token
+
+    def check_secrets(self) -> None:
+        """Read every configured secret once, raising ConfigError for any unusable one."""
+        self.crm_webhook_token()
+
+    def _secret_files(self) -> Iterator[tuple[str, str, str, Path | None]]:
+        """(section, key, credential name, file setting) for every known secret."""
+        for (section, key), credential in _SECRETS.items():
+            file_setting = getattr(getattr(self, section), f"{key}_file")
+            yield section, key, credential, file_setting
+
+    # -- reporting --------------------------------------------------------------------------
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration as JSON-able data, each secret shown only by its source.
+
+        A secret appears as ``"<set: from /path>"`` or ``"<not set>"``; its value is never read.
+        """
+        data: dict[str, Any] = self.model_dump(mode="json")
+        for section, key, credential, file_setting in self._secret_files():
+            source = secret_source(credential, file_setting)
+            data[section][key] = "<not set>" if source is None else f"<set: from {source}>"
+        data["state"]["cache_path"] = str(self.state.cache_path)
+        return data
+
+    def describe_sources(self) -> dict[str, str]:
+        """Where each setting's value came from: "default", "file <path>", "env <VAR>", "override".
+
+        Only meaningful on an instance made by :func:`load_settings`.
+        """
+        return {
+            dotted: self._origins.get(dotted, "default") for dotted in _leaf_settings(type(self))
+        }
+
+
+def _leaf_settings(model: type[BaseModel], prefix: str = "") -> list[str]:
+    names: list[str] = []
+    for name, info in model.model_fields.items():
+        annotation = info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names.extend(_leaf_settings(annotation, f"{prefix}{name}."))
+        else:
+            names.append(f"{prefix}{name}")
+    return names
+
+
+# --------------------------------------------------------------------------------------------
+# Secrets
+# --------------------------------------------------------------------------------------------
+
+
+def secret_source(name: str, file_setting: Path | None) -> Path | None:
+    """The file a secret would be read from, without reading it.
+
+    ``file_setting`` (an explicit ``*_file`` setting) wins; otherwise the systemd credential
+    ``$CREDENTIALS_DIRECTORY/<name>`` if that file exists; otherwise None.
+    """
+    if file_setting is not None:
+        return file_setting
+    credentials = os.environ.get(CREDENTIALS_ENV_VAR)
+    if credentials:
+        candidate = Path(credentials) / name
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def read_secret(name: str, file_setting: Path | None) -> str | None:
+    """Read the secret ``name`` from ``file_setting`` or the systemd credential ``name``.
+
+    Returns the content with surrounding whitespace stripped, or None when neither source is
+    configured. An explicit file that is missing, unreadable or empty is a ConfigError naming the
+    file (never its content).
+    """
+    path = secret_source(name, file_setting)
+    if path is None:
+        return None
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret file {path}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"secret file {path} is not valid UTF-8 text") from None
+    value = text.strip()
+    if not value:
+        raise ConfigError(f"secret file {path} is empty")
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# Loading and error messages
+# --------------------------------------------------------------------------------------------
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the effective settings; any problem raises ConfigError with one line naming it.
+
+    ``config_file`` is the CLI's ``--config FILE``; without it ``$SYNCD_CONFIG`` is used, and
+    without that no file is read. ``overrides`` are nested like the TOML file
+    (``load_settings(state={"directory": path})``) and win over every other source.
+    """
+    toml_file = _config_file_path(config_file)
+    _check_env_names(os.environ)
+    context = _LoadContext(toml_file=toml_file)
+    token = _LOAD_CONTEXT.set(context)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        problems = [_describe_error(err, overrides) for err in exc.errors()]
+        raise InvalidSettingsError(problems) from None
+    except SettingsError as exc:
+        raise ConfigError(_describe_settings_error(exc)) from None
+    finally:
+        _LOAD_CONTEXT.reset(token)
+    settings._origins = _origins(overrides, context, toml_file)
+    return settings
+
+
+def _config_file_path(config_file: Path | None) -> Path | None:
+    if config_file is None:
+        from_env = os.environ.get(CONFIG_ENV_VAR)
+        if not from_env:
+            return None
+        config_file = Path(from_env)
+    path = Path(config_file).expanduser()
+    if not path.exists():
+        raise ConfigError(f"cannot read config file {path}: No such file or directory")
+    if not path.is_file():
+        raise ConfigError(f"cannot read config file {path}: not a regular file")
+    return path
+
+
+def _section_names() -> frozenset[str]:
+    return frozenset(Settings.model_fields)
+
+
+def _check_env_names(environ: Mapping[str, str]) -> None:
+    """Refuse SYNCD_* variables that look like settings but match none, and inline secrets.
+
+    pydantic-settings silently ignores environment variables it cannot place; a misspelt section
+    or a single underscore where two belong would then do nothing.
+    """
+    sections = _section_names()
+    problems: list[str] = []
+    for var in sorted(environ):
+        upper = var.upper()
+        if not upper.startswith(ENV_PREFIX) or upper == CONFIG_ENV_VAR:
+            continue
+        rest = upper[len(ENV_PREFIX):].lower()
+        if ENV_NESTED_DELIMITER in rest:
+            section, _, key = rest.partition(ENV_NESTED_DELIMITER)
+            if (section, key) in _SECRETS:
+                problems.append(_secret_message(var, section, key, via_env=True))
+            elif section not in sections:
+                problems.append(f"{var}: unknown setting (no section [{section}])")
+            continue
+        for section in sections:
+            if rest.startswith(section + "_"):
+                suggestion = ENV_PREFIX + section.upper() + "__" + rest[len(section) + 1:].upper()
+                problems.append(
+                    f"{var}: unknown setting (nested settings use a double underscore: "
+                    f"{suggestion})"
+                )
+                break
+    if problems:
+        raise InvalidSettingsError(problems)
+
+
+def _secret_message(where: str, section: str, key: str, *, via_env: bool) -> str:
+    credential = _SECRETS[(section, key)]
+    origin = "environment variables" if via_env else "the config file"
+    return (
+        f"{where}: secrets are not accepted from {origin}; write it to a file readable only by "
+        f"syncd and set {section}.{key}_file, or pass the systemd credential '{credential}' "
+        f"(LoadCredential=)"
+    )
+
+
+def _env_var_for(loc: tuple[str, ...]) -> str | None:
+    """The environment variable that supplied the setting at ``loc``, if one did."""
+    environ = {name.upper(): name for name in os.environ}
+    for depth in range(len(loc), 0, -1):
+        candidate = _env_name(loc[:depth])
+        if candidate in environ:
+            return environ[candidate]
+    return None
+
+
+def _in_mapping(data: Mapping[str, Any], loc: tuple[str, ...]) -> bool:
+    node: Any = data
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _describe_error(err: Mapping[str, Any], overrides: Mapping[str, Any]) -> str:
+    loc = tuple(str(part) for part in err.get("loc", ()))
+    dotted = ".".join(loc) or "settings"
+    error_type = str(err.get("type", ""))
+    from_override = _in_mapping(overrides, loc)
+    env_var = None if from_override else _env_var_for(loc)
+    where = env_var or dotted
+    # An environment variable holding a whole table (SYNCD_CRM='{"url": ...}') names it, then
+    # the setting inside it.
+    inner = "" if env_var is None or env_var.upper() == _env_name(loc) else f"{dotted} "
+
+    if error_type == "extra_forbidden":
+        if len(loc) == 2 and (loc[0], loc[1]) in _SECRETS:
+            return _secret_message(where, loc[0], loc[1], via_env=env_var is not None)
+        return f"{where}: {inner}unknown setting"
+    return f"{where}: {inner}{_short_message(err)}{_echo_value(err, dotted)}"
+
+
+def _env_name(loc: tuple[str, ...]) -> str:
+    return ENV_PREFIX + ENV_NESTED_DELIMITER.join(loc).upper()
+
+
+def _short_message(err: Mapping[str, Any]) -> str:
+    error_type = str(err.get("type", ""))
+    msg = str(err.get("msg", "is invalid"))
+    if error_type in ("model_type", "model_attributes_type", "dict_type"):
+        return "must be a table of settings"
+    if error_type == "missing":
+        return "is required"
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, "):]
+    if msg.startswith("Input should be "):
+        msg = "must be " + msg[len("Input should be "):]
+        if error_type.endswith("_parsing") or error_type.endswith("_type"):
+            msg = msg.split(",", 1)[0]
+        return msg
+    return msg[:1].lower() + msg[1:]
+
+
+def _echo_value(err: Mapping[str, Any], dotted: str) -> str:
+    """`` (got X)`` for short, plainly non-secret inputs; empty otherwise."""
+    if dotted in _NEVER_ECHO or str(err.get("type", "")) in ("missing", "extra_forbidden"):
+        return ""
+    value = err.get("input")
+    if isinstance(value, bool):
+        shown = "true" if value else "false"
+    elif isinstance(value, int | float) or (
+        isinstance(value, str) and len(value) <= 40 and value.isprintable()
+    ):
+        shown = repr(value)
+    else:
+        return ""
+    return f" (got {shown})"
+
+
+def _describe_settings_error(exc: SettingsError) -> str:
+    # pydantic-settings: 'error parsing value for field "crm" from source "EnvSettingsSource"'
+    match = re.search(r'field "([^"]+)" from source "(\w+)"', str(exc))
+    if match and match.group(2) == "EnvSettingsSource":
+        var = _env_var_for((match.group(1),)) or ENV_PREFIX + match.group(1).upper()
+        return f"{var}: is not valid JSON for the [{match.group(1)}] table"
+    first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"settings: {first_line}"
+
+
+def _origins(
+    overrides: Mapping[str, Any], context: _LoadContext, toml_file: Path | None
+) -> dict[str, str]:
+    origins: dict[str, str] = {}
+    for dotted in _leaf_settings(Settings):
+        loc = tuple(dotted.split("."))
+        if _in_mapping(overrides, loc):
+            origins[dotted] = "override"
+        elif (var := _env_var_for(loc)) is not None:
+            origins[dotted] = f"env {var}"
+        elif toml_file is not None and _in_mapping(context.toml_data, loc):
+            origins[dotted] = f"file {toml_file}"
+    return origins

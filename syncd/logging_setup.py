@@ -1,0 +1,280 @@
+"""Logging for syncd: one handler on stderr (the journal under systemd), text or JSON lines.
+
+* text: ``2026-11-21T12:00:00Z INFO syncd.mirror: message key=value``
+* json: one object per line with ``ts``, ``level``, ``logger``, ``msg``, any ``extra`` fields and,
+  for exceptions, ``exc``.
+
+The rule is that code never logs personal data or secrets. :class:`RedactingFilter` is the safety
+net behind that rule: attached to the handler, it scrubs e-mail addresses, phone-number-like
+sequences, Bitrix24 webhook tokens in URLs, credential query parameters and ``Authorization`` /
+``Bearer`` values from every formatted message, exception text and ``extra`` value.
+
+Third-party loggers are quietened: httpx, httpcore, zeep and urllib3 log at WARNING unless the
+level is DEBUG, and even then httpx/httpcore stay at INFO at most, because their DEBUG lines carry
+full URLs and headers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from typing import IO, Any, Final, Literal
+
+__all__ = [
+    "OUR_LOGGERS",
+    "THIRD_PARTY_LOGGERS",
+    "JsonFormatter",
+    "RedactingFilter",
+    "TextFormatter",
+    "configure_logging",
+    "redact",
+]
+
+OUR_LOGGERS: Final = ("syncd", "connectors", "state", "mappings")
+THIRD_PARTY_LOGGERS: Final = ("httpx", "httpcore", "zeep", "urllib3")
+# Loggers whose DEBUG output contains URLs/headers: never below INFO.
+_URL_LOGGERS: Final = frozenset({"httpx", "httpcore"})
+_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# ------------------------------------------------------------------------------------------
+# Redaction
+# ------------------------------------------------------------------------------------------
+
+EMAIL_MASK: Final = "<email>"
+PHONE_MASK: Final = "<phone>"
+SECRET_MASK: Final = "***"
+
+_EMAIL = re.compile(
+    # The lookbehind starts a match only where a run of local-part characters starts, keeping
+    # the scan linear on long texts without "@" matches.
+    r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+",
+)
+# Bitrix24 webhook: https://portal/rest/<user id>/<token>/<method> -> /rest/<user id>/***/<method>
+_BITRIX_TOKEN = re.compile(r"(/rest/\d+/)(?!\*\*\*(?:[/?#\s]|$))[^/\s?#\"'<>]+")
+# Credentials in query strings or key=value text: ?auth=..., &access_token=..., token=...
+_QUERY_SECRET = re.compile(
+    r"(?<![\w-])((?:auth|token|access_token|refresh_token|id_token|client_secret|password|passwd"
+    r"|api_key|apikey|tempauth|sig)=)(?!\*\*\*(?:[&\s\"',;]|$))[^&\s#\"',;]+",
+    re.IGNORECASE,
+)
+# Authorization: Bearer xyz / 'authorization': 'Basic xyz' / Authorization=xyz
+_AUTHORIZATION = re.compile(
+    r"((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)"
+    r"(?:(bearer|basic|digest|token|negotiate|ntlm)\s+)?"
+    r"(?!\*\*\*)(?!(?:bearer|basic|digest|token|negotiate|ntlm)(?:\s|$))[^\s,;\"']+",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"\b(bearer)\s+(?!\*\*\*)[\w.~+/=-]+", re.IGNORECASE)
+# Phones: E.164 and spaced/dashed international forms (+372 5123 4567, +1 (555) 123-4567) ...
+_PHONE_INTL = re.compile(r"(?<![\w+])\+\d(?:[ .\-\u00a0]?(?:\(\d{1,4}\)|\d)){6,16}(?!\w)")
+# ... and grouped national forms (5123 4567, 555-123-4567, (555) 123 4567); groups of 3-4 digits
+# so that dates (2026-11-21), times and version numbers stay intact.
+_PHONE_GROUPED = re.compile(
+    r"(?<![\w.:/+-])(?:\(\d{2,4}\)[ \u00a0-]?)?\d{3,4}(?:[ \u00a0-]\d{3,4}){1,3}(?![\w:/-])"
+)
+_HAS_DIGIT = re.compile(r"\d")
+_MIN_PHONE_DIGITS: Final = 7
+
+_SENSITIVE_KEYS: Final = re.compile(
+    r"(?:^|_)(?:token|secret|password|passwd|authorization|auth|api_?key|cookie|credential)s?$",
+    re.IGNORECASE,
+)
+
+
+def _mask_authorization(match: re.Match[str]) -> str:
+    scheme = match.group(2)
+    return f"{match.group(1)}{scheme} {SECRET_MASK}" if scheme else f"{match.group(1)}{SECRET_MASK}"
+
+
+def _mask_grouped_phone(match: re.Match[str]) -> str:
+    found = match.group(0)
+    return PHONE_MASK if sum(c.isdigit() for c in found) >= _MIN_PHONE_DIGITS else found
+
+
+def redact(text: str) -> str:
+    """Scrub personal data and credentials from ``text``. Never raises on a ``str``."""
+    if not text:
+        return text
+    if "@" in text:
+        text = _EMAIL.sub(EMAIL_MASK, text)
+    if "/rest/" in text:
+        text = _BITRIX_TOKEN.sub(rf"\1{SECRET_MASK}", text)
+    if "=" in text:
+        text = _QUERY_SECRET.sub(rf"\1{SECRET_MASK}", text)
+    lowered = text.lower()
+    if "bearer" in lowered:
+        text = _BEARER.sub(rf"\1 {SECRET_MASK}", text)
+    if "authorization" in lowered:
+        text = _AUTHORIZATION.sub(_mask_authorization, text)
+    if _HAS_DIGIT.search(text):
+        if "+" in text:
+            text = _PHONE_INTL.sub(PHONE_MASK, text)
+        text = _PHONE_GROUPED.sub(_mask_grouped_phone, text)
+    return text
+
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRS: Final = frozenset(
+    logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None).__dict__
+) | {"message", "asctime", "taskName", "_syncd_redacted"}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRS}
+
+
+def _redact_value(key: str, value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if _SENSITIVE_KEYS.search(key):
+        return SECRET_MASK
+    if isinstance(value, str):
+        return redact(value)
+    return redact(str(value))
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs the final message, exception text and extras of every record it sees.
+
+    It formats the message once (``msg % args``), redacts it and stores the result back in
+    ``record.msg`` with ``record.args`` cleared, so every later formatter sees only redacted text.
+    Never drops a record and never raises.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "_syncd_redacted", False):
+            return True
+        try:
+            record.msg = redact(record.getMessage())
+        except Exception:  # a broken format string must not lose the record
+            record.msg = redact(f"{record.msg!r} % {record.args!r}")
+        record.args = None
+        try:
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text)
+            if record.stack_info:
+                record.stack_info = redact(record.stack_info)
+            for key, value in _extras(record).items():
+                setattr(record, key, _redact_value(key, value))
+        except Exception:
+            record.exc_text = "<exception text unavailable>"
+        record._syncd_redacted = True
+        return True
+
+
+# ------------------------------------------------------------------------------------------
+# Formatters
+# ------------------------------------------------------------------------------------------
+
+
+def _utc_timestamp(created: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(created))
+
+
+_BARE_VALUE = re.compile(r"[^\s\"=]+")
+
+
+def _logfmt_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = value if isinstance(value, str) else str(value)
+    if text and _BARE_VALUE.fullmatch(text):
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """``<UTC time> <LEVEL> <logger>: <message> key=value ...`` plus any traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        parts = [_utc_timestamp(record.created), record.levelname, f"{record.name}:",
+                 record.getMessage()]
+        line = " ".join(parts)
+        extras = _extras(record)
+        if extras:
+            line += " " + " ".join(f"{k}={_logfmt_value(v)}" for k, v in extras.items())
+        exc_text = self._exception_text(record)
+        if exc_text:
+            line += "\n" + exc_text
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+    def _exception_text(self, record: logging.LogRecord) -> str:
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        return record.exc_text or ""
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, extras, ``exc``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": _utc_timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in _extras(record).items():
+            payload.setdefault(key, value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            payload["exc"] = record.exc_text
+        if record.stack_info:
+            payload["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(payload, ensure_ascii=False, default=str)
+
+
+# ------------------------------------------------------------------------------------------
+# Setup
+# ------------------------------------------------------------------------------------------
+
+
+class _SyncdHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler configure_logging installed, so a second call replaces it."""
+
+
+def configure_logging(
+    level: str,
+    fmt: Literal["text", "json"] = "text",
+    stream: IO[str] | None = None,
+) -> None:
+    """Send syncd's logs to ``stream`` (default: stderr) at ``level`` in format ``fmt``.
+
+    Safe to call again (e.g. after the configuration is loaded): the previous handler is replaced.
+    """
+    name = level.strip().upper()
+    if name not in _LEVELS:
+        raise ValueError(f"unknown log level {level!r}")
+    if fmt not in ("text", "json"):
+        raise ValueError(f"unknown log format {fmt!r}")
+    numeric = logging.getLevelNamesMapping()[name]
+
+    handler = _SyncdHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactingFilter())
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _SyncdHandler)]:
+        root.removeHandler(old)
+        old.close()  # flushes; a StreamHandler never closes its stream
+    root.addHandler(handler)
+    root.setLevel(numeric)
+
+    for logger_name in OUR_LOGGERS:
+        logging.getLogger(logger_name).setLevel(numeric)
+    for logger_name in THIRD_PARTY_LOGGERS:
+        floor = logging.INFO if logger_name in _URL_LOGGERS else logging.DEBUG
+        third = logging.WARNING if numeric > logging.DEBUG else floor
+        logging.getLogger(logger_name).setLevel(max(third, numeric))
+    logging.captureWarnings(True)
+
