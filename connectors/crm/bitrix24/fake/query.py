@@ -1,0 +1,457 @@
+"""Bitrix24 list semantics over the store: filter operators, order, select and paging.
+
+Listing is built for the adapter's hot path, the keyset scan ``{">ID": last}`` + ``order {ID:
+ASC}`` + ``start=-1``: the ID range comes from a bisect on the table's sorted keys and rows are
+visited lazily until a page is full, so scanning N rows costs O(N) overall. Offset paging
+(``start=N``) needs the matching count, so its match list is cached per table version.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from .clock import parse_instant
+from .schema import Family, Kind, Schema
+from .store import Row, Table
+
+PAGE_SIZE = 50
+Predicate = Callable[[Row], bool]
+
+# Longest first, so "!=" is not read as "!" and "=%" not as "=".
+OPERATORS: tuple[str, ...] = (
+    "!@", "!%", "!=", ">=", "<=", "=%", "%=", ">", "<", "@", "=", "%", "!",
+)
+_RANGE_OPS = frozenset({">", ">=", "<", "<="})
+_SET_OPS = frozenset({"", "=", "@"})
+
+
+class QueryError(Exception):
+    """A filter or order the API rejects (``field`` names the offending field, if any)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One compiled filter entry, e.g. ``>DATE_MODIFY`` → (DATE_MODIFY, ">", DATE, instant)."""
+
+    field: str
+    op: str
+    kind: Kind
+    target: Hashable
+
+    def predicate(self) -> Predicate:
+        """A function telling whether a row satisfies this condition."""
+        getter = _getter(self.field, self.kind)
+        test = _test(self.op, self.target, self.kind)
+        if self.kind in (Kind.LIST, Kind.MULTI):
+            return _list_predicate(getter, test, self.op)
+        return lambda row: test(getter(row))
+
+
+# --- compiling ----------------------------------------------------------------------------------
+
+
+def split_operator(key: str) -> tuple[str, str]:
+    """``">=DATE_MODIFY"`` → (">=", "DATE_MODIFY"); no prefix means equality ("")."""
+    for op in OPERATORS:
+        if key.startswith(op):
+            return op, key[len(op):]
+    return "", key
+
+
+def compile_filter(schema: Schema, raw: Any) -> list[Condition]:
+    """Compile a client filter; raises ``QueryError`` on unknown fields or unusable values."""
+    if raw is None or raw == "" or raw == []:
+        return []
+    if not isinstance(raw, dict):
+        raise QueryError("Invalid filter: an object is expected")
+    conditions: list[Condition] = []
+    for key, value in raw.items():
+        if str(key).upper() == "LOGIC":
+            continue
+        op, name = split_operator(str(key).strip())
+        field = schema.resolve(name)
+        if field is None:
+            raise QueryError(f"Invalid filter: field '{name}' is not allowed in filter", name)
+        kind = schema.kind(field)
+        if isinstance(value, list | dict) and op in ("", "=", "!", "!="):
+            op = "@" if op in ("", "=") else "!@"  # an array value means IN / NOT IN
+        try:
+            target = _normalise_target(kind, op, value)
+        except (TypeError, ValueError) as exc:
+            raise QueryError(f"Invalid filter value for field '{name}'", name) from exc
+        conditions.append(Condition(field, op, kind, target))
+    return conditions
+
+
+def compile_order(schema: Schema, raw: Any) -> list[tuple[str, bool]]:
+    """Compile ``{field: "ASC"|"DESC"}`` to (field, descending) pairs.
+
+    Unknown fields are ignored by the old family and rejected by ``crm.item.*``.
+    """
+    if not raw:
+        return []
+    if not isinstance(raw, dict):
+        raise QueryError("Invalid order: an object is expected")
+    order: list[tuple[str, bool]] = []
+    for name, direction in raw.items():
+        field = schema.resolve(str(name))
+        if field is None:
+            if schema.family is Family.ITEM:
+                raise QueryError(f"Invalid order: field '{name}' is not allowed in order", name)
+            continue
+        order.append((field, str(direction).strip().upper() == "DESC"))
+    return order
+
+
+def _normalise_target(kind: Kind, op: str, value: Any) -> Hashable:
+    if op in ("@", "!@"):
+        values = value.values() if isinstance(value, dict) else value
+        if isinstance(values, str | int | float) or values is None:
+            values = [values]
+        return frozenset(_normalise_scalar(kind, item) for item in values)
+    if op in ("%", "!%", "=%", "%="):
+        return _like_pattern(op, str(value))
+    target = _normalise_scalar(kind, value)
+    if target is None and op in _RANGE_OPS:
+        raise ValueError("a comparison needs a value")
+    return target
+
+
+def _normalise_scalar(kind: Kind, value: Any) -> Hashable:
+    if isinstance(value, list | dict):
+        raise TypeError("a scalar value is expected")
+    if kind is Kind.YN:
+        return "Y" if str(value).strip().upper() in ("1", "Y", "TRUE") else "N"
+    if value is None or value == "" or value is False:
+        return None
+    if kind is Kind.NUM:
+        return int(value) if not isinstance(value, str) else int(value.strip())
+    if kind is Kind.DATE:
+        if isinstance(value, int | float):
+            return float(value)
+        return parse_instant(str(value))
+    if isinstance(value, bool):
+        return "Y"
+    return str(value)
+
+
+def _like_pattern(op: str, value: str) -> re.Pattern[str]:
+    if op in ("%", "!%"):
+        return re.compile(re.escape(value), re.IGNORECASE)
+    if op == "%=":
+        value = value + "%"
+    parts = (re.escape(part) for part in value.split("%"))
+    return re.compile("^" + ".*".join(parts) + "$", re.IGNORECASE | re.DOTALL)
+
+
+# --- evaluating ---------------------------------------------------------------------------------
+
+
+def _getter(field: str, kind: Kind) -> Callable[[Row], Any]:
+    if kind is Kind.NUM:
+
+        def number(row: Row) -> int | None:
+            value = row.get(field)
+            return None if value is None or value == "" else int(value)
+
+        return number
+    if kind is Kind.DATE:
+
+        def instant(row: Row) -> float | None:
+            value = row.get(field)
+            return parse_instant(value) if value else None
+
+        return instant
+    if kind is Kind.MULTI:
+        return lambda row: [entry["VALUE"] for entry in row.get(field) or ()]
+    if kind is Kind.LIST:
+        return lambda row: [str(item) for item in row.get(field) or ()]
+    return lambda row: row.get(field)
+
+
+def _test(op: str, target: Any, kind: Kind) -> Callable[[Any], bool]:
+    """A test on one (normalised) value."""
+    if op in ("", "="):
+        if target is None:
+            return lambda value: value is None or value == ""
+        return lambda value: bool(value == target)
+    if op in ("!", "!="):
+        if target is None:
+            return lambda value: value is not None and value != ""
+        return lambda value: bool(value != target)
+    if op == "@":
+        return lambda value: value in target
+    if op == "!@":
+        return lambda value: value not in target
+    if op in ("%", "=%", "%="):
+        return lambda value: value is not None and target.search(str(value)) is not None
+    if op == "!%":
+        return lambda value: value is None or target.search(str(value)) is None
+    compare: dict[str, Callable[[Any], bool]] = {
+        ">": lambda value: value is not None and value > target,
+        ">=": lambda value: value is not None and value >= target,
+        "<": lambda value: value is not None and value < target,
+        "<=": lambda value: value is not None and value <= target,
+    }
+    return compare[op]
+
+
+def _list_predicate(
+    getter: Callable[[Row], Any], test: Callable[[Any], bool], op: str
+) -> Predicate:
+    if op in ("!", "!=", "!@", "!%"):
+        # negations hold when no element violates them (an empty list passes)
+        return lambda row: all(test(item) for item in getter(row) or [None])
+    return lambda row: any(test(item) for item in getter(row) or [None])
+
+
+# --- listing ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ListPage:
+    """One page of a list method: rows plus the envelope's ``total``/``next``."""
+
+    rows: list[Row]
+    total: int
+    next: int | None
+
+
+@dataclass
+class _Candidates:
+    keys: Sequence[int]
+    lo: int
+    hi: int
+    rest: list[Condition]
+
+
+def list_page(
+    table: Table,
+    schema: Schema,
+    conditions: list[Condition],
+    order: list[tuple[str, bool]],
+    start: int,
+) -> ListPage:
+    """The rows of one page. ``start < 0`` is the no-count keyset mode (``total`` 0, no
+    ``next``); otherwise rows ``start..start+49`` with the matching total."""
+    natural = _natural_direction(table, order)
+    if start < 0:
+        if natural is not None:
+            keys = list(islice(_iter_matches(table, conditions, natural), PAGE_SIZE))
+        else:
+            keys = _sorted_matches(table, schema, conditions, order)[:PAGE_SIZE]
+        return ListPage([table.rows[key] for key in keys], 0, None)
+    candidates = _candidates(table, conditions)
+    if not candidates.rest and natural is not None:
+        keys, total = _window_page(candidates, start, natural)
+    else:
+        matches = _cached_matches(table, schema, conditions, order, natural)
+        keys, total = list(matches[start:start + PAGE_SIZE]), len(matches)
+    following = start + PAGE_SIZE if start + PAGE_SIZE < total else None
+    return ListPage([table.rows[key] for key in keys], total, following)
+
+
+def _window_page(candidates: _Candidates, start: int, descending: bool) -> tuple[list[int], int]:
+    """A page straight out of a key window (no per-row conditions left), without copying it."""
+    total = candidates.hi - candidates.lo
+    count = max(0, min(PAGE_SIZE, total - start))
+    if descending:
+        first = candidates.hi - 1 - start
+        return [candidates.keys[first - i] for i in range(count)], total
+    first = candidates.lo + start
+    return list(candidates.keys[first:first + count]), total
+
+
+def filter_rows(rows: list[Row], conditions: list[Condition]) -> list[Row]:
+    """Rows (outside any table) satisfying all conditions."""
+    predicates = [condition.predicate() for condition in conditions]
+    return [row for row in rows if all(predicate(row) for predicate in predicates)]
+
+
+def _natural_direction(table: Table, order: list[tuple[str, bool]]) -> bool | None:
+    """False/True when the order is the key order ascending/descending, else None."""
+    if not order:
+        return False
+    field, descending = order[0]
+    return descending if field == table.id_field else None
+
+
+def _cached_matches(
+    table: Table,
+    schema: Schema,
+    conditions: list[Condition],
+    order: list[tuple[str, bool]],
+    natural: bool | None,
+) -> list[int]:
+    cache = _query_cache(table)
+    cache_key = (tuple(conditions), tuple(order))
+    matches = cache.get(cache_key)
+    if matches is None:
+        if natural is not None:
+            matches = list(_iter_matches(table, conditions, natural))
+        else:
+            matches = _sorted_matches(table, schema, conditions, order)
+        cache[cache_key] = matches
+        while len(cache) > 16:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(cache_key)
+    return matches
+
+
+def _query_cache(table: Table) -> OrderedDict[Hashable, list[int]]:
+    """The table's LRU of match lists, emptied whenever the table has changed."""
+    if table.query_cache_version != table.version:
+        table.query_cache.clear()
+        table.query_cache_version = table.version
+    return table.query_cache
+
+
+def _iter_matches(table: Table, conditions: list[Condition], descending: bool) -> Iterator[int]:
+    candidates = _candidates(table, conditions)
+    keys, rows = candidates.keys, table.rows
+    positions = range(candidates.hi - 1, candidates.lo - 1, -1) if descending else range(
+        candidates.lo, candidates.hi
+    )
+    predicates = [condition.predicate() for condition in candidates.rest]
+    if not predicates:
+        for position in positions:
+            yield keys[position]
+        return
+    for position in positions:
+        key = keys[position]
+        row = rows[key]
+        if all(predicate(row) for predicate in predicates):
+            yield key
+
+
+def _sorted_matches(
+    table: Table, schema: Schema, conditions: list[Condition], order: list[tuple[str, bool]]
+) -> list[int]:
+    matches = list(_iter_matches(table, conditions, False))
+    for field, descending in reversed(order):
+        sort_key = _sort_key(field, schema.kind(field), table.rows)
+        matches.sort(key=sort_key, reverse=descending)
+    return matches
+
+
+def _sort_key(field: str, kind: Kind, rows: dict[int, Row]) -> Callable[[int], Any]:
+    getter = _getter(field, kind)
+    if kind in (Kind.LIST, Kind.MULTI):
+        return lambda key: (getter(rows[key]) or [""])[0]
+    if kind in (Kind.NUM, Kind.DATE):
+        return lambda key: _or_minus_infinity(getter(rows[key]))
+    return lambda key: getter(rows[key]) or ""
+
+
+def _or_minus_infinity(value: float | None) -> float:
+    return float("-inf") if value is None else value
+
+
+def _candidates(table: Table, conditions: list[Condition]) -> _Candidates:
+    """The smallest key window implied by ID ranges, ID lists or indexed fields; the other
+    conditions are left to be checked row by row."""
+    best = _Candidates(table.keys, 0, len(table.keys), list(conditions))
+    lo, hi = 0, len(table.keys)
+    range_used: list[Condition] = []
+    for condition in conditions:
+        if condition.field == table.id_field and condition.op in _RANGE_OPS:
+            lo, hi = _narrow(table.keys, lo, hi, condition)
+            range_used.append(condition)
+    if range_used:
+        rest = [c for c in conditions if c not in range_used]
+        best = _Candidates(table.keys, lo, hi, rest)
+    for condition in conditions:
+        keys = _listed_keys(table, condition)
+        if keys is not None and len(keys) < best.hi - best.lo:
+            rest = [c for c in conditions if c is not condition]
+            best = _Candidates(keys, 0, len(keys), rest)
+    return best
+
+
+def _narrow(keys: list[int], lo: int, hi: int, condition: Condition) -> tuple[int, int]:
+    target = condition.target
+    assert isinstance(target, int)
+    if condition.op == ">":
+        lo = max(lo, bisect_right(keys, target))
+    elif condition.op == ">=":
+        lo = max(lo, bisect_left(keys, target))
+    elif condition.op == "<":
+        hi = min(hi, bisect_left(keys, target))
+    else:
+        hi = min(hi, bisect_right(keys, target))
+    return lo, max(lo, hi)
+
+
+def _listed_keys(table: Table, condition: Condition) -> list[int] | None:
+    """Keys from an ``=``/``@`` condition on the ID or an indexed field, else None."""
+    if condition.op not in _SET_OPS:
+        return None
+    values = condition.target if isinstance(condition.target, frozenset) else {condition.target}
+    numbers = [value for value in values if isinstance(value, int)]
+    if condition.field == table.id_field:
+        return sorted(key for key in set(numbers) if key in table.rows)
+    if condition.field in table.indexes:
+        if None in values:
+            return None
+        found: set[int] = set()
+        for value in numbers:
+            found.update(table.lookup(condition.field, value))
+        return sorted(found)
+    return None
+
+
+# --- select -------------------------------------------------------------------------------------
+
+
+def _names(raw: Any) -> list[str]:
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, dict):
+        return [str(value) for value in raw.values()]
+    if isinstance(raw, list | tuple):
+        return [str(value) for value in raw]
+    return [str(raw)]
+
+
+def select_fields(schema: Schema, raw: Any) -> tuple[str, ...]:
+    """The fields to return for a client ``select``.
+
+    Old family: default ``*`` + ``UF_*``; ``*`` = standard fields without UF or multifields;
+    multifields and UF fields only when named (or ``UF_*``). ``crm.item``: ``*`` or nothing = all
+    fields. The ID is always included.
+    """
+    names = [name.strip() for name in _names(raw)]
+    if schema.family is Family.ITEM:
+        if not names or "*" in names:
+            return schema.all_fields
+    elif not names:
+        return schema.standard + schema.uf
+    chosen: set[str] = set()
+    for name in names:
+        if name == "*":
+            chosen.update(schema.standard)
+        elif name.upper() == "UF_*":
+            chosen.update(schema.uf)
+        else:
+            field = schema.resolve(name)
+            if field is not None:
+                chosen.add(field)
+    if schema.id_field:
+        chosen.add(schema.id_field)
+    return tuple(field for field in schema.all_fields if field in chosen)
+
+
+def project(rows: list[Row], fields: tuple[str, ...]) -> list[Row]:
+    """Rows restricted to ``fields`` (absent fields, like empty multifields, stay absent)."""
+    return [{field: row[field] for field in fields if field in row} for row in rows]

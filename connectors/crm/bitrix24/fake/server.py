@@ -1,0 +1,520 @@
+"""``FakeBitrix24``: a real HTTP server on 127.0.0.1 speaking Bitrix24's webhook REST dialect.
+
+Requests go to ``/rest/<user_id>/<token>/<method>[.json]``; each passes through fault
+injection, the optional leaky-bucket limit and the webhook check before the method runs under
+the store lock. ``/_fake/…`` is a token-less control API for driving a fake that runs in another
+process (see ``control.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs
+
+from ..wire import php_query_decode
+from .clock import FakeClock
+from .control import ControlApi
+from .dataset import Dice, RecordFactory, build_store
+from .envelope import ApiError, MethodResult, method_not_found, success_body
+from .faults import API_ERROR_FAULTS, Fault, FaultRegistry, LeakyBucket
+from .methods import Portal, coerce
+from .mutations import random_update
+from .schema import ENTITY_SCHEMAS
+from .store import Row, Store
+
+ENTITIES: tuple[str, ...] = ("companies", "contacts", "devices")
+JSON_TYPE = "application/json; charset=utf-8"
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_NGINX_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    b"</body>\r\n</html>\r\n"
+)
+_PHP_WARNING = (
+    b"<br />\n<b>Warning</b>:  Undefined array key \"ID\" in "
+    b"<b>/home/bitrix/www/bitrix/modules/crm/lib/controller.php</b> on line <b>412</b><br />\n"
+)
+
+
+@dataclass
+class Reply:
+    """What the handler writes back; ``transport`` may break the exchange on purpose."""
+
+    status: int = 200
+    body: bytes = b""
+    content_type: str = JSON_TYPE
+    headers: dict[str, str] = field(default_factory=dict)
+    transport: str = "send"  # "send" | "drop" (close, no response) | "truncate" (half a body)
+
+
+def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
+    """A JSON reply."""
+    body = _ENCODER.encode(payload).encode()  # ASCII escapes, like PHP's json_encode
+    return Reply(status, body, headers=headers or {})
+
+
+def error_reply(error: ApiError, headers: dict[str, str] | None = None) -> Reply:
+    """A Bitrix24 error reply."""
+    return json_reply(error.status, error.body(), headers)
+
+
+class FakeBitrix24:
+    """A seeded fake Bitrix24 portal served over real HTTP on 127.0.0.1.
+
+    Use as a context manager or call ``start()``/``stop()``. Mutation helpers
+    (``create``/``update``/``delete``/``mutate_random``) are thread-safe and behave like the
+    portal: each bumps ``DATE_MODIFY``/``updatedTime`` to the fake clock
+    (``clock_offset_seconds`` + real time), and deletes cascade and queue offline events.
+    """
+
+    def __init__(
+        self,
+        seed: int = 1,
+        companies: int = 50,
+        contacts: int = 200,
+        devices: int = 100,
+        token: str = "test-token",
+        user_id: int = 1,
+        devices_entity_type_id: int = 1040,
+        events_allowed: bool = False,
+        rate_limit: tuple[float, float] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.token = token
+        self.user_id = user_id
+        self.host = host
+        self.clock = FakeClock()
+        self.store: Store
+        self.factory: RecordFactory
+        self.store, self.factory = build_store(
+            seed, companies, contacts, devices, self.clock, devices_entity_type_id
+        )
+        self.faults = FaultRegistry()
+        self.rate_limiter = LeakyBucket(*rate_limit) if rate_limit else None
+        self.request_log: list[tuple[str, dict[str, Any]]] = []
+        self.portal = Portal(
+            self.store, events_allowed, log=self._log, sub_fault=self._batch_fault
+        )
+        self._control = ControlApi(self)
+        self._count_lock = threading.Lock()
+        self._request_count = 0
+        self._port = port
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> FakeBitrix24:
+        """Start serving (a restarted fake keeps its port, so clients keep their URL)."""
+        if self._server is not None:
+            return self
+        server = _Server((self.host, self._port), self)
+        self._port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05},
+            name=f"fake-bitrix24:{self._port}", daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and cut every open keep-alive connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakeBitrix24:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The TCP port (assigned on the first ``start()`` when 0 was asked for)."""
+        if not self._port:
+            raise RuntimeError("the fake has not been started")
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT/rest/<user_id>/`` (without the token)."""
+        return f"http://{self.host}:{self.port}/rest/{self.user_id}/"
+
+    @property
+    def webhook_url(self) -> str:
+        """The incoming-webhook URL: ``base_url`` + token + ``/``."""
+        return f"{self.base_url}{self.token}/"
+
+    @property
+    def control_url(self) -> str:
+        """Base URL of the control API (``/_fake/``)."""
+        return f"http://{self.host}:{self.port}/_fake/"
+
+    @property
+    def clock_offset_seconds(self) -> float:
+        """Seconds added to real time to get the fake portal's clock."""
+        return self.clock.offset_seconds
+
+    @clock_offset_seconds.setter
+    def clock_offset_seconds(self, value: float) -> None:
+        self.clock.offset_seconds = value
+
+    @property
+    def events_allowed(self) -> bool:
+        """Whether ``event.offline.*`` is available (an OAuth application context)."""
+        return self.portal.events_allowed
+
+    @events_allowed.setter
+    def events_allowed(self, value: bool) -> None:
+        self.portal.events_allowed = value
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests served under ``/rest/`` (faulted ones included)."""
+        return self._request_count
+
+    # --- data helpers -----------------------------------------------------------------------
+
+    def records(self, entity: str) -> dict[str, Row]:
+        """Deep copies of all records of ``companies``/``contacts``/``devices`` by string ID."""
+        with self.store.lock:
+            return self.store.export(entity)
+
+    def requisites_of(self, entity: str, record_id: str | int) -> list[Row]:
+        """Deep copies of the requisites of a company or contact."""
+        with self.store.lock:
+            return self.store.export_children(entity, int(record_id), "requisites")
+
+    def addresses_of(self, entity: str, record_id: str | int) -> list[Row]:
+        """Deep copies of the addresses anchored to a company or contact."""
+        with self.store.lock:
+            return self.store.export_children(entity, int(record_id), "addresses")
+
+    def create(self, entity: str, skew_seconds: float = 0.0, **overrides: Any) -> str:
+        """Create a realistic record (companies with a requisite and addresses, about half of
+        contacts too), apply ``overrides`` and return its ID as a string."""
+        with self.store.lock:
+            return self._create(entity, skew_seconds, overrides)
+
+    def update(
+        self, entity: str, record_id: str | int, skew_seconds: float = 0.0, **fields: Any
+    ) -> Row:
+        """Change fields and bump the modification time to the fake clock plus
+        ``skew_seconds``; returns a copy of the record. Multifields are replaced wholesale."""
+        with self.store.lock:
+            key = int(record_id)
+            if key not in self.store.table(entity).rows:
+                raise KeyError(f"{entity} {record_id} does not exist")
+            row = self.store.update(entity, key, self._coerce(entity, fields), skew_seconds)
+            return copy.deepcopy(row)
+
+    def delete(self, entity: str, record_id: str | int) -> bool:
+        """Delete a record the way Bitrix24 does (see ``Store.delete``); False if absent."""
+        with self.store.lock:
+            return self.store.delete(entity, int(record_id))
+
+    def mutate_random(
+        self, creates: int = 0, updates: int = 0, deletes: int = 0, seed: int | None = None
+    ) -> dict[str, dict[str, list[str]]]:
+        """Random creates/updates/deletes spread over the three entities.
+
+        Returns ``{"created"|"updated"|"deleted": {entity: [ids]}}``. Updated and deleted
+        records are distinct, and nothing created in the same call is updated or deleted.
+        """
+        with self.store.lock:
+            saved = self.factory.dice
+            if seed is not None:
+                self.factory.dice = Dice(seed)
+            try:
+                return self._mutate(creates, updates, deletes)
+            finally:
+                self.factory.dice = saved
+
+    def stats(self) -> dict[str, Any]:
+        """Request count and record counts (as served by ``GET /_fake/stats``)."""
+        with self.store.lock:
+            counts = {
+                name: len(self.store.table(name))
+                for name in (*ENTITIES, "requisites", "addresses")
+            }
+            counts["events"] = len(self.store.events.events)
+        return {"request_count": self.request_count, "counts": counts}
+
+    def _coerce(self, entity: str, fields: dict[str, Any]) -> Row:
+        schema = ENTITY_SCHEMAS[entity]
+        out: Row = {}
+        for name, value in fields.items():
+            resolved = schema.resolve(name)
+            out[resolved or name] = coerce(schema, resolved, value) if resolved else value
+        return out
+
+    def _create(self, entity: str, skew_seconds: float, overrides: dict[str, Any]) -> str:
+        store, factory = self.store, self.factory
+        requisites: list[tuple[Row, list[Row]]] = []
+        if entity == "companies":
+            key, row, requisites = factory.company(None)
+        elif entity == "contacts":
+            key, row, requisites = factory.contact(None, store.companies.keys)
+        elif entity == "devices":
+            key, row = factory.device(
+                None, store.companies.keys, store.contacts.keys,
+                store.contacts.indexes["COMPANY_ID"],
+            )
+        else:
+            raise KeyError(f"unknown entity {entity!r}")
+        if skew_seconds:
+            stamp = self.clock.now_iso(skew_seconds)
+            created, modified = (
+                ("createdTime", "updatedTime") if entity == "devices"
+                else ("DATE_CREATE", "DATE_MODIFY")
+            )
+            row[created] = row[modified] = stamp
+        row.update(self._coerce(entity, overrides))
+        store.insert(entity, key, row, requisites)
+        return str(key)
+
+    def _mutate(self, creates: int, updates: int, deletes: int) -> dict[str, dict[str, list[str]]]:
+        dice, store = self.factory.dice, self.store
+        summary: dict[str, dict[str, list[str]]] = {
+            kind: {entity: [] for entity in ENTITIES} for kind in ("created", "updated", "deleted")
+        }
+        touched: set[tuple[str, int]] = set()
+        for _ in range(creates):
+            entity = dice.pick(ENTITIES)
+            new_id = self._create(entity, 0.0, {})
+            summary["created"][entity].append(new_id)
+            touched.add((entity, int(new_id)))
+        for kind, count in (("updated", updates), ("deleted", deletes)):
+            for _ in range(count):
+                picked = self._pick_untouched(dice, touched)
+                if picked is None:
+                    break
+                entity, key = picked
+                touched.add(picked)
+                if kind == "updated":
+                    store.update(entity, key, random_update(self.factory, store, entity, key))
+                else:
+                    store.delete(entity, key)
+                summary[kind][entity].append(str(key))
+        return summary
+
+    def _pick_untouched(self, dice: Dice, touched: set[tuple[str, int]]) -> tuple[str, int] | None:
+        for _ in range(50):
+            entity = dice.pick(ENTITIES)
+            keys = self.store.table(entity).keys
+            if not keys:
+                continue
+            key = dice.pick(keys)
+            if (entity, key) not in touched:
+                return entity, key
+        return None
+
+    # --- request handling -------------------------------------------------------------------
+
+    def _log(self, method: str, params: dict[str, Any]) -> None:
+        self.request_log.append((method, params))
+
+    def _batch_fault(self, method: str) -> Fault | None:
+        return self.faults.take(method, in_batch=True)
+
+    def handle(self, verb: str, target: str, body: bytes, content_type: str) -> Reply:
+        """Answer one HTTP request (any path)."""
+        path, _, query = target.partition("?")
+        if path.startswith("/rest/"):
+            return self._rest(path, query, body, content_type)
+        if path.startswith("/_fake/"):
+            return json_reply(*self._control.handle(verb, path, parse_qs(query), body))
+        return error_reply(method_not_found())
+
+    def _rest(self, path: str, query: str, body: bytes, content_type: str) -> Reply:
+        parts = path[len("/rest/"):].strip("/").split("/")
+        user, token = (parts[0], parts[1]) if len(parts) == 3 else (None, None)
+        method = parts[-1].lower().removesuffix(".json")
+        with self._count_lock:
+            self._request_count += 1
+        try:
+            params = decode_params(query, body, content_type)
+        except ValueError:
+            self._log(method, {})
+            return error_reply(ApiError(400, "INVALID_REQUEST", "Invalid request body"))
+        self._log(method, params)
+        fault = self.faults.take(method)
+        early = _early_fault_reply(fault)
+        if early is not None:
+            return early
+        if self.rate_limiter is not None and not self.rate_limiter.admit():
+            return error_reply(ApiError(*API_ERROR_FAULTS["query_limit"]))
+        if len(parts) != 3 or user != str(self.user_id) or token != self.token:
+            return error_reply(ApiError(*API_ERROR_FAULTS["auth_error"]))
+        start = self.clock.now()
+        try:
+            outcome = self.portal.call(method, params)
+        except ApiError as error:
+            reply = error_reply(error)
+            outcome = MethodResult(None)
+        else:
+            reply = json_reply(200, success_body(outcome, start, self.clock.now()))
+        late = fault if fault is not None and fault.kind != "slow" else outcome.escalate
+        return _late_fault_reply(late, reply)
+
+
+def decode_params(query: str, body: bytes, content_type: str) -> dict[str, Any]:
+    """Parameters from the query string and a JSON or form body (the body wins)."""
+    params: dict[str, Any] = php_query_decode(query) if query else {}
+    if not body.strip():
+        return params
+    kind = content_type.split(";")[0].strip().lower()
+    if kind == "application/json" or (not kind and body.lstrip()[:1] in (b"{", b"[")):
+        decoded = json.loads(body)
+        if isinstance(decoded, dict):
+            params.update(decoded)
+        return params
+    if kind in ("application/x-www-form-urlencoded", ""):
+        params.update(php_query_decode(body.decode("utf-8", "replace")))
+    return params
+
+
+def _early_fault_reply(fault: Fault | None) -> Reply | None:
+    """Faults answered before the method runs (``slow`` sleeps here and lets it run)."""
+    if fault is None:
+        return None
+    if fault.kind in API_ERROR_FAULTS:
+        return error_reply(fault.api_error(), fault.headers())
+    if fault.kind == "html_error":
+        return Reply(502, _NGINX_502, "text/html", fault.headers())
+    if fault.kind == "drop":
+        return Reply(transport="drop")
+    if fault.kind == "slow":
+        time.sleep(fault.delay or 0.0)
+    return None
+
+
+def _late_fault_reply(fault: Fault | None, reply: Reply) -> Reply:
+    """Faults applied after the method ran (its writes stay done)."""
+    if fault is None:
+        return reply
+    if fault.kind == "drop_after_processing" or fault.kind == "drop":
+        return Reply(transport="drop")
+    if fault.kind == "malformed_json":
+        return Reply(200, _PHP_WARNING + reply.body)
+    if fault.kind == "truncated_json":
+        return Reply(200, reply.body, transport="truncate")
+    if fault.kind == "html_error":
+        return Reply(502, _NGINX_502, "text/html", fault.headers())
+    return reply
+
+
+class _Server(ThreadingHTTPServer):
+    """Threading HTTP server that remembers its open connections so ``stop()`` can cut them."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128  # benchmarks open many connections at once
+
+    def __init__(self, address: tuple[str, int], fake: FakeBitrix24) -> None:
+        super().__init__(address, _Handler)
+        self.fake = fake
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore clients that vanish mid-answer (killed workers, timeouts); report the rest."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+    def close_connections(self) -> None:
+        """Shut down every connection still open (idle keep-alive ones included)."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 keep-alive handler; every answer carries a Content-Length."""
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server_version = "nginx"
+    sys_version = ""
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default per-request stderr logging."""
+
+    def do_GET(self) -> None:
+        """Serve GET."""
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        """Serve POST."""
+        self._serve("POST")
+
+    def do_DELETE(self) -> None:
+        """Serve DELETE."""
+        self._serve("DELETE")
+
+    def _serve(self, verb: str) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        try:
+            reply = self.server.fake.handle(
+                verb, self.path, body, self.headers.get("Content-Type", "")
+            )
+        except Exception as exc:  # a bug in the fake must not hang the client
+            reply = json_reply(500, {"error": "INTERNAL_SERVER_ERROR",
+                                     "error_description": f"fake server bug: {exc!r}"})
+        self._write(reply)
+
+    def _write(self, reply: Reply) -> None:
+        if reply.transport == "drop":
+            self.close_connection = True
+            return
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if reply.transport == "truncate":
+            self.wfile.write(reply.body[: len(reply.body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(reply.body)

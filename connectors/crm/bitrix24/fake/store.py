@@ -1,0 +1,360 @@
+"""The fake portal's in-memory store: tables with sorted keys and secondary indexes, the
+cascading mutations Bitrix24 performs, and the offline event queue.
+
+Rows are replaced, never mutated in place (copy-on-write), so a row handed to the serialiser
+stays consistent even if a mutation lands meanwhile. Every change bumps the table's ``version``,
+which invalidates cached query results.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import uuid
+from bisect import bisect_left, insort
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import FakeClock
+from .schema import ENTITY_SCHEMAS, Kind
+
+Row = dict[str, Any]
+Requisites = list[tuple[Row, list[Row]]]  # requisites of one owner, each with its addresses
+
+# crm.requisite ENTITY_TYPE_ID / crm.address ANCHOR_TYPE_ID of an owner entity
+OWNER_TYPE_IDS: dict[str, str] = {"contacts": "3", "companies": "4"}
+REQUISITE_TYPE_ID = "8"  # crm.address ENTITY_TYPE_ID when the address belongs to a requisite
+
+
+class Table:
+    """Rows keyed by positive integers, keys kept sorted, with optional secondary indexes on
+    integer-valued fields (index value → sorted keys)."""
+
+    def __init__(self, name: str, id_field: str | None, indexed: Iterable[str] = ()) -> None:
+        self.name = name
+        self.id_field = id_field
+        self.rows: dict[int, Row] = {}
+        self.keys: list[int] = []
+        self.indexes: dict[str, dict[int, list[int]]] = {name: {} for name in indexed}
+        self.next_key = 1
+        self.version = 0
+        # offset paging's match lists (see query.py), valid while version is unchanged
+        self.query_cache: OrderedDict[Hashable, list[int]] = OrderedDict()
+        self.query_cache_version = -1
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def allocate(self, gap: int = 0) -> int:
+        """Reserve the next key (after skipping ``gap`` keys, as deleted records leave holes)."""
+        key = self.next_key + gap
+        self.next_key = key + 1
+        return key
+
+    def add(self, key: int, row: Row) -> None:
+        """Insert a row under a fresh key."""
+        self.rows[key] = row
+        if not self.keys or key > self.keys[-1]:
+            self.keys.append(key)
+        else:
+            insort(self.keys, key)
+        self.next_key = max(self.next_key, key + 1)
+        for name, index in self.indexes.items():
+            _index_add(index, row.get(name), key)
+        self.version += 1
+
+    def bulk_add(self, pairs: list[tuple[int, Row]]) -> None:
+        """Insert many rows at once (keys ascending and above the existing ones)."""
+        rows = self.rows
+        keys = self.keys
+        for key, row in pairs:
+            rows[key] = row
+            keys.append(key)
+        if pairs:
+            self.next_key = max(self.next_key, pairs[-1][0] + 1)
+        for name, index in self.indexes.items():
+            for key, row in pairs:
+                value = row.get(name)
+                if value is not None and value != "":
+                    index.setdefault(int(value), []).append(key)
+        self.version += 1
+
+    def remove(self, key: int) -> Row | None:
+        """Delete a row; returns it, or None when absent."""
+        row = self.rows.pop(key, None)
+        if row is None:
+            return None
+        del self.keys[bisect_left(self.keys, key)]
+        for name, index in self.indexes.items():
+            _index_remove(index, row.get(name), key)
+        self.version += 1
+        return row
+
+    def set_fields(self, key: int, changes: Row, drop: Iterable[str] = ()) -> Row:
+        """Replace a row with a copy carrying ``changes`` (and without the ``drop`` keys)."""
+        old = self.rows[key]
+        new = {**old, **changes}
+        for name in drop:
+            new.pop(name, None)
+        for name, index in self.indexes.items():
+            if old.get(name) != new.get(name):
+                _index_remove(index, old.get(name), key)
+                _index_add(index, new.get(name), key)
+        self.rows[key] = new
+        self.version += 1
+        return new
+
+    def lookup(self, name: str, value: int) -> list[int]:
+        """Keys whose indexed field ``name`` equals ``value`` (sorted)."""
+        return self.indexes[name].get(value, [])
+
+
+def _index_key(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    return int(value)
+
+
+def _index_add(index: dict[int, list[int]], value: Any, key: int) -> None:
+    index_key = _index_key(value)
+    if index_key is None:
+        return
+    keys = index.setdefault(index_key, [])
+    if not keys or key > keys[-1]:
+        keys.append(key)
+    else:
+        insort(keys, key)
+
+
+def _index_remove(index: dict[int, list[int]], value: Any, key: int) -> None:
+    index_key = _index_key(value)
+    keys = index.get(index_key) if index_key is not None else None
+    if keys and key in keys:
+        keys.remove(key)
+        if not keys:
+            del index[index_key]  # type: ignore[arg-type]
+
+
+@dataclass
+class OfflineEvent:
+    """One queued ``event.offline`` entry."""
+
+    row: Row
+    process_id: str | None = None
+
+
+@dataclass
+class EventQueue:
+    """Bitrix24's offline event queue with reservation (``clear=0`` + ``process_id``)."""
+
+    events: dict[int, OfflineEvent] = field(default_factory=dict)
+    next_id: int = 1
+
+    def push(self, name: str, data: Any, timestamp: str) -> None:
+        """Enqueue an event."""
+        event_id = self.next_id
+        self.next_id += 1
+        self.events[event_id] = OfflineEvent(
+            row={
+                "ID": str(event_id),
+                "TIMESTAMP_X": timestamp,
+                "EVENT_NAME": name,
+                "EVENT_DATA": data,
+                "EVENT_ADDITIONAL": False,
+                "MESSAGE_ID": str(event_id),
+            }
+        )
+
+    def available(self, process_id: str | None) -> list[int]:
+        """IDs of events a ``get`` may hand out: unreserved ones plus those already reserved
+        under ``process_id`` (so a restarted consumer can pick its batch up again)."""
+        return [
+            event_id
+            for event_id, event in self.events.items()
+            if event.process_id is None or (process_id and event.process_id == process_id)
+        ]
+
+    def take(self, ids: list[int], clear: bool, process_id: str | None) -> str | None:
+        """Delete (``clear``) or reserve the events; returns the reservation's process id."""
+        if clear:
+            for event_id in ids:
+                self.events.pop(event_id, None)
+            return None
+        reservation = process_id or uuid.uuid4().hex
+        for event_id in ids:
+            self.events[event_id].process_id = reservation
+        return reservation
+
+    def clear(self, process_id: str, ids: set[str] | None) -> None:
+        """Remove events reserved under ``process_id`` (only ``ids``/message ids when given)."""
+        for event_id, event in list(self.events.items()):
+            if event.process_id != process_id:
+                continue
+            if ids is None or event.row["ID"] in ids or event.row["MESSAGE_ID"] in ids:
+                del self.events[event_id]
+
+
+class Store:
+    """All tables of the fake portal plus the mutation rules that keep them consistent."""
+
+    def __init__(self, clock: FakeClock, devices_entity_type_id: int = 1040) -> None:
+        self.clock = clock
+        self.devices_entity_type_id = devices_entity_type_id
+        self.lock = threading.RLock()
+        self.companies = Table("companies", "ID")
+        self.contacts = Table("contacts", "ID", indexed=("COMPANY_ID",))
+        self.devices = Table("devices", "id", indexed=("companyId", "contactId"))
+        self.requisites = Table("requisites", "ID", indexed=("ENTITY_ID",))
+        self.addresses = Table("addresses", None, indexed=("ENTITY_ID", "ANCHOR_ID"))
+        self.events = EventQueue()
+        self.multifield_seq = 0
+        self.location_seq = 0
+
+    # --- lookups ---------------------------------------------------------------------------
+
+    def table(self, entity: str) -> Table:
+        """The table of ``companies``/``contacts``/``devices``/``requisites``/``addresses``."""
+        table = getattr(self, entity, None)
+        if not isinstance(table, Table):
+            raise KeyError(f"unknown entity {entity!r}")
+        return table
+
+    def requisite_keys(self, entity: str, key: int) -> list[int]:
+        """Requisites owned by a contact or company."""
+        owner_type = OWNER_TYPE_IDS[entity]
+        return [
+            req_key
+            for req_key in self.requisites.lookup("ENTITY_ID", key)
+            if self.requisites.rows[req_key]["ENTITY_TYPE_ID"] == owner_type
+        ]
+
+    def address_keys_of_requisite(self, requisite_key: int) -> list[int]:
+        """Addresses attached to a requisite."""
+        return [
+            addr_key
+            for addr_key in self.addresses.lookup("ENTITY_ID", requisite_key)
+            if self.addresses.rows[addr_key]["ENTITY_TYPE_ID"] == REQUISITE_TYPE_ID
+        ]
+
+    def address_keys(self, entity: str, key: int) -> list[int]:
+        """Addresses anchored to a contact or company."""
+        owner_type = OWNER_TYPE_IDS[entity]
+        return [
+            addr_key
+            for addr_key in self.addresses.lookup("ANCHOR_ID", key)
+            if self.addresses.rows[addr_key]["ANCHOR_TYPE_ID"] == owner_type
+        ]
+
+    def export(self, entity: str, with_children: bool = False) -> dict[str, Row]:
+        """Deep copies of all rows of an entity keyed by string ID (optionally with
+        ``_requisites``/``_addresses`` arrays for contacts and companies)."""
+        table = self.table(entity)
+        out: dict[str, Row] = {}
+        for key in table.keys:
+            row = copy.deepcopy(table.rows[key])
+            if with_children and entity in OWNER_TYPE_IDS:
+                row["_requisites"] = self.export_children(entity, key, "requisites")
+                row["_addresses"] = self.export_children(entity, key, "addresses")
+            out[str(key)] = row
+        return out
+
+    def export_children(self, entity: str, key: int, kind: str) -> list[Row]:
+        """Deep copies of a contact's/company's requisites or addresses."""
+        if kind == "requisites":
+            keys, table = self.requisite_keys(entity, key), self.requisites
+        else:
+            keys, table = self.address_keys(entity, key), self.addresses
+        return [copy.deepcopy(table.rows[k]) for k in keys]
+
+    # --- mutations -------------------------------------------------------------------------
+
+    def next_multifield_id(self) -> str:
+        """A fresh multifield entry ID."""
+        self.multifield_seq += 1
+        return str(self.multifield_seq)
+
+    def next_location_id(self) -> str:
+        """A fresh LOC_ADDR_ID."""
+        self.location_seq += 1
+        return str(self.location_seq)
+
+    def insert(
+        self, entity: str, key: int, row: Row, requisites: Requisites
+    ) -> None:
+        """Insert a record with its requisites (each with its addresses)."""
+        self.table(entity).add(key, row)
+        for requisite, addresses in requisites:
+            self.requisites.add(int(requisite["ID"]), requisite)
+            for address in addresses:
+                self.addresses.add(self.addresses.allocate(), address)
+
+    def bulk_insert(self, entity: str, records: list[tuple[int, Row, Requisites]]) -> None:
+        """Insert many new records (ascending keys) with their requisites and addresses."""
+        self.table(entity).bulk_add([(key, row) for key, row, _ in records])
+        requisites: list[tuple[int, Row]] = []
+        addresses: list[tuple[int, Row]] = []
+        allocate = self.addresses.allocate
+        for _, _, owned in records:
+            for requisite, requisite_addresses in owned:
+                requisites.append((int(requisite["ID"]), requisite))
+                addresses.extend((allocate(), address) for address in requisite_addresses)
+        self.requisites.bulk_add(requisites)
+        self.addresses.bulk_add(addresses)
+
+    def touch_field(self, entity: str) -> str:
+        """The modification-time field of an entity."""
+        return "updatedTime" if entity == "devices" else "DATE_MODIFY"
+
+    def update(self, entity: str, key: int, changes: Row, skew_seconds: float = 0.0) -> Row:
+        """Apply field changes and bump the modification time to the (skewed) fake clock.
+
+        Empty multifield lists remove the multifield, as Bitrix24 omits absent multifields.
+        """
+        table = self.table(entity)
+        if key not in table.rows:
+            raise KeyError(key)
+        schema = ENTITY_SCHEMAS[entity]
+        drop = [
+            name for name, value in changes.items()
+            if schema.kind(name) is Kind.MULTI and not value
+        ]
+        kept = {name: value for name, value in changes.items() if name not in drop}
+        kept[self.touch_field(entity)] = self.clock.now_iso(skew_seconds)
+        return table.set_fields(key, kept, drop)
+
+    def delete(self, entity: str, key: int) -> bool:
+        """Delete a record like Bitrix24: drop its requisites and addresses, unbind records that
+        pointed at it (without touching their modification time) and queue a delete event."""
+        table = self.table(entity)
+        if table.remove(key) is None:
+            return False
+        if entity in OWNER_TYPE_IDS:
+            for req_key in self.requisite_keys(entity, key):
+                for addr_key in self.address_keys_of_requisite(req_key):
+                    self.addresses.remove(addr_key)
+                self.requisites.remove(req_key)
+        self._unbind(entity, key)
+        self._queue_delete_event(entity, key)
+        return True
+
+    def _unbind(self, entity: str, key: int) -> None:
+        if entity == "companies":
+            for contact_key in list(self.contacts.lookup("COMPANY_ID", key)):
+                self.contacts.set_fields(contact_key, {"COMPANY_ID": None})
+            for device_key in list(self.devices.lookup("companyId", key)):
+                self.devices.set_fields(device_key, {"companyId": None})
+        elif entity == "contacts":
+            for device_key in list(self.devices.lookup("contactId", key)):
+                self.devices.set_fields(device_key, {"contactId": None})
+
+    def _queue_delete_event(self, entity: str, key: int) -> None:
+        now = self.clock.now_iso()
+        if entity == "contacts":
+            self.events.push("ONCRMCONTACTDELETE", {"FIELDS": {"ID": str(key)}}, now)
+        elif entity == "companies":
+            self.events.push("ONCRMCOMPANYDELETE", {"FIELDS": {"ID": str(key)}}, now)
+        else:
+            data = {"FIELDS": {"ID": key, "ENTITY_TYPE_ID": self.devices_entity_type_id}}
+            self.events.push("ONCRMDYNAMICITEMDELETE", data, now)
