@@ -73,6 +73,11 @@ class EntityMapping:
     rules: tuple[FieldRule, ...]
 
     @property
+    def link_fields(self) -> frozenset[str]:
+        """Canonical fields that hold another record's ID."""
+        return frozenset(f.name for f in CANONICAL_FIELDS[self.entity] if f.kind == "ref")
+
+    @property
     def source_fields(self) -> frozenset[str]:
         """Top-level vendor fields the mapping reads (what the adapter must select)."""
         rules = (self.id_rule, self.updated_rule, *self.rules)
@@ -93,7 +98,10 @@ class EntityMapping:
         record_id = self.id_rule.apply(raw)
         updated_at = self.updated_rule.apply(raw)
         values = {rule.target: rule.apply(raw) for rule in self.rules}
-        encoded = json.dumps(values, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        # Links are left out of the hash: the cache stores them resolved (NULL when the target is
+        # absent or deleted) and the merge compares them column by column.
+        content = {k: v for k, v in values.items() if k not in self.link_fields}
+        encoded = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         digest = hashlib.blake2b(encoded.encode(), digest_size=16).hexdigest()
         return MappedRecord(str(record_id), updated_at, values, digest)
 

@@ -42,9 +42,17 @@ def test_reference_company_maps_phone() -> None:
 
 
 def test_device_mapping_reads_spa_fields() -> None:
-    raw = {"id": 17, "updatedTime": "2026-11-01T10:00:00+02:00", "title": "GentleMax Pro",
-           "ufCrm8Brand": "Candela", "ufCrm8IsRental": "Y", "ufCrm8Handpieces": ["18 mm", ""],
-           "ufCrm8WarrantyStart": "2023-05-01T00:00:00+03:00", "companyId": 5, "contactId": None}
+    raw = {
+        "id": 17,
+        "updatedTime": "2026-11-01T10:00:00+02:00",
+        "title": "GentleMax Pro",
+        "ufCrm8Brand": "Candela",
+        "ufCrm8IsRental": "Y",
+        "ufCrm8Handpieces": ["18 mm", ""],
+        "ufCrm8WarrantyStart": "2023-05-01T00:00:00+03:00",
+        "companyId": 5,
+        "contactId": None,
+    }
     record = MAPPINGS["devices"].map(raw)
     assert record.crm_id == "17"
     assert record.values["ownership"] == "rental"
@@ -55,14 +63,21 @@ def test_device_mapping_reads_spa_fields() -> None:
 
 
 def test_birth_date_keeps_the_crm_day() -> None:
-    raw = {"ID": "1", "DATE_MODIFY": "2026-01-01T00:00:00+02:00",
-           "BIRTHDATE": "1985-03-14T00:00:00+03:00"}
+    raw = {
+        "ID": "1",
+        "DATE_MODIFY": "2026-01-01T00:00:00+02:00",
+        "BIRTHDATE": "1985-03-14T00:00:00+03:00",
+    }
     assert MAPPINGS["contacts"].map(raw).values["birth_date"] == "1985-03-14"
 
 
 def test_unmapped_fields_are_not_stored() -> None:
-    raw = {"ID": "1", "DATE_MODIFY": "2026-01-01T00:00:00+02:00", "COMMENTS": "secret note",
-           "POST": "CEO"}
+    raw = {
+        "ID": "1",
+        "DATE_MODIFY": "2026-01-01T00:00:00+02:00",
+        "COMMENTS": "secret note",
+        "POST": "CEO",
+    }
     values = MAPPINGS["contacts"].map(raw).values
     assert "secret note" not in json.dumps(values)
     assert set(values) == {f.name for f in CANONICAL_FIELDS["contacts"]}
@@ -87,6 +102,14 @@ def test_bad_fields_are_named_without_their_value(raw: dict[str, object], field:
     for value in raw.values():
         if isinstance(value, str) and len(value) > 3:
             assert value not in str(caught.value)
+
+
+def test_links_are_not_part_of_the_content_hash() -> None:
+    base = {"id": 3, "updatedTime": "2026-01-01T00:00:00+02:00", "companyId": 5}
+    linked = MAPPINGS["devices"].map(base)
+    unlinked = MAPPINGS["devices"].map({**base, "companyId": None})
+    assert linked.content_hash == unlinked.content_hash
+    assert linked.values["company_id"] == "5"
 
 
 def test_content_hash_changes_with_content_only() -> None:
@@ -123,18 +146,28 @@ def test_mapping_file_with_unknown_transform_is_rejected(tmp_path: Path) -> None
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=20,
 )
-field_names = st.sampled_from(sorted({rule.path[0] for m in MAPPINGS.entities.values()
-                                      for rule in (m.id_rule, m.updated_rule, *m.rules)}))
+field_names = st.sampled_from(
+    sorted(
+        {
+            rule.path[0]
+            for m in MAPPINGS.entities.values()
+            for rule in (m.id_rule, m.updated_rule, *m.rules)
+        }
+    )
+)
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(entity=st.sampled_from(sorted(CANONICAL_FIELDS)),
-       record=st.dictionaries(field_names | st.text(max_size=8), json_values, max_size=12)
-       | json_values)
+@given(
+    entity=st.sampled_from(sorted(CANONICAL_FIELDS)),
+    record=st.dictionaries(field_names | st.text(max_size=8), json_values, max_size=12)
+    | json_values,
+)
 def test_arbitrary_json_maps_or_is_quarantined(entity: str, record: object) -> None:
     try:
         mapped = MAPPINGS[entity].map(record)
