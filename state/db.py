@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,3 +51,18 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def close(conn: sqlite3.Connection) -> None:
+    """Close ``conn``, leaving the file readable by read-only users when it was the last one.
+
+    In WAL mode SQLite deletes ``-wal`` and ``-shm`` when the last connection closes, and a
+    read-only reader (the portal's user) cannot create them again, so every read would fail while
+    syncd is stopped. Switching back to the rollback journal first avoids that; it only succeeds
+    when no other connection is open (otherwise they keep the WAL files alive), and
+    :func:`connect` switches to WAL again.
+    """
+    # Fails (busy/locked) while another connection is open; then the WAL files stay anyway.
+    with contextlib.suppress(sqlite3.OperationalError):
+        conn.execute("PRAGMA journal_mode = DELETE")
+    conn.close()

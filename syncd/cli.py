@@ -166,6 +166,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from syncd.daemon import Daemon
 
         return Daemon(settings).run()
+    from state.db import close as close_cache
     from syncd.runtime import open_cache
 
     conn = open_cache(settings)
@@ -192,7 +193,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "deletes":
             return _deletes(conn, args)
     finally:
-        conn.close()
+        close_cache(conn)
     raise AssertionError(f"unhandled command {args.command}")
 
 

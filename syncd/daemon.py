@@ -22,6 +22,7 @@ import schedule
 
 from connectors.crm.base import Entity
 from state import audit, control
+from state.db import close as close_cache
 from syncd.config import Settings
 from syncd.jobs import Job
 from syncd.lock import ProcessLock
@@ -99,7 +100,7 @@ class CrmLane:
                 with self._lock:
                     self._pending.discard(task.name)
         self.engine.adapter.close()
-        self.conn.close()
+        close_cache(self.conn)
 
 
 class Daemon:
@@ -214,7 +215,7 @@ class Daemon:
         log.info("stopping (waiting up to %.0fs for the running task)", STOP_GRACE_SECONDS)
         if not self.lane.shutdown(STOP_GRACE_SECONDS):
             log.warning("a task did not stop in time; its uncommitted work is rolled back")
-        conn.close()
+        close_cache(conn)
         return 0
 
     def _schedule_jobs(self) -> None:

@@ -1,7 +1,7 @@
 -- syncd cache schema, version 1. The portal's contract is docs/portal-contract.md.
 
 CREATE TABLE companies (
-    crm_id TEXT PRIMARY KEY,
+    crm_id TEXT NOT NULL PRIMARY KEY,
     name TEXT,
     legal_name TEXT,
     registration_number TEXT,
@@ -19,7 +19,7 @@ CREATE INDEX companies_vat_number ON companies(vat_number);
 CREATE INDEX companies_registration_number ON companies(registration_number);
 
 CREATE TABLE contacts (
-    crm_id TEXT PRIMARY KEY,
+    crm_id TEXT NOT NULL PRIMARY KEY,
     first_name TEXT,
     last_name TEXT,
     birth_date TEXT,
@@ -37,7 +37,7 @@ CREATE TABLE contacts (
 CREATE INDEX contacts_company_id ON contacts(company_id);
 
 CREATE TABLE devices (
-    crm_id TEXT PRIMARY KEY,
+    crm_id TEXT NOT NULL PRIMARY KEY,
     name TEXT,
     brand TEXT,
     model TEXT,
