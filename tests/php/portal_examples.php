@@ -1,0 +1,146 @@
+<?php
+declare(strict_types=1);
+
+/** Schema versions of the syncd cache this portal code knows (docs/portal-contract.md, section 2). */
+const SYNCD_KNOWN_SCHEMA_VERSIONS = [1];
+
+/** The JSON columns of the tables the portal reads; each holds a JSON array. */
+const SYNCD_JSON_COLUMNS = [
+    'companies' => ['addresses', 'phones', 'emails'],
+    'contacts' => ['emails', 'phones', 'languages', 'addresses', 'newsletters'],
+    'devices' => ['handpieces'],
+];
+
+/**
+ * Open the syncd cache read-only, with a busy timeout, and refuse unknown schema versions.
+ *
+ * @param int[] $knownVersions
+ */
+function syncd_open(string $path, array $knownVersions = SYNCD_KNOWN_SCHEMA_VERSIONS): PDO
+{
+    if (!is_file($path)) {
+        // is_file() is also false when the directory is not readable: check the group first.
+        throw new RuntimeException(
+            'the syncd cache is missing or not accessible (has syncd run? is PHP in group syncd?)'
+        );
+    }
+    $options = [
+        PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION,
+        PDO::ATTR_DEFAULT_FETCH_MODE => PDO::FETCH_ASSOC,
+    ];
+    if (defined('PDO::SQLITE_ATTR_OPEN_FLAGS')) {
+        $options[PDO::SQLITE_ATTR_OPEN_FLAGS] = PDO::SQLITE_OPEN_READONLY;
+    }
+    $db = new PDO('sqlite:' . $path, null, null, $options);
+    $db->exec('PRAGMA busy_timeout = 5000');
+    $version = (int) $db->query('PRAGMA user_version')->fetchColumn();
+    if (!in_array($version, $knownVersions, true)) {
+        throw new RuntimeException(sprintf(
+            'the syncd cache has schema version %d; this portal knows version(s) %s',
+            $version,
+            implode(', ', $knownVersions)
+        ));
+    }
+    return $db;
+}
+
+/**
+ * Run $work inside one read transaction: every query it makes sees the same snapshot.
+ */
+function syncd_read(PDO $db, callable $work): mixed
+{
+    $db->beginTransaction();
+    try {
+        $result = $work($db);
+    } catch (Throwable $error) {
+        $db->rollBack();
+        throw $error;
+    }
+    $db->commit(); // ends the read transaction and releases the snapshot; nothing is written
+    return $result;
+}
+
+/** Decode the JSON columns of a row of $table into PHP arrays. */
+function syncd_decode(string $table, array $row): array
+{
+    foreach (SYNCD_JSON_COLUMNS[$table] as $column) {
+        if (array_key_exists($column, $row)) {
+            $row[$column] = json_decode($row[$column], true, 512, JSON_THROW_ON_ERROR);
+        }
+    }
+    return $row;
+}
+
+/** Devices of a company, JSON columns decoded. Call inside syncd_read(). */
+function syncd_company_devices(PDO $db, string $companyId): array
+{
+    $stmt = $db->prepare(
+        'SELECT * FROM devices WHERE company_id = :id ORDER BY brand, model, serial_number, crm_id'
+    );
+    $stmt->execute([':id' => $companyId]);
+    return array_map(fn (array $row): array => syncd_decode('devices', $row), $stmt->fetchAll());
+}
+
+/** A company with its contacts and devices, or null if the cache does not have it. */
+function syncd_company_page(PDO $db, string $companyId): ?array
+{
+    $stmt = $db->prepare('SELECT * FROM companies WHERE crm_id = :id');
+    $stmt->execute([':id' => $companyId]);
+    $company = $stmt->fetch();
+    if ($company === false) {
+        return null;
+    }
+    $stmt = $db->prepare(
+        'SELECT * FROM contacts WHERE company_id = :id ORDER BY last_name, first_name, crm_id'
+    );
+    $stmt->execute([':id' => $companyId]);
+    return [
+        'company' => syncd_decode('companies', $company),
+        'contacts' => array_map(
+            fn (array $row): array => syncd_decode('contacts', $row),
+            $stmt->fetchAll()
+        ),
+        'devices' => syncd_company_devices($db, $companyId),
+    ];
+}
+
+// Usage, e.g. in a controller:
+//   $db = syncd_open('/var/lib/syncd/cache.sqlite3');
+//   $page = syncd_read($db, fn (PDO $db) => [
+//       'page' => syncd_company_page($db, $companyId),
+//       'data_as_of' => syncd_data_as_of($db),
+//   ]);
+
+/** Contacts having $email among their e-mail addresses (any type). Call inside syncd_read(). */
+function syncd_find_contacts_by_email(PDO $db, string $email): array
+{
+    $stmt = $db->prepare(<<<'SQL'
+        SELECT c.* FROM contacts c
+        WHERE EXISTS (
+            SELECT 1 FROM json_each(c.emails) e
+            WHERE json_extract(e.value, '$.value') = :email COLLATE NOCASE
+        )
+        ORDER BY c.crm_id
+        SQL);
+    $stmt->execute([':email' => trim($email)]);
+    return array_map(fn (array $row): array => syncd_decode('contacts', $row), $stmt->fetchAll());
+}
+
+/**
+ * "Data as of" per entity (UTC, the CRM's clock), and the last committed cycle.
+ * An entity missing from 'entities' has not been mirrored yet.
+ */
+function syncd_data_as_of(PDO $db): array
+{
+    $entities = $db->query(<<<'SQL'
+        SELECT entity, strftime('%Y-%m-%dT%H:%M:%SZ', value) FROM cursors ORDER BY entity
+        SQL)->fetchAll(PDO::FETCH_KEY_PAIR);
+    $last = $db->query(
+        'SELECT id, kind, finished_at FROM sync_runs ORDER BY id DESC LIMIT 1'
+    )->fetch();
+    return [
+        'entities' => $entities,
+        'oldest' => $entities ? min($entities) : null,
+        'last_cycle' => $last === false ? null : $last,
+    ];
+}
