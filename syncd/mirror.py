@@ -160,6 +160,8 @@ class MirrorEngine:
                     server_times.setdefault(entity, page.server_time)
                 self._map_into(entity, page.records, bucket)
                 total += len(page.records)
+                if self.progress:
+                    self.progress(entity.value, len(bucket.records) + len(bucket.rejects), None)
                 if total > self.options.max_incremental_records:
                     raise TooManyChangesError(f"{total} changed records")
             report.fetched[entity] = len(bucket.records) + len(bucket.rejects)
@@ -283,6 +285,8 @@ class MirrorEngine:
             for batch in self.adapter.list_ids(entity):
                 self._check_stop()
                 ids.update(batch)
+                if self.progress:
+                    self.progress(entity.value, len(ids), expected)
             listed[entity] = ids
             report.fetched[entity] = len(ids)
             tolerance = max(5, int(expected * 0.01))

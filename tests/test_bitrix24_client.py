@@ -28,8 +28,9 @@ FIXTURES = Path(__file__).parent / "fixtures" / "bitrix24"
 
 
 def client_for(handler: Callable[[httpx.Request], httpx.Response]) -> Bitrix24Client:
-    client = Bitrix24Client("https://b24.example/rest/1/secret-token/",
-                            retry=RetryPolicy(max_attempts=1))
+    client = Bitrix24Client(
+        "https://b24.example/rest/1/secret-token/", retry=RetryPolicy(max_attempts=1)
+    )
     client._http = httpx.Client(transport=httpx.MockTransport(handler))
     return client
 
@@ -43,11 +44,19 @@ def fixture(name: str) -> bytes:
     [
         (503, fixture("error.QUERY_LIMIT_EXCEEDED.assembled.json"), RateLimitedError),
         (429, b'{"error":"OPERATION_TIME_LIMIT","error_description":"blocked"}', RateLimitedError),
-        (401, b'{"error":"NO_AUTH_FOUND","error_description":"Wrong authorization data"}', AuthError),
+        (
+            401,
+            b'{"error":"NO_AUTH_FOUND","error_description":"Wrong authorization data"}',
+            AuthError,
+        ),
         (400, fixture("crm.contact.list.error.access-denied.json"), UpstreamRejectedError),
         (400, fixture("crm.item.list.error.invalid-filter.json"), UpstreamRejectedError),
         (403, b'{"error":"insufficient_scope","error_description":""}', AuthError),
-        (500, b'{"error":"INTERNAL_SERVER_ERROR","error_description":"x"}', UpstreamUnavailableError),
+        (
+            500,
+            b'{"error":"INTERNAL_SERVER_ERROR","error_description":"x"}',
+            UpstreamUnavailableError,
+        ),
         (500, b'{"error":"PORTAL_DELETED","error_description":"x"}', FatalError),
         (502, b"<html><body>502 Bad Gateway</body></html>", UpstreamUnavailableError),
         (200, b'{"result": [', MalformedResponseError),
@@ -63,22 +72,31 @@ def test_error_classification(status: int, body: bytes, error_type: type[Excepti
 
 
 def test_empty_code_access_denied_is_an_auth_error_on_403() -> None:
-    client = client_for(lambda r: httpx.Response(403, content=b'{"error":"","error_description":"Access denied."}'))
+    client = client_for(
+        lambda r: httpx.Response(403, content=b'{"error":"","error_description":"Access denied."}')
+    )
     with pytest.raises(AuthError):
         client.call("crm.contact.list", {})
 
 
 def test_retry_after_header_wins() -> None:
-    client = client_for(lambda r: httpx.Response(
-        503, headers={"Retry-After": "7"}, content=fixture("error.QUERY_LIMIT_EXCEEDED.assembled.json")))
+    client = client_for(
+        lambda r: httpx.Response(
+            503,
+            headers={"Retry-After": "7"},
+            content=fixture("error.QUERY_LIMIT_EXCEEDED.assembled.json"),
+        )
+    )
     with pytest.raises(RateLimitedError) as caught:
         client.call("crm.contact.list", {})
     assert caught.value.retry_after == 7.0
 
 
 def test_retries_transient_errors_then_succeeds() -> None:
-    answers = [httpx.Response(503, content=fixture("error.QUERY_LIMIT_EXCEEDED.assembled.json")),
-               httpx.Response(200, content=fixture("crm.contact.list.response.json"))]
+    answers = [
+        httpx.Response(503, content=fixture("error.QUERY_LIMIT_EXCEEDED.assembled.json")),
+        httpx.Response(200, content=fixture("crm.contact.list.response.json")),
+    ]
     client = client_for(lambda r: answers.pop(0))
     client.retry = RetryPolicy(max_attempts=3, base_delay=0.0)
     client.retry.delay_for = lambda attempt, error: 0.0  # type: ignore[method-assign]
@@ -91,9 +109,13 @@ def test_batch_splits_results_and_errors() -> None:
     body = json.loads(fixture("batch.response.json"))
     body["result"]["result_error"] = {"bad": {"error": "", "error_description": "Access denied."}}
     client = client_for(lambda r: httpx.Response(200, json=body))
-    result = client.batch({"get_user": ("user.get", {"ID": 1}),
-                           "get_department": ("department.get", {}),
-                           "bad": ("crm.contact.list", {})})
+    result = client.batch(
+        {
+            "get_user": ("user.get", {"ID": 1}),
+            "get_department": ("department.get", {}),
+            "bad": ("crm.contact.list", {}),
+        }
+    )
     assert result.result["get_user"]["NAME"] == "John"
     assert result.total == {"get_department": 1}
     assert result.next == {}

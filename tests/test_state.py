@@ -23,14 +23,20 @@ def conn(tmp_path: Path) -> sqlite3.Connection:
 
 
 def company(crm_id: str, title: str = "Salong OÜ") -> object:
-    return MAPPINGS["companies"].map({"ID": crm_id, "TITLE": title,
-                                      "DATE_MODIFY": "2026-11-21T10:00:00+02:00"})
+    return MAPPINGS["companies"].map(
+        {"ID": crm_id, "TITLE": title, "DATE_MODIFY": "2026-11-21T10:00:00+02:00"}
+    )
 
 
 def device(crm_id: str, company_id: int | None, location: str = "Tallinn") -> object:
-    return MAPPINGS["devices"].map({"id": int(crm_id), "companyId": company_id,
-                                    "updatedTime": "2026-11-21T10:00:00+02:00",
-                                    "ufCrm8Location": location})
+    return MAPPINGS["devices"].map(
+        {
+            "id": int(crm_id),
+            "companyId": company_id,
+            "updatedTime": "2026-11-21T10:00:00+02:00",
+            "ufCrm8Location": location,
+        }
+    )
 
 
 def test_connection_settings(conn: sqlite3.Connection) -> None:
@@ -69,7 +75,9 @@ def test_merge_inserts_updates_and_skips_unchanged(conn: sqlite3.Connection) -> 
     assert merge(store, "companies", [company("1"), company("2")]) == 2
     assert merge(store, "companies", [company("1"), company("2")]) == 0
     assert merge(store, "companies", [company("1", "Uus Nimi AS")]) == 1
-    assert conn.execute("SELECT name FROM companies WHERE crm_id = '1'").fetchone()[0] == "Uus Nimi AS"
+    assert (
+        conn.execute("SELECT name FROM companies WHERE crm_id = '1'").fetchone()[0] == "Uus Nimi AS"
+    )
 
 
 def test_links_to_unknown_records_are_null_and_resolve_later(conn: sqlite3.Connection) -> None:

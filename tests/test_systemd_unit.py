@@ -99,10 +99,22 @@ def test_essential_settings() -> None:
     assert "Service.IPAddressDeny" not in settings
     assert "Service.PrivateNetwork" not in settings
     for key in (
-        "NoNewPrivileges", "ProtectHome", "PrivateTmp", "PrivateDevices", "PrivateUsers",
-        "MemoryDenyWriteExecute", "LockPersonality", "RestrictRealtime", "RestrictNamespaces",
-        "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs",
-        "ProtectControlGroups", "ProtectClock", "ProtectHostname", "RemoveIPC",
+        "NoNewPrivileges",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "PrivateUsers",
+        "MemoryDenyWriteExecute",
+        "LockPersonality",
+        "RestrictRealtime",
+        "RestrictNamespaces",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectKernelLogs",
+        "ProtectControlGroups",
+        "ProtectClock",
+        "ProtectHostname",
+        "RemoveIPC",
     ):
         assert one(f"Service.{key}") == "yes", key
     assert one("Service.ProtectProc") == "invisible"

@@ -287,7 +287,8 @@ class Bitrix24Adapter:
             if entity is not None and record_id is not None:
                 deleted.setdefault(entity, set()).add(record_id)
         process_id = result.get("process_id")
-        token = str(process_id) if process_id not in (None, "") else None
+        reserved = bool(result.get("events")) and process_id not in (None, "")
+        token = str(process_id) if reserved else None
         return DeletionEvents(deleted=deleted, ack_token=token)
 
     def acknowledge_deletions(self, ack_token: str) -> None:

@@ -1,0 +1,269 @@
+"""Benchmark of the CRM mirror against the loopback fake Bitrix24 (SPEC §7).
+
+Runs the fake in its own process (so its CPU does not compete with the engine for the GIL),
+seeds it with the large dataset and measures:
+
+* the bare fetch-and-parse time of the same pages (the adapter's listings, no mapping or SQLite),
+* a full mirror into a fresh cache: wall time, records/s overall and for the apply side alone
+  (wall time minus time spent waiting on the adapter), peak RSS, request count,
+* p50/p99 latency of portal-like read queries run by a separate process throughout the mirror,
+* a no-op incremental cycle and one after 1 % of the records changed.
+
+Prints a table and writes JSON to bench/results/mirror.json.
+    python bench/mirror_bench.py [--contacts 100000 --companies 20000 --devices 50000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from connectors.crm.base import ENTITY_ORDER, Entity, Page  # noqa: E402
+from connectors.crm.bitrix24.adapter import Bitrix24Adapter  # noqa: E402
+from connectors.crm.bitrix24.client import Bitrix24Client  # noqa: E402
+from mappings.loader import load_mapping_set  # noqa: E402
+from state.db import connect  # noqa: E402
+from syncd.mirror import MirrorEngine  # noqa: E402
+
+
+def start_fake(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "connectors.crm.bitrix24.fake",
+            "--seed",
+            "1",
+            "--companies",
+            str(args.companies),
+            "--contacts",
+            str(args.contacts),
+            "--devices",
+            str(args.devices),
+            "--token",
+            "bench-token",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline().strip()
+    if not line.startswith("READY "):
+        raise SystemExit(f"fake did not start: {line!r}")
+    return process, line.split(" ", 1)[1]
+
+
+class TimedAdapter:
+    """Wraps an adapter and adds up the time spent inside it (network + parsing)."""
+
+    def __init__(self, inner: Bitrix24Adapter) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def list_changed(self, *args: Any, **kwargs: Any) -> Iterator[Page]:
+        iterator = self.inner.list_changed(*args, **kwargs)
+        while True:
+            started = time.perf_counter()
+            try:
+                page = next(iterator)
+            except StopIteration:
+                self.seconds += time.perf_counter() - started
+                return
+            self.seconds += time.perf_counter() - started
+            yield page
+
+    def count(self, entity: Entity) -> int:
+        started = time.perf_counter()
+        try:
+            return self.inner.count(entity)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
+def make_adapter(webhook: str) -> Bitrix24Adapter:
+    client = Bitrix24Client(webhook, timeout=60)
+    return Bitrix24Adapter(
+        client, load_mapping_set("bitrix24"), devices_entity_type_id=1040, deletion_events=False
+    )
+
+
+def peak_rss_sampler(stop: threading.Event, out: dict[str, float]) -> None:
+    process = psutil.Process()
+    while not stop.wait(0.05):
+        out["peak"] = max(out.get("peak", 0.0), process.memory_info().rss / 2**20)
+
+
+def bare_fetch(webhook: str) -> tuple[float, int, int]:
+    adapter = make_adapter(webhook)
+    started = time.perf_counter()
+    records = 0
+    for entity in ENTITY_ORDER:
+        for page in adapter.list_changed(entity, None):
+            records += len(page.records)
+    elapsed = time.perf_counter() - started
+    requests = adapter.client.requests_sent
+    adapter.close()
+    return elapsed, records, requests
+
+
+def fake_stats(base: str) -> dict[str, Any]:
+    root = base.split("/rest/")[0]
+    return dict(httpx.get(f"{root}/_fake/stats", timeout=30).json())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--companies", type=int, default=20_000)
+    parser.add_argument("--devices", type=int, default=50_000)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mirror.json")
+    args = parser.parse_args()
+    fake, webhook = start_fake(args)
+    base = webhook.rsplit("/", 2)[0] + "/"
+    results: dict[str, Any] = {
+        "dataset": {"contacts": args.contacts, "companies": args.companies, "devices": args.devices}
+    }
+    try:
+        fetch_seconds, fetch_records, fetch_requests = bare_fetch(webhook)
+        results["bare_fetch"] = {
+            "seconds": fetch_seconds,
+            "records": fetch_records,
+            "requests": fetch_requests,
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            cache = Path(tmp) / "cache.sqlite3"
+            conn = connect(cache)
+            stop_file = Path(tmp) / "stop"
+            reader = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "portal_reader.py"),
+                    str(cache),
+                    str(stop_file),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            adapter = TimedAdapter(make_adapter(webhook))
+            engine = MirrorEngine(conn, adapter, load_mapping_set("bitrix24"))  # type: ignore[arg-type]
+            rss: dict[str, float] = {}
+            stop = threading.Event()
+            sampler = threading.Thread(target=peak_rss_sampler, args=(stop, rss), daemon=True)
+            sampler.start()
+            started = time.perf_counter()
+            report = engine.run_cycle()
+            full_seconds = time.perf_counter() - started
+            stop.set()
+            sampler.join()
+            stop_file.touch()
+            reader_out = json.loads(reader.communicate(timeout=60)[0])
+            records = sum(report.fetched.values())
+            apply_seconds = full_seconds - adapter.seconds
+            latencies = sorted(reader_out["latencies_ms"])
+            results["full_mirror"] = {
+                "seconds": full_seconds,
+                "records": records,
+                "records_per_second": records / full_seconds,
+                "apply_seconds": apply_seconds,
+                "apply_records_per_second": records / apply_seconds if apply_seconds > 0 else None,
+                "ratio_to_bare_fetch": full_seconds / fetch_seconds,
+                "requests": adapter.inner.client.requests_sent,
+                "peak_rss_mb": rss.get("peak"),
+                "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+            results["reader_during_full_mirror"] = {
+                "queries": len(latencies),
+                "p50_ms": latencies[len(latencies) // 2] if latencies else None,
+                "p99_ms": latencies[int(len(latencies) * 0.99)] if latencies else None,
+                "invariant_violations": reader_out["violations"],
+            }
+            for label, mutation in (("noop_incremental", None), ("one_percent_incremental", 0.01)):
+                if mutation:
+                    changes = int((args.contacts + args.companies + args.devices) * mutation)
+                    root = base.split("/rest/")[0]
+                    httpx.post(
+                        f"{root}/_fake/mutate", json={"updates": changes, "seed": 3}, timeout=120
+                    ).raise_for_status()
+                before = adapter.inner.client.requests_sent
+                started = time.perf_counter()
+                inc = engine.run_incremental()
+                results[label] = {
+                    "seconds": time.perf_counter() - started,
+                    "requests": adapter.inner.client.requests_sent - before,
+                    "changed": sum(inc.upserted.values()),
+                    "fetched": sum(inc.fetched.values()),
+                }
+            conn.close()
+            adapter.inner.close()
+    finally:
+        fake.terminate()
+        fake.wait(timeout=30)
+    print_table(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten to {args.out}")
+
+
+def print_table(results: dict[str, Any]) -> None:
+    full, bare = results["full_mirror"], results["bare_fetch"]
+    reader = results["reader_during_full_mirror"]
+    rows = [
+        ("dataset", ", ".join(f"{v:,} {k}" for k, v in results["dataset"].items()), ""),
+        ("bare fetch-and-parse", f"{bare['seconds']:.1f} s, {bare['requests']:,} requests", ""),
+        (
+            "full mirror wall time",
+            f"{full['seconds']:.1f} s ({full['ratio_to_bare_fetch']:.2f}x bare)",
+            "<= 1.5x bare",
+        ),
+        ("full mirror records/s", f"{full['records_per_second']:,.0f}", ""),
+        ("apply throughput", f"{full['apply_records_per_second']:,.0f} records/s", ">= 20,000"),
+        ("peak RSS", f"{full['peak_rss_mb']:.0f} MB", "<= 150 MB"),
+        ("requests", f"{full['requests']:,}", ""),
+        (
+            "reader p50 / p99",
+            f"{reader['p50_ms']:.2f} / {reader['p99_ms']:.2f} ms ({reader['queries']:,} queries)",
+            "p99 < 20 ms",
+        ),
+        ("reader invariant violations", str(reader["invariant_violations"]), "0"),
+        (
+            "no-op incremental",
+            f"{results['noop_incremental']['seconds'] * 1000:.0f} ms, "
+            f"{results['noop_incremental']['requests']} requests",
+            "< 300 ms, <= 1 list request per entity",
+        ),
+        (
+            "1 % changed incremental",
+            f"{results['one_percent_incremental']['seconds']:.2f} s, "
+            f"{results['one_percent_incremental']['requests']} requests, "
+            f"{results['one_percent_incremental']['changed']:,} changed",
+            "",
+        ),
+    ]
+    width = max(len(r[0]) for r in rows)
+    for name, value, bar in rows:
+        print(f"{name:<{width}}  {value:<50} {bar}")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()

@@ -1,0 +1,71 @@
+"""Shared fixtures: a fake Bitrix24 on loopback, settings pointing at it, and an engine."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.config import Settings, load_settings
+from syncd.mirror import MirrorEngine
+from syncd.runtime import build_engine, open_cache
+
+
+class RecordingStop(threading.Event):
+    """A stop event whose waits return at once and are recorded: retry backoffs become
+    assertions instead of real sleeps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(float(timeout or 0.0))
+        return self.is_set()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeBitrix24]:
+    with FakeBitrix24(seed=3, companies=60, contacts=300, devices=150, token="test-token") as f:
+        yield f
+
+
+def make_settings(tmp_path: Path, fake: FakeBitrix24, **mirror: object) -> Settings:
+    token = tmp_path / "crm_webhook_token"
+    token.write_text(fake.token)
+    return load_settings(
+        None,
+        crm={"url": fake.base_url, "webhook_token_file": token, "max_attempts": 4},
+        state={"directory": tmp_path / "state"},
+        mirror=mirror or {},
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, fake: FakeBitrix24) -> Settings:
+    return make_settings(tmp_path, fake)
+
+
+@pytest.fixture
+def cache(settings: Settings) -> Iterator[sqlite3.Connection]:
+    conn = open_cache(settings)
+    yield conn
+    conn.close()
+
+
+@pytest.fixture
+def stop() -> RecordingStop:
+    return RecordingStop()
+
+
+@pytest.fixture
+def engine(
+    settings: Settings, cache: sqlite3.Connection, stop: RecordingStop
+) -> Iterator[MirrorEngine]:
+    mirror = build_engine(settings, cache, stop=stop)
+    yield mirror
+    mirror.adapter.close()

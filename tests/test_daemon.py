@@ -1,0 +1,146 @@
+"""The daemon as systemd runs it: READY over NOTIFY_SOCKET, mirror cycles, resyncs handed over
+from the CLI, `status`, and a clean stop on SIGTERM within 10 s."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from connectors.crm.bitrix24.fake import FakeBitrix24
+from state import control
+from state.db import connect
+
+ROOT = Path(__file__).parents[1]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def syncd(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "syncd", "--config", str(config), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[tuple[FakeBitrix24, Path, Path]]:
+    with FakeBitrix24(seed=21, companies=40, contacts=200, devices=90, token="t") as fake:
+        token = tmp_path / "token"
+        token.write_text(fake.token)
+        config = tmp_path / "syncd.toml"
+        config.write_text(
+            f'[crm]\nurl = "{fake.base_url}"\nwebhook_token_file = "{token}"\n'
+            f'[mirror]\ninterval_seconds = 1\njitter_seconds = 0\nsweep_interval_seconds = 10\n'
+            f'[state]\ndirectory = "{tmp_path / "state"}"\n'
+        )
+        yield fake, config, tmp_path / "state" / "cache.sqlite3"
+
+
+def count(cache: Path, table: str) -> int:
+    if not cache.exists():
+        return -1
+    conn = sqlite3.connect(cache)
+    try:
+        return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    except sqlite3.OperationalError:
+        return -1
+    finally:
+        conn.close()
+
+
+def test_daemon_lifecycle(setup: tuple[FakeBitrix24, Path, Path], tmp_path: Path) -> None:
+    fake, config, cache = setup
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(30)
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
+    daemon = subprocess.Popen([sys.executable, "-m", "syncd", "--config", str(config), "run"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        assert b"READY=1" in notify.recv(4096)
+        wait_for(lambda: count(cache, "devices") == 90, 30, "the first full mirror")
+
+        new_id = fake.create("contacts")
+        wait_for(lambda: count(cache, "contacts") == 201, 30, f"contact {new_id} to arrive")
+
+        resync = syncd(config, "--resync", "devices")
+        assert resync.returncode == 0, resync.stderr
+        assert "handed to the running daemon" in resync.stdout
+        assert "done" in resync.stdout
+
+        record = syncd(config, "--resync", "devices", "--record", "1")
+        assert record.returncode == 0, record.stderr
+
+        status = syncd(config, "status", "--json")
+        report = json.loads(status.stdout)
+        assert status.returncode == 0, report["problems"]
+        assert report["entities"]["contacts"]["count"] == 201
+        assert {j["job"] for j in report["jobs"]} >= {"mirror"}
+        assert "daemon" in report["daemon"]
+
+        conn = connect(cache)
+        actions = [r[0] for r in conn.execute("SELECT action FROM audit_log")]
+        assert actions.count("resync.request") == 2 and "daemon.start" in actions
+        conn.close()
+    finally:
+        started = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=15)
+        stopped_in = time.monotonic() - started
+        stderr = daemon.stderr.read() if daemon.stderr else ""
+        notify.close()
+    assert code == 0, stderr
+    assert stopped_in < 10
+    assert "Traceback" not in stderr
+
+
+def test_second_resync_is_refused_while_one_is_open(
+    setup: tuple[FakeBitrix24, Path, Path]
+) -> None:
+    _fake, _config, cache = setup
+    conn = connect(cache)
+    request, created = control.request_resync(conn, entity="contacts", record_id=None,
+                                              actor="test", now="2026-11-21T00:00:00Z")
+    assert created
+    again, created_again = control.request_resync(conn, entity="devices", record_id=None,
+                                                  actor="test", now="2026-11-21T00:00:00Z")
+    assert not created_again and again.id == request.id
+    conn.close()
+
+
+def test_foreground_resync_without_a_daemon(setup: tuple[FakeBitrix24, Path, Path]) -> None:
+    _fake, config, cache = setup
+    result = syncd(config, "--resync", "all")
+    assert result.returncode == 0, result.stderr
+    assert count(cache, "contacts") == 200
+    status = syncd(config, "status")
+    assert status.returncode == 1  # no daemon running: needs attention
+    assert "no daemon is running" in status.stdout
+
+
+def test_foreground_resync_refused_while_another_holds_the_lock(
+    setup: tuple[FakeBitrix24, Path, Path]
+) -> None:
+    _fake, config, cache = setup
+    from syncd.lock import ProcessLock
+
+    with ProcessLock(cache.parent, "foreground resync"):
+        result = syncd(config, "--resync", "devices")
+    assert result.returncode == 75
+    assert "foreground resync" in result.stderr
