@@ -8,13 +8,14 @@ when loaded; a bad file is a :class:`~syncd.errors.ConfigError` naming the file 
 from __future__ import annotations
 
 import hashlib
-import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from mappings.canonical import CANONICAL_FIELDS
 from mappings.transforms import REQUIRED_ARGS, TRANSFORMS, Transform
@@ -34,8 +35,8 @@ class FieldRule:
     required: bool
 
     def apply(self, raw: Mapping[str, Any]) -> Any:
-        value: Any = raw
-        for part in self.path:
+        value: Any = raw.get(self.path[0])
+        for part in self.path[1:]:
             value = value.get(part) if isinstance(value, Mapping) else None
         try:
             result = self.transform(value, self.args)
@@ -59,18 +60,41 @@ class MappedRecord:
     crm_id: str
     updated_at: str | None
     values: dict[str, Any]
+    # The canonical fields in storage order, JSON fields already serialised (what the cache
+    # stores); computed once here so that hashing and storing do not serialise twice.
+    columns: tuple[Any, ...]
     content_hash: str
+
+
+def _encode_json(value: Any) -> str:
+    """Compact JSON, non-ASCII kept as is (the cache's JSON column format)."""
+    return orjson.dumps(value).decode()
+
+
+_Spec = tuple[str, str, tuple[str, ...], Transform, Mapping[str, Any], bool, bool, bool]
 
 
 @dataclass(frozen=True)
 class EntityMapping:
-    """The compiled mapping of one entity."""
+    """The compiled mapping of one entity (``rules`` in canonical storage order)."""
 
     vendor: str
     entity: str
     id_rule: FieldRule
     updated_rule: FieldRule
     rules: tuple[FieldRule, ...]
+
+    def __post_init__(self) -> None:
+        fields = CANONICAL_FIELDS[self.entity]
+        if tuple(rule.target for rule in self.rules) != tuple(f.name for f in fields):
+            raise ValueError("rules must follow the canonical field order")
+        # Flattened once: map() runs for every record, so it avoids per-field method calls.
+        specs: tuple[_Spec, ...] = tuple(
+            (rule.target, rule.path[0], rule.path[1:], rule.transform, rule.args, rule.required,
+             spec.kind == "json", spec.kind == "ref")
+            for rule, spec in zip(self.rules, fields, strict=True)
+        )
+        object.__setattr__(self, "_specs", specs)
 
     @property
     def link_fields(self) -> frozenset[str]:
@@ -97,13 +121,35 @@ class EntityMapping:
             raise RecordMappingError("record is not an object")
         record_id = self.id_rule.apply(raw)
         updated_at = self.updated_rule.apply(raw)
-        values = {rule.target: rule.apply(raw) for rule in self.rules}
-        # Links are left out of the hash: the cache stores them resolved (NULL when the target is
-        # absent or deleted) and the merge compares them column by column.
-        content = {k: v for k, v in values.items() if k not in self.link_fields}
-        encoded = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        digest = hashlib.blake2b(encoded.encode(), digest_size=16).hexdigest()
-        return MappedRecord(str(record_id), updated_at, values, digest)
+        values: dict[str, Any] = {}
+        columns: list[Any] = []
+        hashed: list[str] = []
+        specs: tuple[_Spec, ...] = self._specs  # type: ignore[attr-defined]
+        target = ""
+        try:
+            for target, first, rest, transform, args, required, is_json, is_link in specs:
+                value = raw.get(first)
+                for part in rest:
+                    value = value.get(part) if isinstance(value, Mapping) else None
+                value = transform(value, args)
+                if required and value in (None, [], ""):
+                    raise RecordMappingError("required value missing")
+                values[target] = value
+                if is_json:
+                    value = _encode_json(value) if value else "[]"
+                columns.append(value)
+                # Links are left out of the hash: the cache stores them resolved (NULL when the
+                # target is absent or deleted) and the merge compares them column by column.
+                if not is_link:
+                    hashed.append("\x00" if value is None else str(value))
+        except RecordMappingError as error:
+            raise RecordMappingError(error.reason, field=target) from None
+        except (TypeError, ValueError, AttributeError, KeyError) as error:
+            # A transform must not crash on odd input; if one does, it is a bad record, not a
+            # dead daemon. The type name is enough; the value may be personal data.
+            raise RecordMappingError(f"unexpected {type(error).__name__}", field=target) from None
+        digest = hashlib.blake2b("\x1f".join(hashed).encode(), digest_size=16).hexdigest()
+        return MappedRecord(str(record_id), updated_at, values, tuple(columns), digest)
 
 
 @dataclass(frozen=True)
@@ -173,7 +219,8 @@ def parse_mapping(content: str, *, label: str, vendor: str, entity: str) -> Enti
         id_rule=_rule(data.get("id"), "id", label),
         updated_rule=_rule(data.get("updated_at"), "updated_at", label),
         rules=tuple(
-            _rule(spec, f"fields.{name}", label, target=name) for name, spec in fields.items()
+            _rule(fields[spec.name], f"fields.{spec.name}", label, target=spec.name)
+            for spec in CANONICAL_FIELDS[entity]
         ),
     )
 

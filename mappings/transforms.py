@@ -56,9 +56,12 @@ def text(value: Any, args: Mapping[str, Any]) -> str | None:
     """A short string; empty becomes ``None``. Numbers are accepted and turned into text."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    if type(value) is str:  # the common case, checked first: this runs for most fields
+        result = value.strip()
+    elif isinstance(value, bool) or not isinstance(value, str | int | float):
         raise RecordMappingError("not a text value")
-    result = str(value).strip()
+    else:
+        result = str(value).strip()
     if len(result) > int(args.get("max_length", MAX_TEXT_LENGTH)):
         raise RecordMappingError("text too long")
     return result or None
@@ -92,7 +95,7 @@ def timestamp(value: Any, args: Mapping[str, Any]) -> str | None:
         raise RecordMappingError("not an ISO 8601 timestamp") from None
     if parsed.tzinfo is None:
         raise RecordMappingError("timestamp has no UTC offset")
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return parsed.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
 
 
 def calendar_date(value: Any, args: Mapping[str, Any]) -> str | None:
@@ -117,14 +120,14 @@ def calendar_date(value: Any, args: Mapping[str, Any]) -> str | None:
 
 def string_list(value: Any, args: Mapping[str, Any]) -> list[str]:
     """A list of short strings (empty entries dropped, duplicates removed, order kept)."""
-    if value in (None, "", False):
+    if value is None or value == "" or value is False:
         return []
     items = value if isinstance(value, list) else [value]
     if len(items) > MAX_LIST_LENGTH:
         raise RecordMappingError("too many list entries")
     result: list[str] = []
     for item in items:
-        entry = text(item, args)
+        entry = _short_text(item, args)
         if entry is not None and entry not in result:
             result.append(entry)
     return result
@@ -149,32 +152,39 @@ def flag(value: Any, args: Mapping[str, Any]) -> str | None:
     return str(args["true"] if truthy else args["false"])
 
 
+def _short_text(value: Any, args: Mapping[str, Any]) -> str | None:
+    """:func:`text` with the common case (a short string) inlined, for per-entry loops."""
+    if type(value) is str:
+        value = value.strip()
+        if len(value) > MAX_TEXT_LENGTH:
+            raise RecordMappingError("text too long")
+        return value or None
+    return text(value, args)
+
+
 def typed_values(value: Any, args: Mapping[str, Any]) -> list[dict[str, str]]:
     """A multi-value field (e-mails, phones) as ``[{"type": ..., "value": ...}]``.
 
     ``args.type_key``/``args.value_key`` name the vendor's keys; ``args.types`` maps vendor types to
     canonical ones; unknown vendor types become ``args.default_type``.
     """
-    if value in (None, "", False):
+    if value is None or value == "" or value is False:
         return []
     if not isinstance(value, list):
         raise RecordMappingError("multi-value field is not a list")
     if len(value) > MAX_LIST_LENGTH:
         raise RecordMappingError("too many values")
     types: Mapping[str, str] = args["types"]
+    value_key, type_key, default = args["value_key"], args["type_key"], args["default_type"]
     result: list[dict[str, str]] = []
     for entry in value:
         if not isinstance(entry, dict):
             raise RecordMappingError("multi-value entry is not an object")
-        item = text(entry.get(args["value_key"]), args)
+        item = _short_text(entry.get(value_key), args)
         if item is None:
             continue
-        vendor_type = entry.get(args["type_key"])
-        kind = (
-            types.get(vendor_type, args["default_type"])
-            if isinstance(vendor_type, str)
-            else (args["default_type"])
-        )
+        vendor_type = entry.get(type_key)
+        kind = types.get(vendor_type, default) if isinstance(vendor_type, str) else default
         result.append({"type": kind, "value": item})
     return result
 
@@ -182,26 +192,31 @@ def typed_values(value: Any, args: Mapping[str, Any]) -> list[dict[str, str]]:
 def addresses(value: Any, args: Mapping[str, Any]) -> list[dict[str, str | None]]:
     """Postal addresses as ``[{"type", "line1", "line2", "city", "postal_code", "region",
     "country"}]``; ``args.fields`` maps canonical keys to vendor keys, ``args.types`` the types."""
-    if value in (None, "", False):
+    if value is None or value == "" or value is False:
         return []
     if not isinstance(value, list):
         raise RecordMappingError("address list is not a list")
     if len(value) > MAX_LIST_LENGTH:
         raise RecordMappingError("too many addresses")
-    fields: Mapping[str, str] = args["fields"]
+    fields = tuple(args["fields"].items())
     types: Mapping[str, str] = args["types"]
+    type_key, default = args["type_key"], args["default_type"]
     result: list[dict[str, str | None]] = []
     for entry in value:
         if not isinstance(entry, dict):
             raise RecordMappingError("address is not an object")
-        vendor_type = entry.get(args["type_key"])
+        vendor_type = entry.get(type_key)
         key = str(vendor_type) if isinstance(vendor_type, str | int) else ""
-        address: dict[str, str | None] = {"type": types.get(key, args["default_type"])}
-        for canonical, vendor in fields.items():
-            address[canonical] = text(entry.get(vendor), args)
-        if any(address[name] for name in fields):
+        address: dict[str, str | None] = {"type": types.get(key, default)}
+        filled = False
+        for canonical, vendor in fields:
+            part = address[canonical] = _short_text(entry.get(vendor), args)
+            filled = filled or part is not None
+        if filled:
             result.append(address)
-    result.sort(key=lambda a: tuple(a.get(k) or "" for k in ("type", *fields)))
+    if len(result) > 1:  # a stable order, whatever order the CRM listed them in
+        names = ("type", *(canonical for canonical, _ in fields))
+        result.sort(key=lambda a: tuple(a.get(k) or "" for k in names))
     return result
 
 

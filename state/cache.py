@@ -31,17 +31,8 @@ def _columns(entity: str) -> tuple[str, ...]:
     return ("crm_id", *(f.name for f in CANONICAL_FIELDS[entity]), *_BOOK_COLUMNS)
 
 
-def _row(entity: str, record: MappedRecord) -> tuple[Any, ...]:
-    values: list[Any] = [record.crm_id]
-    for spec in CANONICAL_FIELDS[entity]:
-        value = record.values.get(spec.name)
-        if spec.kind == "json":
-            value = json.dumps(
-                value if value is not None else [], ensure_ascii=False, separators=(",", ":")
-            )
-        values.append(value)
-    values.extend((record.updated_at, record.content_hash, "", None))
-    return tuple(values)
+def _row(record: MappedRecord) -> tuple[Any, ...]:
+    return (record.crm_id, *record.columns, record.updated_at, record.content_hash, "", None)
 
 
 @dataclass(frozen=True)
@@ -81,7 +72,7 @@ class CacheStore:
         if table not in ("stage", "scratch"):
             raise ValueError(table)
         columns = _columns(entity)
-        rows = [_row(entity, r) for r in records]
+        rows = [_row(r) for r in records]
         self.conn.executemany(
             f"INSERT OR REPLACE INTO {table}_{entity} ({', '.join(columns)}) "
             f"VALUES ({', '.join('?' * len(columns))})",
@@ -258,6 +249,24 @@ class CacheStore:
                 run_id,
             ),
         )
+
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def prune_history(self, *, runs_before: str, audit_before: str) -> dict[str, int]:
+        """Drop ``sync_runs`` and finished resync requests older than ``runs_before`` (the newest
+        run always stays: it is the portal's "last cycle") and audit entries older than
+        ``audit_before`` (their retention)."""
+        pruned = {
+            "sync_runs": self.conn.execute(
+                "DELETE FROM sync_runs WHERE finished_at < ? "
+                "AND id < (SELECT max(id) FROM sync_runs)", (runs_before,)).rowcount,
+            "control_requests": self.conn.execute(
+                "DELETE FROM control_requests WHERE status IN ('done', 'failed') "
+                "AND finished_at < ?", (runs_before,)).rowcount,
+            "audit_log": self.conn.execute(
+                "DELETE FROM audit_log WHERE at < ?", (audit_before,)).rowcount,
+        }
+        return pruned
 
     # -- full-resync progress -----------------------------------------------------------------
 

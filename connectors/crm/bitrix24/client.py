@@ -8,7 +8,6 @@ can classify. See the README's dependency notes.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import orjson
 
 from connectors.crm.bitrix24.wire import php_query_encode
 from connectors.http import RetryPolicy, make_client, retry_after_seconds, transport_error
@@ -173,8 +173,8 @@ class Bitrix24Client:
 
     def _parse(self, method: str, response: httpx.Response) -> Response:
         try:
-            body = json.loads(response.content)
-        except (ValueError, UnicodeDecodeError):
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
             if response.status_code >= 500 or response.status_code in (429, 503):
                 raise self._http_status_error(method, response) from None
             raise MalformedResponseError(
