@@ -373,10 +373,26 @@ def _candidates(table: Table, conditions: list[Condition]) -> _Candidates:
         best = _Candidates(table.keys, lo, hi, rest)
     for condition in conditions:
         keys = _listed_keys(table, condition)
+        if keys is None:
+            keys = _recent_keys(table, condition)
         if keys is not None and len(keys) < best.hi - best.lo:
             rest = [c for c in conditions if c is not condition]
             best = _Candidates(keys, 0, len(keys), rest)
     return best
+
+
+def _recent_keys(table: Table, condition: Condition) -> list[int] | None:
+    """Keys from a ``>``/``>=`` condition on the modification time, through the table's index by
+    instant (a real portal answers "changed since" from a database index, not a table scan)."""
+    if (
+        condition.field != table.modified_field
+        or condition.op not in (">", ">=")
+        or not isinstance(condition.target, float)
+    ):
+        return None
+    probe = (condition.target, float("inf")) if condition.op == ">" else (condition.target, -1.0)
+    cut = bisect_right(table.by_modified, probe)
+    return sorted(key for _, key in table.by_modified[cut:])
 
 
 def _narrow(keys: list[int], lo: int, hi: int, condition: Condition) -> tuple[int, int]:

@@ -17,7 +17,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .clock import FakeClock
+from .clock import FakeClock, parse_instant
 from .schema import ENTITY_SCHEMAS, Kind
 
 Row = dict[str, Any]
@@ -30,11 +30,15 @@ REQUISITE_TYPE_ID = "8"  # crm.address ENTITY_TYPE_ID when the address belongs t
 
 class Table:
     """Rows keyed by positive integers, keys kept sorted, with optional secondary indexes on
-    integer-valued fields (index value → sorted keys)."""
+    integer-valued fields (index value → sorted keys) and on the modification time
+    (``(instant, key)`` pairs kept sorted, for "changed since" filters)."""
 
-    def __init__(self, name: str, id_field: str | None, indexed: Iterable[str] = ()) -> None:
+    def __init__(self, name: str, id_field: str | None, indexed: Iterable[str] = (),
+                 modified_field: str | None = None) -> None:
         self.name = name
         self.id_field = id_field
+        self.modified_field = modified_field
+        self.by_modified: list[tuple[float, int]] = []
         self.rows: dict[int, Row] = {}
         self.keys: list[int] = []
         self.indexes: dict[str, dict[int, list[int]]] = {name: {} for name in indexed}
@@ -63,6 +67,8 @@ class Table:
         self.next_key = max(self.next_key, key + 1)
         for name, index in self.indexes.items():
             _index_add(index, row.get(name), key)
+        if self.modified_field:
+            insort(self.by_modified, (_instant(row.get(self.modified_field)), key))
         self.version += 1
 
     def bulk_add(self, pairs: list[tuple[int, Row]]) -> None:
@@ -79,6 +85,10 @@ class Table:
                 value = row.get(name)
                 if value is not None and value != "":
                     index.setdefault(int(value), []).append(key)
+        if self.modified_field:
+            field = self.modified_field
+            self.by_modified.extend((_instant(row.get(field)), key) for key, row in pairs)
+            self.by_modified.sort()
         self.version += 1
 
     def remove(self, key: int) -> Row | None:
@@ -89,6 +99,8 @@ class Table:
         del self.keys[bisect_left(self.keys, key)]
         for name, index in self.indexes.items():
             _index_remove(index, row.get(name), key)
+        if self.modified_field:
+            self._unindex_modified(row, key)
         self.version += 1
         return row
 
@@ -102,13 +114,28 @@ class Table:
             if old.get(name) != new.get(name):
                 _index_remove(index, old.get(name), key)
                 _index_add(index, new.get(name), key)
+        field = self.modified_field
+        if field and old.get(field) != new.get(field):
+            self._unindex_modified(old, key)
+            insort(self.by_modified, (_instant(new.get(field)), key))
         self.rows[key] = new
         self.version += 1
         return new
 
+    def _unindex_modified(self, row: Row, key: int) -> None:
+        assert self.modified_field is not None
+        entry = (_instant(row.get(self.modified_field)), key)
+        position = bisect_left(self.by_modified, entry)
+        if position < len(self.by_modified) and self.by_modified[position] == entry:
+            del self.by_modified[position]
+
     def lookup(self, name: str, value: int) -> list[int]:
         """Keys whose indexed field ``name`` equals ``value`` (sorted)."""
         return self.indexes[name].get(value, [])
+
+
+def _instant(value: Any) -> float:
+    return parse_instant(value) if isinstance(value, str) and value else float("-inf")
 
 
 def _index_key(value: Any) -> int | None:
@@ -203,9 +230,11 @@ class Store:
         self.clock = clock
         self.devices_entity_type_id = devices_entity_type_id
         self.lock = threading.RLock()
-        self.companies = Table("companies", "ID")
-        self.contacts = Table("contacts", "ID", indexed=("COMPANY_ID",))
-        self.devices = Table("devices", "id", indexed=("companyId", "contactId"))
+        self.companies = Table("companies", "ID", modified_field="DATE_MODIFY")
+        self.contacts = Table("contacts", "ID", indexed=("COMPANY_ID",),
+                              modified_field="DATE_MODIFY")
+        self.devices = Table("devices", "id", indexed=("companyId", "contactId"),
+                             modified_field="updatedTime")
         self.requisites = Table("requisites", "ID", indexed=("ENTITY_ID",))
         self.addresses = Table("addresses", None, indexed=("ENTITY_ID", "ANCHOR_ID"))
         self.events = EventQueue()
