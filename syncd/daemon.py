@@ -136,8 +136,7 @@ class Daemon:
     def _job_task(self, job: Job) -> _Task:
         def run(conn: sqlite3.Connection, engine: MirrorEngine) -> None:
             self._engine = engine
-            if job.run(conn) and job.last_result:
-                log.info("%s", job.last_result)
+            job.run(conn)  # the engine logs each cycle's summary itself
             self._update_status()
 
         return _Task(job.name, run)

@@ -13,13 +13,22 @@
 from __future__ import annotations
 
 import logging
+import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from connectors.crm.base import ENTITY_ORDER, CRMAdapter, DeletionDetection, DeletionEvents, Entity
+from connectors.crm.base import (
+    ENTITY_ORDER,
+    CRMAdapter,
+    DeletionDetection,
+    DeletionEvents,
+    Entity,
+    Page,
+)
 from mappings.loader import MappedRecord, MappingSet
 from state.cache import CacheStore, RunCounts
 from state.db import write_transaction
@@ -48,6 +57,8 @@ class MirrorOptions:
     delete_guard_min: int = 5
     max_incremental_records: int = 20_000
     sweep_repair_limit: int = 500
+    history_days: int = 30  # sync_runs and finished resync requests
+    audit_retention_days: int = 730  # the privacy policy keeps the audit log two years
 
 
 @dataclass
@@ -77,6 +88,64 @@ class CycleReport:
             f"{self.kind}: fetched {sum(self.fetched.values())}, changed {t.upserted}, "
             f"deleted {t.deleted}, quarantined {t.quarantined}, held deletes {t.held_deletes}"
         )
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_DONE = object()
+
+
+class Prefetcher:
+    """Fetch the next pages in a background thread while the caller applies this one.
+
+    Network waits release the GIL, so fetching and applying overlap; at most ``depth`` pages
+    wait in memory. An error in the fetcher is raised to the caller, in page order. When the
+    caller stops early, the fetcher stops after its current request. ``waited`` adds up the
+    seconds the caller spent waiting for a page (the rest of its time is applying).
+    """
+
+    def __init__(self, depth: int = 2) -> None:
+        self.depth = depth
+        self.waited = 0.0
+
+    def __call__(self, pages: Iterator[Page]) -> Iterator[Page]:
+        handoff: queue.Queue[object] = queue.Queue(maxsize=self.depth)
+        abandoned = threading.Event()
+
+        def put(item: object) -> bool:
+            while not abandoned.is_set():
+                try:
+                    handoff.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def produce() -> None:
+            try:
+                for page in pages:
+                    if not put(page):
+                        return
+                put(_DONE)
+            except BaseException as error:  # handed to the consumer, raised there
+                put(_Failed(error))
+
+        threading.Thread(target=produce, name="crm-prefetch", daemon=True).start()
+        try:
+            while True:
+                started = time.perf_counter()
+                item = handoff.get()
+                self.waited += time.perf_counter() - started
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failed):
+                    raise item.error
+                yield item  # type: ignore[misc]
+        finally:
+            abandoned.set()
 
 
 def utc_now() -> datetime:
@@ -113,6 +182,7 @@ class MirrorEngine:
         self.options = options or MirrorOptions()
         self.stop = stop or threading.Event()
         self.progress = progress
+        self.prefetcher = Prefetcher()
 
     # -- the scheduled job --------------------------------------------------------------------
 
@@ -165,6 +235,12 @@ class MirrorEngine:
                 if total > self.options.max_incremental_records:
                     raise TooManyChangesError(f"{total} changed records")
             report.fetched[entity] = len(bucket.records) + len(bucket.rejects)
+            log.debug(
+                "%d %s changed since %s",
+                report.fetched[entity],
+                entity.value,
+                iso(since) if since else "the beginning",
+            )
         now = iso(utc_now())
         with write_transaction(self.conn):
             run_id = self.store.start_run(
@@ -192,6 +268,7 @@ class MirrorEngine:
             )
         if events.ack_token:
             self.adapter.acknowledge_deletions(events.ack_token)
+        log.info("%s (run #%s)", report.summary(), report.run_id)
         return report
 
     def _read_deletion_events(self) -> DeletionEvents:
@@ -220,7 +297,8 @@ class MirrorEngine:
     def _stage_listing(self, entity: Entity, *, resume_after: str | None, already: int) -> None:
         total = self.adapter.count(entity) if self.progress else None
         done = already
-        for page in self.adapter.list_changed(entity, None, resume_after):
+        pages = self.prefetcher(self.adapter.list_changed(entity, None, resume_after))
+        for page in pages:
             self._check_stop()
             bucket = self._map_into(entity, page.records, _Mapped())
             now = iso(utc_now())
@@ -235,6 +313,13 @@ class MirrorEngine:
                     complete=page.resume_after is None,
                 )
             done += len(page.records)
+            log.debug(
+                "staged %d %s (%d quarantined), next after ID %s",
+                len(bucket.records),
+                entity.value,
+                len(bucket.rejects),
+                page.resume_after or "-",
+            )
             if self.progress:
                 self.progress(entity.value, done, total)
 
@@ -269,6 +354,7 @@ class MirrorEngine:
                 run_id, report.totals(), data_as_of=report.data_as_of, details=self._details(report)
             )
             self.store.end_resync()
+        log.info("%s (run #%s)", report.summary(), report.run_id)
         return report
 
     # -- deletion sweep -----------------------------------------------------------------------
@@ -312,10 +398,16 @@ class MirrorEngine:
                 )
                 self.store.clear_staging("scratch", entity)
                 report.quarantined[entity] = self._quarantine(entity, bucket.rejects, now)
+            moment = utc_now()
+            self.store.prune_history(
+                runs_before=iso(moment - timedelta(days=self.options.history_days)),
+                audit_before=iso(moment - timedelta(days=self.options.audit_retention_days)),
+            )
             report.run_id = run_id
             self.store.finish_run(
                 run_id, report.totals(), data_as_of=None, details=self._details(report)
             )
+        log.info("%s (run #%s)", report.summary(), report.run_id)
         return report
 
     def _fetch_missing(self, listed: dict[Entity, set[str]]) -> dict[Entity, _Mapped]:
@@ -394,6 +486,7 @@ class MirrorEngine:
             self.store.finish_run(
                 run_id, report.totals(), data_as_of=None, details=self._details(report)
             )
+        log.info("%s %s %s (run #%s)", report.summary(), entity.value, crm_id, report.run_id)
         return report
 
     # -- helpers ------------------------------------------------------------------------------

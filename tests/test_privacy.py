@@ -1,0 +1,34 @@
+"""A full demo run at DEBUG level writes none of the seeded personal data into its log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.demo import DEMO_SEED, run_demo
+
+
+def personal_values(contacts: int) -> set[str]:
+    companies, devices = max(10, contacts // 6), max(10, contacts // 2)
+    values: set[str] = set()
+    with FakeBitrix24(seed=DEMO_SEED, companies=companies, contacts=contacts,
+                      devices=devices) as fake:
+        for record in fake.records("contacts").values():
+            values.update(str(record.get(k) or "") for k in ("NAME", "LAST_NAME"))
+            for field in ("EMAIL", "PHONE"):
+                values.update(entry["VALUE"] for entry in record.get(field) or [])
+        for company_id in fake.records("companies"):
+            for requisite in fake.requisites_of("companies", company_id):
+                values.add(str(requisite.get("RQ_VAT_ID") or ""))
+                values.add(str(requisite.get("RQ_COMPANY_FULL_NAME") or ""))
+    return {v for v in values if len(v) >= 4}
+
+
+def test_demo_log_holds_no_personal_data(tmp_path: Path) -> None:
+    assert run_demo(tmp_path, contacts=300) == 0
+    log = (tmp_path / "syncd.log").read_text(encoding="utf-8")
+    assert "DEBUG" in log and len(log.splitlines()) > 5  # the log really is at DEBUG level
+    seeded = personal_values(300)
+    assert len(seeded) > 500
+    leaked = sorted(value for value in seeded if value in log)
+    assert leaked == [], f"{len(leaked)} seeded personal values appear in the log"
