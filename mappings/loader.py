@@ -158,6 +158,7 @@ class MappingSet:
 
     vendor: str
     entities: Mapping[str, EntityMapping]
+    directory: Path | None = None  # where the files came from (None: the packaged ones)
 
     def __getitem__(self, entity: str) -> EntityMapping:
         return self.entities[entity]
@@ -185,7 +186,7 @@ def load_mapping_set(vendor: str, directory: Path | None = None) -> MappingSet:
                 raise ConfigError(f"mapping file {label} is missing")
             content = resource.read_text(encoding="utf-8")
         entities[entity] = parse_mapping(content, label=label, vendor=vendor, entity=entity)
-    return MappingSet(vendor, entities)
+    return MappingSet(vendor, entities, directory)
 
 
 def parse_mapping(content: str, *, label: str, vendor: str, entity: str) -> EntityMapping:

@@ -31,7 +31,8 @@ def _columns(entity: str) -> tuple[str, ...]:
     return ("crm_id", *(f.name for f in CANONICAL_FIELDS[entity]), *_BOOK_COLUMNS)
 
 
-def _row(record: MappedRecord) -> tuple[Any, ...]:
+def row_of(record: MappedRecord) -> tuple[Any, ...]:
+    """The staging row of a mapped record (what :meth:`CacheStore.stage_rows` takes)."""
     return (record.crm_id, *record.columns, record.updated_at, record.content_hash, "", None)
 
 
@@ -68,11 +69,14 @@ class CacheStore:
 
     def stage(self, table: str, entity: str, records: Iterable[MappedRecord]) -> int:
         """Insert mapped records into a staging table (``stage`` or ``scratch``); last wins."""
+        return self.stage_rows(table, entity, [row_of(r) for r in records])
+
+    def stage_rows(self, table: str, entity: str, rows: Sequence[tuple[Any, ...]]) -> int:
+        """Insert rows made by :func:`row_of` into a staging table; last wins."""
         _check(entity)
         if table not in ("stage", "scratch"):
             raise ValueError(table)
         columns = _columns(entity)
-        rows = [_row(r) for r in records]
         self.conn.executemany(
             f"INSERT OR REPLACE INTO {table}_{entity} ({', '.join(columns)}) "
             f"VALUES ({', '.join('?' * len(columns))})",

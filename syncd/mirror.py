@@ -17,9 +17,12 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from connectors.crm.base import (
     ENTITY_ORDER,
@@ -29,15 +32,16 @@ from connectors.crm.base import (
     Entity,
     Page,
 )
-from mappings.loader import MappedRecord, MappingSet
+from mappings.loader import MappingSet
 from state.cache import CacheStore, RunCounts
 from state.db import write_transaction
-from syncd.errors import RecordMappingError, SyncdError
+from syncd.errors import SyncdError
+from syncd.mapworker import MappedPage, MappingWorker, map_page, resolve
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, int, int | None], None]
-NO_ID = "(no valid id)"
+MAP_PIPELINE_DEPTH = 2  # pages being mapped in the worker while one commits
 
 
 class StopRequested(SyncdError):
@@ -57,6 +61,8 @@ class MirrorOptions:
     delete_guard_min: int = 5
     max_incremental_records: int = 20_000
     sweep_repair_limit: int = 500
+    # Full-resync listings at least this long are mapped in a worker process (see mapworker).
+    map_worker_threshold: int = 5000
     history_days: int = 30  # sync_runs and finished resync requests
     audit_retention_days: int = 730  # the privacy policy keeps the audit log two years
 
@@ -158,7 +164,7 @@ def iso(moment: datetime) -> str:
 
 @dataclass
 class _Mapped:
-    records: list[MappedRecord] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)  # staging rows (state.cache.row_of)
     rejects: list[tuple[str, str]] = field(default_factory=list)  # (crm_id, reason)
 
 
@@ -231,10 +237,10 @@ class MirrorEngine:
                 self._map_into(entity, page.records, bucket)
                 total += len(page.records)
                 if self.progress:
-                    self.progress(entity.value, len(bucket.records) + len(bucket.rejects), None)
+                    self.progress(entity.value, len(bucket.rows) + len(bucket.rejects), None)
                 if total > self.options.max_incremental_records:
                     raise TooManyChangesError(f"{total} changed records")
-            report.fetched[entity] = len(bucket.records) + len(bucket.rejects)
+            report.fetched[entity] = len(bucket.rows) + len(bucket.rejects)
             log.debug(
                 "%d %s changed since %s",
                 report.fetched[entity],
@@ -253,7 +259,7 @@ class MirrorEngine:
             for entity in ENTITY_ORDER:
                 bucket = fetched[entity]
                 self.store.clear_staging("scratch", entity)
-                self.store.stage("scratch", entity, bucket.records)
+                self.store.stage_rows("scratch", entity, bucket.rows)
                 report.upserted[entity] = self.store.merge(
                     "scratch", entity, run_id=run_id, now=now
                 )
@@ -287,41 +293,84 @@ class MirrorEngine:
             with write_transaction(self.conn):
                 self.store.begin_resync(wanted, now=iso(utc_now()))
             progress = self.store.resync_progress()
-        for entity in wanted:
-            row = progress[entity.value]
-            if row[5]:  # complete
-                continue
-            self._stage_listing(entity, resume_after=row[1], already=int(row[4]))
+        worker: MappingWorker | None = None
+        try:
+            for entity in wanted:
+                row = progress[entity.value]
+                if row[5]:  # complete
+                    continue
+                total = self.adapter.count(entity)
+                if worker is None and total - int(row[4]) >= self.options.map_worker_threshold:
+                    worker = MappingWorker(self.mappings)
+                self._stage_listing(
+                    entity, resume_after=row[1], already=int(row[4]), total=total, worker=worker
+                )
+        finally:
+            if worker is not None:
+                worker.close()
         return self._swap_in(wanted, report)
 
-    def _stage_listing(self, entity: Entity, *, resume_after: str | None, already: int) -> None:
-        total = self.adapter.count(entity) if self.progress else None
+    def _stage_listing(
+        self,
+        entity: Entity,
+        *,
+        resume_after: str | None,
+        already: int,
+        total: int,
+        worker: MappingWorker | None,
+    ) -> None:
+        """Stage every page of ``entity``, each committed with its resume point, in order.
+
+        With a ``worker`` the next pages are mapped in its process while this one commits.
+        """
         done = already
-        pages = self.prefetcher(self.adapter.list_changed(entity, None, resume_after))
-        for page in pages:
+        in_flight: deque[tuple[Page, Future[MappedPage] | MappedPage]] = deque()
+        for page in self.prefetcher(self.adapter.list_changed(entity, None, resume_after)):
             self._check_stop()
-            bucket = self._map_into(entity, page.records, _Mapped())
-            now = iso(utc_now())
-            with write_transaction(self.conn):
-                self.store.stage("stage", entity, bucket.records)
-                self._quarantine(entity, bucket.rejects, now)
-                self.store.save_progress(
-                    entity,
-                    resume_after=page.resume_after,
-                    server_time=page.server_time.isoformat() if page.server_time else None,
-                    records=len(page.records),
-                    complete=page.resume_after is None,
-                )
-            done += len(page.records)
-            log.debug(
-                "staged %d %s (%d quarantined), next after ID %s",
-                len(bucket.records),
-                entity.value,
-                len(bucket.rejects),
-                page.resume_after or "-",
+            mapped = (
+                worker.submit(entity.value, page.records)
+                if worker
+                else map_page(self.mappings, entity.value, page.records)
             )
-            if self.progress:
-                self.progress(entity.value, done, total)
+            in_flight.append((page, mapped))
+            while len(in_flight) > (MAP_PIPELINE_DEPTH if worker else 0):
+                done = self._commit_page(entity, *in_flight.popleft(), done=done, total=total)
+        while in_flight:
+            self._check_stop()
+            done = self._commit_page(entity, *in_flight.popleft(), done=done, total=total)
+
+    def _commit_page(
+        self,
+        entity: Entity,
+        page: Page,
+        mapped: Future[MappedPage] | MappedPage,
+        *,
+        done: int,
+        total: int,
+    ) -> int:
+        rows, rejects = resolve(mapped)
+        now = iso(utc_now())
+        with write_transaction(self.conn):
+            self.store.stage_rows("stage", entity, rows)
+            self._quarantine(entity, rejects, now)
+            self.store.save_progress(
+                entity,
+                resume_after=page.resume_after,
+                server_time=page.server_time.isoformat() if page.server_time else None,
+                records=len(page.records),
+                complete=page.resume_after is None,
+            )
+        done += len(page.records)
+        log.debug(
+            "staged %d %s (%d quarantined), next after ID %s",
+            len(rows),
+            entity.value,
+            len(rejects),
+            page.resume_after or "-",
+        )
+        if self.progress:
+            self.progress(entity.value, done, total)
+        return done
 
     def _swap_in(self, entities: list[Entity], report: CycleReport) -> CycleReport:
         progress = self.store.resync_progress()
@@ -392,7 +441,7 @@ class MirrorEngine:
             for entity in ENTITY_ORDER:
                 bucket = repairs[entity]
                 self.store.clear_staging("scratch", entity)
-                self.store.stage("scratch", entity, bucket.records)
+                self.store.stage_rows("scratch", entity, bucket.rows)
                 report.upserted[entity] = self.store.merge(
                     "scratch", entity, run_id=run_id, now=now
                 )
@@ -476,7 +525,7 @@ class MirrorEngine:
             run_id = self.store.start_run("record", [entity], started_at=now, now=now)
             self.store.ensure_scratch()
             self.store.clear_staging("scratch", entity)
-            self.store.stage("scratch", entity, bucket.records)
+            self.store.stage_rows("scratch", entity, bucket.rows)
             report.upserted[entity] = self.store.merge("scratch", entity, run_id=run_id, now=now)
             self.store.clear_staging("scratch", entity)
             report.quarantined[entity] = self._quarantine(entity, bucket.rejects, now)
@@ -492,13 +541,9 @@ class MirrorEngine:
     # -- helpers ------------------------------------------------------------------------------
 
     def _map_into(self, entity: Entity, raws: Sequence[object], bucket: _Mapped) -> _Mapped:
-        mapping = self.mappings[entity.value]
-        for raw in raws:
-            try:
-                bucket.records.append(mapping.map(raw))
-            except RecordMappingError as error:
-                record_id = mapping.record_id(raw) if isinstance(raw, dict) else None
-                bucket.rejects.append((record_id or NO_ID, str(error)))
+        rows, rejects = map_page(self.mappings, entity.value, raws)
+        bucket.rows.extend(rows)
+        bucket.rejects.extend(rejects)
         return bucket
 
     def _quarantine(self, entity: Entity, rejects: Sequence[tuple[str, str]], now: str) -> int:

@@ -201,7 +201,8 @@ def test_interrupted_full_resync_resumes_after_its_last_page(
     before = len(fake.request_log)
     report = engine.run_cycle()
     assert report.kind == "full"
-    resumed = [(m, p) for m, p in fake.request_log[before:] if m.endswith(".list")]
+    resumed = [(m, p) for m, p in fake.request_log[before:]
+               if m.endswith(".list") and int(p.get("start", 0)) == -1]  # listings, not counts
     assert not any(m == "crm.company.list" for m, _ in resumed)  # companies were complete
     first_contacts = next(p for m, p in resumed if m == "crm.contact.list")
     assert int(first_contacts["filter"][">ID"]) > 0  # resumed after its last page
@@ -240,3 +241,44 @@ def test_webhook_without_event_access_falls_back_to_sweeps(
     before = len(fake.request_log)
     engine.run_cycle()
     assert "event.offline.get" not in [m for m, _ in fake.request_log[before:]]
+
+
+def test_large_listings_are_mapped_in_a_worker_process(
+    engine: MirrorEngine, cache: sqlite3.Connection, fake: FakeBitrix24, stop: RecordingStop,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dataclasses import replace
+
+    from syncd import mirror
+
+    engine.options = replace(engine.options, map_worker_threshold=1)
+    started: list[object] = []
+    real_worker = mirror.MappingWorker
+
+    def counting_worker(mappings: Any) -> Any:
+        worker = real_worker(mappings)
+        started.append(worker)
+        return worker
+
+    monkeypatch.setattr(mirror, "MappingWorker", counting_worker)
+    bad = sorted(fake.records("contacts"), key=int)[7]
+    fake.update("contacts", bad, UF_CRM_LANGUAGES=["not a language!"])
+    pages = 0
+
+    def stop_midway(entity: str, done: int, total: int | None) -> None:
+        nonlocal pages
+        pages += 1
+        if pages == 4:
+            stop.set()
+
+    engine.progress = stop_midway
+    with pytest.raises(StopRequested):
+        engine.run_cycle()
+    stop.clear()
+    engine.progress = None
+    report = engine.run_cycle()
+    assert report.kind == "full"
+    assert len(started) == 2  # one worker per full-resync run, closed at its end
+    assert cache.execute("SELECT crm_id, reason FROM quarantine").fetchall() == [
+        (bad, "languages: not an ISO 639 language code")]
+    assert_mirrors(cache, engine, fake)
