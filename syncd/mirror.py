@@ -252,19 +252,12 @@ class MirrorEngine:
             run_id = self.store.start_run(
                 "incremental", ENTITY_ORDER, started_at=iso(started), now=now
             )
-            self.store.ensure_scratch()
             for entity in reversed(ENTITY_ORDER):  # children first, then parents
                 gone = events.deleted.get(entity, set())
                 report.deleted[entity] = self.store.delete(entity, sorted(gone))
             for entity in ENTITY_ORDER:
                 bucket = fetched[entity]
-                self.store.clear_staging("scratch", entity)
-                self.store.stage_rows("scratch", entity, bucket.rows)
-                report.upserted[entity] = self.store.merge(
-                    "scratch", entity, run_id=run_id, now=now
-                )
-                self.store.clear_staging("scratch", entity)
-                report.quarantined[entity] = self._quarantine(entity, bucket.rejects, now)
+                self._apply_mapped(entity, bucket, report, run_id=run_id, now=now)
                 if entity in server_times:
                     self.store.set_cursor(entity, server_times[entity], now=now)
             report.data_as_of = self._data_as_of(server_times.values())
@@ -437,16 +430,9 @@ class MirrorEngine:
             for entity in reversed(ENTITY_ORDER):
                 gone = sorted(self.store.live_ids(entity) - listed[entity])
                 self._apply_deletions(entity, gone, report, now=now, truncated=truncated[entity])
-            self.store.ensure_scratch()
             for entity in ENTITY_ORDER:
                 bucket = repairs[entity]
-                self.store.clear_staging("scratch", entity)
-                self.store.stage_rows("scratch", entity, bucket.rows)
-                report.upserted[entity] = self.store.merge(
-                    "scratch", entity, run_id=run_id, now=now
-                )
-                self.store.clear_staging("scratch", entity)
-                report.quarantined[entity] = self._quarantine(entity, bucket.rejects, now)
+                self._apply_mapped(entity, bucket, report, run_id=run_id, now=now)
             moment = utc_now()
             self.store.prune_history(
                 runs_before=iso(moment - timedelta(days=self.options.history_days)),
@@ -523,12 +509,7 @@ class MirrorEngine:
         now = iso(utc_now())
         with write_transaction(self.conn):
             run_id = self.store.start_run("record", [entity], started_at=now, now=now)
-            self.store.ensure_scratch()
-            self.store.clear_staging("scratch", entity)
-            self.store.stage_rows("scratch", entity, bucket.rows)
-            report.upserted[entity] = self.store.merge("scratch", entity, run_id=run_id, now=now)
-            self.store.clear_staging("scratch", entity)
-            report.quarantined[entity] = self._quarantine(entity, bucket.rejects, now)
+            self._apply_mapped(entity, bucket, report, run_id=run_id, now=now)
             if not raws:
                 report.deleted[entity] = self.store.delete(entity, [crm_id])
             report.run_id = run_id
@@ -539,6 +520,18 @@ class MirrorEngine:
         return report
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _apply_mapped(
+        self, entity: Entity, bucket: _Mapped, report: CycleReport, *, run_id: int, now: str
+    ) -> None:
+        """Merge mapped rows into the live table and quarantine the rejects (inside the
+        caller's transaction, through the connection's scratch table)."""
+        self.store.ensure_scratch()
+        self.store.clear_staging("scratch", entity)
+        self.store.stage_rows("scratch", entity, bucket.rows)
+        report.upserted[entity] = self.store.merge("scratch", entity, run_id=run_id, now=now)
+        self.store.clear_staging("scratch", entity)
+        report.quarantined[entity] = self._quarantine(entity, bucket.rejects, now)
 
     def _map_into(self, entity: Entity, raws: Sequence[object], bucket: _Mapped) -> _Mapped:
         rows, rejects = map_page(self.mappings, entity.value, raws)

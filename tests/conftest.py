@@ -45,6 +45,19 @@ def make_settings(tmp_path: Path, fake: FakeBitrix24, **mirror: object) -> Setti
     )
 
 
+def write_config(tmp_path: Path, fake: FakeBitrix24, extra: str = "") -> Path:
+    """A config file for a ``syncd`` subprocess pointing at ``fake`` (token from a file, cache
+    under ``tmp_path/state``); ``extra`` adds TOML sections."""
+    token = tmp_path / "crm_webhook_token"
+    token.write_text(fake.token)
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        f'[crm]\nurl = "{fake.base_url}"\nwebhook_token_file = "{token}"\n'
+        f'[state]\ndirectory = "{tmp_path / "state"}"\n{extra}'
+    )
+    return config
+
+
 @pytest.fixture
 def settings(tmp_path: Path, fake: FakeBitrix24) -> Settings:
     return make_settings(tmp_path, fake)

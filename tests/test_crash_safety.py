@@ -20,20 +20,10 @@ from connectors.crm.bitrix24.fake_view import adapter_view
 from mappings.loader import load_mapping_set
 from state.db import connect
 from syncd.verify import differences
+from tests.conftest import write_config
 
 ROOT = Path(__file__).parents[1]
 ROUNDS = 32
-
-
-def write_config(tmp_path: Path, fake: FakeBitrix24) -> Path:
-    token = tmp_path / "token"
-    token.write_text(fake.token)
-    config = tmp_path / "syncd.toml"
-    config.write_text(
-        f'[crm]\nurl = "{fake.base_url}"\nwebhook_token_file = "{token}"\n'
-        f'[state]\ndirectory = "{tmp_path / "state"}"\n[log]\nlevel = "WARNING"\n'
-    )
-    return config
 
 
 def run_until(config: Path, mode: str, lines: int | None, jitter: float = 0.0) -> bool:
@@ -72,7 +62,7 @@ def cursors(path: Path) -> dict[str, datetime]:
 def test_sigkill_at_random_points_converges(tmp_path: Path) -> None:
     rng = random.Random(20261121)
     with FakeBitrix24(seed=13, companies=120, contacts=500, devices=260, token="t") as fake:
-        config = write_config(tmp_path, fake)
+        config = write_config(tmp_path, fake, '[log]\nlevel = "WARNING"\n')
         cache = tmp_path / "state" / "cache.sqlite3"
         previous: dict[str, datetime] = {}
         kills = 0

@@ -19,6 +19,7 @@ import pytest
 from connectors.crm.bitrix24.fake import FakeBitrix24
 from state import control
 from state.db import connect
+from tests.conftest import write_config
 
 ROOT = Path(__file__).parents[1]
 
@@ -39,14 +40,8 @@ def syncd(config: Path, *args: str, timeout: float = 120) -> subprocess.Complete
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[FakeBitrix24, Path, Path]]:
     with FakeBitrix24(seed=21, companies=40, contacts=200, devices=90, token="t") as fake:
-        token = tmp_path / "token"
-        token.write_text(fake.token)
-        config = tmp_path / "syncd.toml"
-        config.write_text(
-            f'[crm]\nurl = "{fake.base_url}"\nwebhook_token_file = "{token}"\n'
-            f'[mirror]\ninterval_seconds = 1\njitter_seconds = 0\nsweep_interval_seconds = 10\n'
-            f'[state]\ndirectory = "{tmp_path / "state"}"\n'
-        )
+        config = write_config(tmp_path, fake, "[mirror]\ninterval_seconds = 1\n"
+                              "jitter_seconds = 0\nsweep_interval_seconds = 10\n")
         yield fake, config, tmp_path / "state" / "cache.sqlite3"
 
 
