@@ -96,12 +96,10 @@ def _story(
         fake.delete("devices", device_id)
     console.print(f"{len(doomed)} devices vanish from the CRM at once (say, a permission change)")
     _report_table(console, engine.sweep())
-    console.print(
-        render(collect(conn, directory))
-        .split("held deletions")[1]
-        .split("\n\n")[0]
-        .join(["held deletions", ""])
-    )
+    for entity, held in collect(conn, directory)["held_deletes"].items():
+        console.print(
+            f"syncd status now reports {held['count']} held {entity} deletions: {held['reason']}"
+        )
     console.print(
         "an operator reviews them and applies them: [bold]syncd deletes apply devices[/bold]"
     )
@@ -126,6 +124,10 @@ def _story(
     engine.adapter.close()
 
     console.rule("syncd status")
+    console.print(
+        "(the demo ran the cycles itself, so status rightly says no daemon runs; "
+        "under systemd, `syncd run` keeps the jobs going)"
+    )
     console.print(render(collect(conn, directory)))
     console.rule("where things are")
     cache = directory / "cache.sqlite3"
