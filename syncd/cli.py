@@ -1,7 +1,8 @@
 """The ``syncd`` command line.
 
 Exit codes follow sysexits where they fit: 0 success, 1 unhealthy/failed, 64 usage,
-69 upstream unavailable, 70 internal error, 75 busy (try again later), 78 configuration.
+65 bad input data, 66 no such input, 69 upstream unavailable, 70 internal error, 75 busy (try
+again later), 78 configuration.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="syncd",
         description="CRM synchronisation daemon for the Baltic Lasers client portal: mirrors the "
         "CRM into a local SQLite cache the portal reads.",
-        epilog="Exit codes: 0 ok, 1 unhealthy or failed, 64 usage, 69 upstream unavailable, "
-        "70 internal error, 75 busy (try again), 78 configuration error.",
+        epilog="Exit codes: 0 ok, 1 unhealthy or failed, 64 usage, 65 bad input data, 66 no such "
+        "input, 69 upstream unavailable, 70 internal error, 75 busy (try again), "
+        "78 configuration error.",
     )
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
     parser.add_argument(
@@ -97,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the demo keeps its cache (default: ./demo-data)",
     )
     demo.add_argument("--contacts", type=int, default=2000, help="contacts to seed (default 2000)")
+    from syncd.outbox_cli import add_parser as add_outbox_parser
+
+    add_outbox_parser(commands)
     deletes = commands.add_parser(
         "deletes",
         help="review or apply deletions the guard held",
@@ -190,6 +195,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             else:
                 print(render(report))
             return EX_OK if report["healthy"] else EX_UNHEALTHY
+        if args.command == "outbox":
+            from syncd.outbox_cli import run as run_outbox
+
+            return run_outbox(settings, conn, args)
         if args.command == "deletes":
             return _deletes(conn, args)
     finally:

@@ -201,6 +201,32 @@ class StateSettings(BaseModel):
         """The cache database the portal reads."""
         return self.directory / CACHE_FILE_NAME
 
+    @property
+    def default_spool(self) -> Path:
+        """Where the portal's attached files wait, unless ``outbox.spool_directory`` says."""
+        return self.directory / "spool"
+
+
+class OutboxSettings(BaseModel):
+    """``[outbox]``: service requests on their way to the CRM."""
+
+    model_config = _SECTION_CONFIG
+
+    # Where the portal writes attached files; None means <state.directory>/spool.
+    spool_directory: Path | None = None
+    request_types: tuple[str, ...] = ("repair", "maintenance", "installation", "training",
+                                      "other")
+    max_attempts: int = Field(default=10, ge=1, le=100)
+    lease_seconds: float = Field(default=300.0, ge=10)
+    message_retention_days: int = Field(default=90, ge=1)
+
+    @field_validator("request_types")
+    @classmethod
+    def _non_empty_types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or any(not item.strip() for item in value):
+            raise ValueError("must list at least one request type, none empty")
+        return value
+
 
 class LogSettings(BaseModel):
     """``[log]``: log level and format (the log goes to stderr, i.e. the journal)."""
@@ -274,6 +300,7 @@ class Settings(BaseSettings):
 
     crm: CrmSettings = Field(default_factory=CrmSettings)
     mirror: MirrorSettings = Field(default_factory=MirrorSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from state import control, health
+from state import control, health, outbox
 from state.cache import ENTITIES
 from state.migrations import current_version, latest_version
 from syncd import lock
@@ -49,6 +49,7 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
         row[0]: {"pages": row[1], "records": row[2]}
         for row in conn.execute("SELECT entity, pages, records FROM resync_progress")
     }
+    queue = outbox.depth(conn, now=datetime.now(UTC))
     problems = [
         f"job {j['job']} is {j['state']}: {j['last_error']}"
         for j in jobs
@@ -57,6 +58,11 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
     problems += [f"{n} {e} deletions held by the delete guard" for e, n in held.items()]
     if daemon is None:
         problems.append("no daemon is running")
+    if queue["by_status"]["dead"]:
+        problems.append(
+            f"{queue['by_status']['dead']} service request(s) dead in the outbox "
+            "(syncd outbox list --status dead)"
+        )
     return {
         "healthy": not problems,
         "problems": problems,
@@ -81,6 +87,7 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
         "held_deletes": {e: {"count": n, "reason": held_reasons[e]} for e, n in held.items()},
         "resync": vars(resync) if resync else None,
         "resync_in_progress": progress,
+        "outbox": queue,
     }
 
 
@@ -111,6 +118,11 @@ def render(report: dict[str, Any]) -> str:
             f"  last cycle #{run['id']} ({run['kind']}) finished {_ago(run['finished_at'])}: "
             f"{run['upserted']} changed, {run['deleted']} deleted"
         )
+    queue = report["outbox"]
+    counts = ", ".join(f"{n} {s}" for s, n in queue["by_status"].items() if n) or "empty"
+    age = queue["oldest_undelivered_age_seconds"]
+    lines.append("")
+    lines.append(f"outbox  {counts}" + (f"; oldest undelivered {age:.0f}s old" if age else ""))
     quarantine = report["quarantine"]
     if quarantine["count"]:
         lines.append("")
