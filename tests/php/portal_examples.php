@@ -2,7 +2,7 @@
 declare(strict_types=1);
 
 /** Schema versions of the syncd cache this portal code knows (docs/portal-contract.md, section 2). */
-const SYNCD_KNOWN_SCHEMA_VERSIONS = [1];
+const SYNCD_KNOWN_SCHEMA_VERSIONS = [2];
 
 /** The JSON columns of the tables the portal reads; each holds a JSON array. */
 const SYNCD_JSON_COLUMNS = [
@@ -143,4 +143,48 @@ function syncd_data_as_of(PDO $db): array
         'oldest' => $entities ? min($entities) : null,
         'last_cycle' => $last === false ? null : $last,
     ];
+}
+
+/**
+ * File a service request with its files in one transaction. $files are arrays with 'path'
+ * (relative to the spool directory, already written there), 'original_name', 'declared_type'
+ * and 'size'. Returns the outbox row ID; an already filed $idempotencyKey returns null.
+ */
+function syncd_file_service_request(PDO $writer, string $idempotencyKey, string $type,
+                                    ?string $message, ?string $deviceCrmId,
+                                    ?string $contactCrmId, array $contact, array $files): ?int
+{
+    $writer->beginTransaction();
+    try {
+        $insert = $writer->prepare(
+            'INSERT INTO outbox_requests (idempotency_key, request_type, message, contact_phone,
+                 contact_email, contact_address, device_crm_id, contact_crm_id, created_at)
+             VALUES (:key, :type, :message, :phone, :email, :address, :device, :contact, :created)
+             ON CONFLICT (idempotency_key) DO NOTHING'
+        );
+        $insert->execute([
+            ':key' => strtolower($idempotencyKey), ':type' => $type, ':message' => $message,
+            ':phone' => $contact['phone'] ?? null, ':email' => $contact['email'] ?? null,
+            ':address' => $contact['address'] ?? null, ':device' => $deviceCrmId,
+            ':contact' => $contactCrmId, ':created' => gmdate('Y-m-d\TH:i:s.v\Z'),
+        ]);
+        if ($insert->rowCount() === 0) {
+            $writer->rollBack();
+            return null; // filed before: the same request is not filed twice
+        }
+        $requestId = (int) $writer->lastInsertId();
+        $file = $writer->prepare(
+            'INSERT INTO outbox_files (request_id, position, path, original_name, declared_type, size)
+             VALUES (?, ?, ?, ?, ?, ?)'
+        );
+        foreach (array_values($files) as $position => $f) {
+            $file->execute([$requestId, $position, $f['path'], $f['original_name'],
+                            $f['declared_type'] ?? null, $f['size']]);
+        }
+        $writer->commit();
+        return $requestId;
+    } catch (Throwable $e) {
+        $writer->rollBack();
+        throw $e;
+    }
 }

@@ -1,0 +1,53 @@
+"""The portal files a service request through the documented PHP function (section 10 of
+docs/portal-contract.md) and syncd reads it exactly as its own enqueue would have stored it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from state import outbox
+from state.db import connect
+
+PHP_DIR = Path(__file__).parent / "php"
+
+
+def php_or_skip() -> str:
+    php = shutil.which("php")
+    if php is None:
+        pytest.skip("php-cli is not installed (.ci/run installs it)")
+    modules = subprocess.run([php, "-m"], capture_output=True, text=True, check=True).stdout
+    if "pdo_sqlite" not in modules:
+        pytest.skip("php-sqlite3 (pdo_sqlite) is not installed (.ci/run installs it)")
+    return php
+
+
+def test_php_files_a_request_once(tmp_path: Path) -> None:
+    php = php_or_skip()
+    cache = tmp_path / "cache.sqlite3"
+    connect(cache).close()
+    key = str(uuid.uuid4()).upper()  # PHP libraries often produce upper-case UUIDs
+    args = [php, str(PHP_DIR / "file_request.php"), str(cache), key, "17", "5",
+            "req-1/handpiece.jpg", "2048"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert first.returncode == 0, first.stderr
+    again = subprocess.run(args, capture_output=True, text=True, timeout=30)
+    assert json.loads(again.stdout) == {"id": None}
+    request_id = json.loads(first.stdout)["id"]
+    conn = connect(cache)
+    stored = outbox.get(conn, request_id)
+    conn.close()
+    assert stored is not None
+    assert stored.idempotency_key == key.lower() and stored.status == "pending"
+    assert stored.device_crm_id == "17" and stored.contact_crm_id == "5"
+    assert [(f.position, f.path, f.size, f.status) for f in stored.files] == [
+        (0, "req-1/handpiece.jpg", 2048, "pending")]
+    # the portal's timestamp has the outbox's own format, so ordering by created_at works
+    filed = datetime.fromisoformat(stored.created_at.replace("Z", "+00:00"))
+    assert outbox.stamp(filed) == stored.created_at
