@@ -26,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token", default="test-token")
     parser.add_argument("--user-id", type=int, default=1)
     parser.add_argument("--entity-type-id", type=int, default=1040)
+    parser.add_argument("--service-requests-entity-type-id", type=int, default=1044)
+    parser.add_argument("--disk-folder-id", type=int, default=1)
     parser.add_argument("--events", action="store_true", help="allow event.offline.* (app context)")
     parser.add_argument(
         "--rate-limit", nargs=2, type=float, metavar=("BURST", "DRAIN"),
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         events_allowed=args.events,
         rate_limit=tuple(args.rate_limit) if args.rate_limit else None,
         host=args.host, port=args.port,
+        service_requests_entity_type_id=args.service_requests_entity_type_id,
+        disk_folder_id=args.disk_folder_id,
     )
     stop = threading.Event()
 

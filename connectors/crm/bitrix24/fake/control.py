@@ -7,6 +7,8 @@ Routes:
 - ``GET /_fake/stats`` → ``{request_count, counts: {entity: n}}``
 - ``GET /_fake/records?entity=contacts`` → ``{id: record}`` (companies/contacts carry
   ``_requisites`` and ``_addresses`` arrays)
+- ``GET /_fake/service-requests`` → ``{id: item}`` with ``_files``/``_disk_files`` summaries
+- ``GET /_fake/disk-files`` → ``{id: {name, size, sha256, folder_id}}``
 - ``POST /_fake/create`` ``{entity, fields, skew_seconds}`` → ``{id}``
 - ``POST /_fake/update`` ``{entity, id, fields, skew_seconds}``; ``POST /_fake/delete``
   ``{entity, id}``; ``POST /_fake/clock`` ``{offset_seconds}``
@@ -52,6 +54,10 @@ class ControlApi:
             entity = (query.get("entity") or [""])[0]
             with fake.store.lock:
                 return fake.store.export(entity, with_children=True)
+        if (verb, route) == ("GET", "service-requests"):
+            return fake.service_requests()
+        if (verb, route) == ("GET", "disk-files"):
+            return fake.disk_files()
         if (verb, route) == ("POST", "mutate"):
             return fake.mutate_random(
                 int(payload.get("creates", 0)), int(payload.get("updates", 0)),

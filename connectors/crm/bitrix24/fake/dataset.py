@@ -456,13 +456,17 @@ def build_store(
     devices: int,
     clock: FakeClock,
     devices_entity_type_id: int = 1040,
+    service_requests_entity_type_id: int = 1044,
+    disk_folder_id: int = 1,
 ) -> tuple[Store, RecordFactory]:
     """Generate a deterministic dataset; returns the store and its factory (whose lookups of
     company country/domain/city later mutations reuse)."""
     gc_was_enabled = gc.isenabled()
     gc.disable()  # hundreds of thousands of new dicts would trigger pointless GC passes
     try:
-        store = Store(clock, devices_entity_type_id)
+        store = Store(
+            clock, devices_entity_type_id, service_requests_entity_type_id, disk_folder_id
+        )
         return _build(Dice(seed), store, companies, contacts, devices)
     finally:
         if gc_was_enabled:

@@ -11,7 +11,13 @@ from collections.abc import Callable
 from typing import Any
 
 from .batch import SubFault, run_batch
+from .disk import Disk
 from .envelope import ApiError, MethodResult, method_not_found, old_error
+from .files import FileSlot, Links, file_slots, invalid_value
+from .params import flag as _flag
+from .params import int_or_none as _int_or_none
+from .params import param, start_of
+from .params import values as _values
 from .query import (
     PAGE_SIZE,
     QueryError,
@@ -26,63 +32,24 @@ from .schema import (
     ADDRESSES,
     COMPANIES,
     CONTACTS,
-    DEVICES,
+    DISK_FILE_IDS_FIELD,
     EVENTS,
+    FILES_FIELD,
     REQUISITES,
+    SERVICE_SPA_ID,
     SPA_ID,
     Family,
+    ItemType,
     Kind,
     Schema,
+    camel_to_upper,
 )
 from .store import Row, Store, Table
 
 Handler = Callable[[dict[str, Any]], MethodResult]
 Logger = Callable[[str, dict[str, Any]], None]
 _READ_ONLY = frozenset({"ID", "DATE_CREATE", "DATE_MODIFY", "id", "createdTime", "updatedTime",
-                        "entityTypeId"})
-
-
-def param(params: dict[str, Any], name: str) -> Any:
-    """A top-level parameter, whatever its case (``FILTER``/``filter``, ``entityTypeId``)."""
-    if name in params:
-        return params[name]
-    lowered = name.lower()
-    for key, value in params.items():
-        if key.lower() == lowered:
-            return value
-    return None
-
-
-def start_of(params: dict[str, Any]) -> int:
-    """The ``start`` offset (0 when absent or unreadable; negative means keyset mode)."""
-    raw = param(params, "start")
-    try:
-        return int(str(raw).strip()) if raw not in (None, "") else 0
-    except ValueError:
-        return 0
-
-
-def _int_or_none(value: Any) -> int | None:
-    try:
-        number = int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-    return number if number > 0 else None
-
-
-def _values(raw: Any) -> list[Any]:
-    """A parameter that may be a list, a PHP-decoded map or a single value, as a list."""
-    if isinstance(raw, dict):
-        return list(raw.values())
-    if isinstance(raw, list):
-        return raw
-    return [] if raw is None else [raw]
-
-
-def _flag(value: Any, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    return str(value).strip().lower() in ("1", "y", "true")
+                        "entityTypeId", "createdBy", "updatedBy"})
 
 
 class Portal:
@@ -94,9 +61,24 @@ class Portal:
         events_allowed: bool = False,
         log: Logger | None = None,
         sub_fault: SubFault | None = None,
+        links: Links | None = None,
+        user_id: int = 1,
     ) -> None:
         self.store = store
         self.events_allowed = events_allowed
+        self.user_id = user_id
+        self.links = links or Links(lambda: "http://127.0.0.1")
+        self.item_types: dict[int, ItemType] = {
+            store.devices_entity_type_id: ItemType(
+                "devices", store.schemas["devices"], store.devices_entity_type_id, SPA_ID,
+                "Devices",
+            ),
+            store.service_requests_entity_type_id: ItemType(
+                "service_requests", store.schemas["service_requests"],
+                store.service_requests_entity_type_id, SERVICE_SPA_ID, "Service requests",
+            ),
+        }
+        self.disk = Disk(store, self.links, user_id)
         self.log = log or (lambda method, params: None)
         self.sub_fault: SubFault = sub_fault or (lambda method: None)
         self.handlers: dict[str, Handler] = {
@@ -111,6 +93,7 @@ class Portal:
         for entity, schema in (("contact", CONTACTS), ("company", COMPANIES)):
             self._register_old(entity, schema)
         self._register_items()
+        self.disk.register(self.handlers)
 
     def _register_old(self, name: str, schema: Schema) -> None:
         table = self.store.table(schema.name)
@@ -158,11 +141,6 @@ class Portal:
         page = list_page(table, schema, conditions, order, start_of(params))
         rows = project(page.rows, select_fields(schema, param(params, "select")))
         return MethodResult(rows, total=page.total, next=page.next)
-
-    def _item_list(self, params: dict[str, Any]) -> MethodResult:
-        self._check_entity_type(params)
-        outcome = self._list(self.store.devices, DEVICES, params)
-        return MethodResult({"items": outcome.result}, total=outcome.total, next=outcome.next)
 
     # --- old crm.contact / crm.company ------------------------------------------------------
 
@@ -248,58 +226,125 @@ class Portal:
                 }
         return list(merged.values())
 
-    # --- crm.item (devices) -----------------------------------------------------------------
+    # --- crm.item (devices, service requests) ----------------------------------------------
 
-    def _check_entity_type(self, params: dict[str, Any]) -> None:
-        if _int_or_none(param(params, "entityTypeId")) != self.store.devices_entity_type_id:
+    def _item_type(self, params: dict[str, Any]) -> ItemType:
+        etid = _int_or_none(param(params, "entityTypeId"))
+        item_type = self.item_types.get(etid) if etid is not None else None
+        if item_type is None:
             raise ApiError(400, "NOT_FOUND", "Smart process not found")
+        return item_type
 
-    def _item_key(self, params: dict[str, Any]) -> int:
-        self._check_entity_type(params)
+    def _item_key(self, item_type: ItemType, params: dict[str, Any]) -> int:
         key = _int_or_none(param(params, "id"))
-        if key is None or key not in self.store.devices.rows:
+        if key is None or key not in self.store.table(item_type.entity).rows:
             raise ApiError(400, "NOT_FOUND", "Element not found")
         return key
 
-    def _item_get(self, params: dict[str, Any]) -> MethodResult:
-        key = self._item_key(params)
-        return MethodResult({"item": self.store.devices.rows[key]})
+    def _item_list(self, params: dict[str, Any]) -> MethodResult:
+        item_type = self._item_type(params)
+        table = self.store.table(item_type.entity)
+        outcome = self._list(table, item_type.schema, params)
+        return MethodResult({"items": outcome.result}, total=outcome.total, next=outcome.next)
 
-    def _item_fields(self, params: dict[str, Any]) -> Row:
+    def _item_get(self, params: dict[str, Any]) -> MethodResult:
+        item_type = self._item_type(params)
+        key = self._item_key(item_type, params)
+        return MethodResult({"item": self.store.table(item_type.entity).rows[key]})
+
+    def _item_fields(
+        self, item_type: ItemType, params: dict[str, Any]
+    ) -> tuple[Row, dict[str, list[FileSlot]]]:
+        """Coerced field changes plus the (already decoded) writes to file fields."""
         fields = param(params, "fields")
         if not isinstance(fields, dict):
             raise ApiError(400, "INVALID_ARG_VALUE", "Parameter 'fields' must be an object")
+        schema = item_type.schema
         changes: Row = {}
+        file_writes: dict[str, list[FileSlot]] = {}
         for name, value in fields.items():
-            field = DEVICES.resolve(str(name))
-            if field is not None and field not in _READ_ONLY:
-                changes[field] = coerce(DEVICES, field, value)
-        return changes
+            field = schema.resolve(str(name))
+            if field is None or field in _READ_ONLY:
+                continue
+            if schema.kind(field) is Kind.FILE:
+                file_writes[field] = file_slots(camel_to_upper(field), value)
+                continue
+            try:
+                changes[field] = coerce(schema, field, value)
+            except (TypeError, ValueError) as exc:
+                raise invalid_value(camel_to_upper(field)) from exc
+        return changes, file_writes
 
-    def _item_add(self, params: dict[str, Any]) -> MethodResult:
-        self._check_entity_type(params)
-        changes = self._item_fields(params)
-        key = self.store.devices.allocate()
+    def _new_item(self, item_type: ItemType, key: int) -> Row:
         now = self.store.clock.now_iso()
-        etid = self.store.devices_entity_type_id
-        row: Row = dict.fromkeys(DEVICES.standard)
+        etid = item_type.entity_type_id
+        row: Row = dict.fromkeys(item_type.schema.standard)
         row.update({
             "id": key, "title": "", "createdTime": now, "updatedTime": now, "assignedById": 1,
-            "stageId": f"DT{etid}_{SPA_ID}:NEW", f"ufCrm{SPA_ID}IsRental": "N",
-            f"ufCrm{SPA_ID}Handpieces": [], "entityTypeId": etid,
+            "stageId": f"DT{etid}_{item_type.spa_id}:NEW", "entityTypeId": etid,
         })
+        if item_type.entity == "devices":
+            row.update({f"ufCrm{SPA_ID}IsRental": "N", f"ufCrm{SPA_ID}Handpieces": []})
+        else:
+            row.update({"createdBy": self.user_id, "updatedBy": self.user_id,
+                        FILES_FIELD: [], DISK_FILE_IDS_FIELD: []})
+        return row
+
+    def _item_add(self, params: dict[str, Any]) -> MethodResult:
+        item_type = self._item_type(params)
+        changes, file_writes = self._item_fields(item_type, params)
+        key = self.store.table(item_type.entity).allocate()
+        row = self._new_item(item_type, key)
         row.update(changes)
-        self.store.insert("devices", key, row, [])
+        for field, slots in file_writes.items():
+            row[field] = self._write_files(item_type, key, field, [], slots)
+        self.store.insert(item_type.entity, key, row, [])
         return MethodResult({"item": row})
 
     def _item_update(self, params: dict[str, Any]) -> MethodResult:
-        key = self._item_key(params)
-        row = self.store.update("devices", key, self._item_fields(params))
+        item_type = self._item_type(params)
+        key = self._item_key(item_type, params)
+        changes, file_writes = self._item_fields(item_type, params)
+        current = self.store.table(item_type.entity).rows[key]
+        for field, slots in file_writes.items():
+            changes[field] = self._write_files(
+                item_type, key, field, current.get(field) or [], slots
+            )
+        if "updatedBy" in current:
+            changes["updatedBy"] = self.user_id
+        row = self.store.update(item_type.entity, key, changes)
         return MethodResult({"item": row})
 
     def _item_delete(self, params: dict[str, Any]) -> MethodResult:
-        self.store.delete("devices", self._item_key(params))
+        item_type = self._item_type(params)
+        self.store.delete(item_type.entity, self._item_key(item_type, params))
         return MethodResult([])
+
+    def _write_files(
+        self, item_type: ItemType, key: int, field: str, current: list[Row],
+        slots: list[FileSlot],
+    ) -> list[Row]:
+        """A file field's new value. The array replaces the whole field: listed IDs of current
+        files stay, new files are stored, and every current file left out is deleted."""
+        files = self.store.files
+        upper = camel_to_upper(field)
+        by_id = {int(value["id"]): value for value in current}
+        value: list[Row] = []
+        kept: set[int] = set()
+        for slot in slots:
+            if isinstance(slot, int):
+                if slot in by_id and slot not in kept:  # foreign or unknown IDs are ignored
+                    kept.add(slot)
+                    value.append(by_id[slot])
+                continue
+            crm_file = files.add_crm_file(slot, item_type.entity, key, field)
+            value.append(
+                self.links.crm_file(item_type.entity_type_id, key, upper, crm_file.file_id)
+            )
+        for file_id in by_id:
+            if file_id not in kept:
+                files.drop_crm_file(file_id)
+        return value
 
     # --- misc -------------------------------------------------------------------------------
 
@@ -307,15 +352,17 @@ class Portal:
         return MethodResult(self.store.clock.now_iso())
 
     def _type_list(self, params: dict[str, Any]) -> MethodResult:
-        etid = self.store.devices_entity_type_id
-        devices_type = {
-            "id": SPA_ID, "title": "Devices", "code": "", "createdBy": 1, "entityTypeId": etid,
-            "customSectionId": None, "isCategoriesEnabled": "N", "isStagesEnabled": "Y",
-            "isClientEnabled": "Y", "isRecyclebinEnabled": "Y",
-            "createdTime": "2019-01-01T10:00:00+02:00", "updatedTime": "2019-01-01T10:00:00+02:00",
-            "updatedBy": 1,
-        }
-        return MethodResult({"types": [devices_type]}, total=1)
+        types = [
+            {
+                "id": item_type.spa_id, "title": item_type.title, "code": "", "createdBy": 1,
+                "entityTypeId": item_type.entity_type_id, "customSectionId": None,
+                "isCategoriesEnabled": "N", "isStagesEnabled": "Y", "isClientEnabled": "Y",
+                "isRecyclebinEnabled": "Y", "createdTime": "2019-01-01T10:00:00+02:00",
+                "updatedTime": "2019-01-01T10:00:00+02:00", "updatedBy": 1,
+            }
+            for item_type in self.item_types.values()
+        ]
+        return MethodResult({"types": types}, total=len(types))
 
     # --- offline events ---------------------------------------------------------------------
 
@@ -368,6 +415,8 @@ def coerce(schema: Schema, field: str, value: Any) -> Any:
     """A value in the wire type of its family: strings in the old family (IDs too), ints for
     ``crm.item`` numbers, lists for multiple fields, None for unset links."""
     kind = schema.kind(field)
+    if kind is Kind.FILE:
+        return value  # file fields are written through crm.item.add/update only
     if kind in (Kind.LIST, Kind.MULTI):
         items = _values(value) if value != "" else []
         return [str(item) for item in items] if kind is Kind.LIST else items

@@ -80,7 +80,7 @@ def compile_filter(schema: Schema, raw: Any) -> list[Condition]:
             continue
         op, name = split_operator(str(key).strip())
         field = schema.resolve(name)
-        if field is None:
+        if field is None or schema.kind(field) is Kind.FILE:
             raise QueryError(f"Invalid filter: field '{name}' is not allowed in filter", name)
         kind = schema.kind(field)
         if isinstance(value, list | dict) and op in ("", "=", "!", "!="):
@@ -105,7 +105,7 @@ def compile_order(schema: Schema, raw: Any) -> list[tuple[str, bool]]:
     order: list[tuple[str, bool]] = []
     for name, direction in raw.items():
         field = schema.resolve(str(name))
-        if field is None:
+        if field is None or schema.kind(field) is Kind.FILE:
             if schema.family is Family.ITEM:
                 raise QueryError(f"Invalid order: field '{name}' is not allowed in order", name)
             continue

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 SPA_ID = 8  # the devices smart process's internal id: UF names are UF_CRM_8_* / ufCrm8*
+SERVICE_SPA_ID = 9  # the service requests smart process: UF_CRM_9_* / ufCrm9*
 
 
 class Family(StrEnum):
@@ -31,6 +32,7 @@ class Kind(StrEnum):
     YN = "yn"  # "Y"/"N" flags; filters also accept 1/0 and true/false
     LIST = "list"  # multiple values (UF lists): equality means "contains"
     MULTI = "multi"  # PHONE/EMAIL multifields: compares each entry's VALUE
+    FILE = "file"  # file UF: [{id, url, urlMachine}], neither filterable nor sortable
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,12 @@ class Schema:
         return _aliases(self).get(name) or _aliases(self).get(name.upper())
 
 
-_alias_cache: dict[str, dict[str, str]] = {}
+_alias_cache: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
 
 
 def _aliases(schema: Schema) -> dict[str, str]:
-    cached = _alias_cache.get(schema.name)
+    cache_key = (schema.name, schema.all_fields)  # the parent link's name varies per portal
+    cached = _alias_cache.get(cache_key)
     if cached is None:
         cached = {}
         for name in schema.all_fields:
@@ -76,7 +79,7 @@ def _aliases(schema: Schema) -> dict[str, str]:
             cached[name.upper()] = name
             if schema.family is Family.ITEM:
                 cached[camel_to_upper(name)] = name
-        _alias_cache[schema.name] = cached
+        _alias_cache[cache_key] = cached
     return cached
 
 
@@ -171,6 +174,50 @@ DEVICES = Schema(
         **{f"{_UF}IsRental": Kind.YN, f"{_UF}Handpieces": Kind.LIST},
     ),
 )
+
+_UF9 = f"ufCrm{SERVICE_SPA_ID}"
+FILES_FIELD = f"{_UF9}Files"  # multiple file UF (UF_CRM_9_FILES)
+DISK_FILE_IDS_FIELD = f"{_UF9}DiskFileIds"  # multiple string UF: Bitrix Disk object IDs
+
+
+def parent_field(entity_type_id: int) -> str:
+    """The camelCase link to a parent item of a smart process: ``parentId1040``."""
+    return f"parentId{entity_type_id}"
+
+
+def service_request_schema(devices_entity_type_id: int) -> Schema:
+    """The service requests smart process; its parent link names the devices' entityTypeId."""
+    parent = parent_field(devices_entity_type_id)
+    return Schema(
+        name="service_requests",
+        family=Family.ITEM,
+        id_field="id",
+        standard=(
+            "id", "title", "xmlId", "createdTime", "updatedTime", "createdBy", "updatedBy",
+            "assignedById", "stageId", "companyId", "contactId", parent,
+            f"{_UF9}RequestType", f"{_UF9}Message", f"{_UF9}ContactPhone",
+            f"{_UF9}ContactEmail", f"{_UF9}ContactAddress", FILES_FIELD, DISK_FILE_IDS_FIELD,
+            "entityTypeId",
+        ),
+        kinds=_kinds(
+            ("id", "createdBy", "updatedBy", "assignedById", "companyId", "contactId", parent,
+             "entityTypeId"),
+            ("createdTime", "updatedTime"),
+            **{FILES_FIELD: Kind.FILE, DISK_FILE_IDS_FIELD: Kind.LIST},
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class ItemType:
+    """A smart process served by ``crm.item.*``: its table, fields and identifiers."""
+
+    entity: str  # the store table
+    schema: Schema
+    entity_type_id: int
+    spa_id: int  # the internal id of crm.type.list (UF names are UF_CRM_<spa_id>_*)
+    title: str
+
 
 EVENTS = Schema(
     name="events",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import socket
 import sys
@@ -19,20 +20,28 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, parse_qsl
 
 from ..wire import php_query_decode
 from .clock import FakeClock
 from .control import ControlApi
 from .dataset import Dice, RecordFactory, build_store
+from .disk import UPLOAD_FIELD
 from .envelope import ApiError, MethodResult, method_not_found, success_body
 from .faults import API_ERROR_FAULTS, Fault, FaultRegistry, LeakyBucket
+from .files import Links
 from .methods import Portal, coerce
 from .mutations import random_update
-from .schema import ENTITY_SCHEMAS
+from .schema import DISK_FILE_IDS_FIELD, FILES_FIELD
 from .store import Row, Store
+from .upload import BodyError, MultipartError, Reader, extract_file, read_body
 
 ENTITIES: tuple[str, ...] = ("companies", "contacts", "devices")
+UPLOAD_METHOD = "disk.upload"  # the multipart uploadUrl endpoint, for faults and request_log
+_DOWNLOADS = {  # signed GET links: path → (token kind, name for faults and request_log)
+    "/rest/crm.controller.item.getfile.json": ("crm", "crm.controller.item.getfile"),
+    "/rest/download.json": ("disk", "disk.download"),
+}
 JSON_TYPE = "application/json; charset=utf-8"
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _NGINX_502 = (
@@ -51,10 +60,11 @@ class Reply:
     """What the handler writes back; ``transport`` may break the exchange on purpose."""
 
     status: int = 200
-    body: bytes = b""
+    body: bytes | bytearray = b""
     content_type: str = JSON_TYPE
     headers: dict[str, str] = field(default_factory=dict)
     transport: str = "send"  # "send" | "drop" (close, no response) | "truncate" (half a body)
+    close: bool = False  # close the connection after answering (an unread body is pending)
 
 
 def json_reply(status: int, payload: Any, headers: dict[str, str] | None = None) -> Reply:
@@ -90,6 +100,8 @@ class FakeBitrix24:
         rate_limit: tuple[float, float] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        service_requests_entity_type_id: int = 1044,
+        disk_folder_id: int = 1,
     ) -> None:
         self.token = token
         self.user_id = user_id
@@ -98,13 +110,16 @@ class FakeBitrix24:
         self.store: Store
         self.factory: RecordFactory
         self.store, self.factory = build_store(
-            seed, companies, contacts, devices, self.clock, devices_entity_type_id
+            seed, companies, contacts, devices, self.clock, devices_entity_type_id,
+            service_requests_entity_type_id, disk_folder_id,
         )
         self.faults = FaultRegistry()
         self.rate_limiter = LeakyBucket(*rate_limit) if rate_limit else None
         self.request_log: list[tuple[str, dict[str, Any]]] = []
+        self.links = Links(lambda: f"http://{self.host}:{self.port}")
         self.portal = Portal(
-            self.store, events_allowed, log=self._log, sub_fault=self._batch_fault
+            self.store, events_allowed, log=self._log, sub_fault=self._batch_fault,
+            links=self.links, user_id=user_id,
         )
         self._control = ControlApi(self)
         self._count_lock = threading.Lock()
@@ -254,18 +269,57 @@ class FakeBitrix24:
             finally:
                 self.factory.dice = saved
 
+    def service_requests(self) -> dict[str, Row]:
+        """Deep copies of the service-request items by string ID, each with ``_files`` (its
+        ``ufCrm9Files`` values) and ``_disk_files`` (``ufCrm9DiskFileIds`` resolved; unknown
+        IDs are left out) as ``{"name", "size", "sha256"}`` entries."""
+        with self.store.lock:
+            files = self.store.files
+            out = self.store.export("service_requests")
+            for row in out.values():
+                row["_files"] = [
+                    files.crm_files[int(value["id"])].blob.summary()
+                    for value in row.get(FILES_FIELD) or []
+                    if int(value["id"]) in files.crm_files
+                ]
+                disk_ids = [int(v) for v in row.get(DISK_FILE_IDS_FIELD) or [] if str(v).isdigit()]
+                row["_disk_files"] = [
+                    files.disk_files[object_id].blob.summary()
+                    for object_id in disk_ids
+                    if object_id in files.disk_files
+                ]
+            return out
+
+    def disk_files(self) -> dict[str, Row]:
+        """Every Disk file by string ID: ``{"name", "size", "sha256", "folder_id"}``."""
+        with self.store.lock:
+            return {
+                str(object_id): {**disk_file.blob.summary(), "folder_id": disk_file.folder_id}
+                for object_id, disk_file in self.store.files.disk_files.items()
+            }
+
+    def file_bytes(self, file_id: int | str) -> bytes:
+        """The content of a file UF value (by its ``id``) or of a Disk file (by its ``ID``)."""
+        with self.store.lock:
+            files = self.store.files
+            stored = files.crm_files.get(int(file_id)) or files.disk_files.get(int(file_id))
+            if stored is None:
+                raise KeyError(f"no file {file_id}")
+            return bytes(stored.blob.data)
+
     def stats(self) -> dict[str, Any]:
         """Request count and record counts (as served by ``GET /_fake/stats``)."""
         with self.store.lock:
             counts = {
                 name: len(self.store.table(name))
-                for name in (*ENTITIES, "requisites", "addresses")
+                for name in (*ENTITIES, "service_requests", "requisites", "addresses")
             }
             counts["events"] = len(self.store.events.events)
+            counts["disk_files"] = len(self.store.files.disk_files)
         return {"request_count": self.request_count, "counts": counts}
 
     def _coerce(self, entity: str, fields: dict[str, Any]) -> Row:
-        schema = ENTITY_SCHEMAS[entity]
+        schema = self.store.schemas[entity]
         out: Row = {}
         for name, value in fields.items():
             resolved = schema.resolve(name)
@@ -344,6 +398,8 @@ class FakeBitrix24:
     def handle(self, verb: str, target: str, body: bytes, content_type: str) -> Reply:
         """Answer one HTTP request (any path)."""
         path, _, query = target.partition("?")
+        if path.lower() in _DOWNLOADS:
+            return self._download(path.lower(), query)
         if path.startswith("/rest/"):
             return self._rest(path, query, body, content_type)
         if path.startswith("/_fake/"):
@@ -380,6 +436,89 @@ class FakeBitrix24:
             reply = json_reply(200, success_body(outcome, start, self.clock.now()))
         late = fault if fault is not None and fault.kind != "slow" else outcome.escalate
         return _late_fault_reply(late, reply)
+
+    def _download(self, path: str, query: str) -> Reply:
+        """A signed link's content (``urlMachine`` of a file UF value, a Disk ``DOWNLOAD_URL``)."""
+        kind, name = _DOWNLOADS[path]
+        with self._count_lock:
+            self._request_count += 1
+        params = dict(parse_qsl(query))
+        self._log(name, {"token": "***"})
+        fault = self.faults.take(name)
+        early = _early_fault_reply(fault)
+        if early is not None:
+            return early
+        late = fault if fault is not None and fault.kind != "slow" else None
+        payload = self.links.verify(kind, params.get("token", ""), params.get("auth", ""))
+        with self.store.lock:
+            files = self.store.files
+            stored: Any = None
+            if payload is not None and kind == "crm":
+                stored = files.crm_files.get(int(payload.get("fileId", "0")))
+            elif payload is not None:
+                stored = files.disk_files.get(int(payload.get("id", "0")))
+        if stored is None:
+            return _late_fault_reply(
+                late, error_reply(ApiError(404, "ERROR_NOT_FOUND", "File not found"))
+            )
+        disposition = f"attachment; filename=\"{quote_header(stored.blob.name)}\""
+        reply = Reply(200, stored.blob.data, "application/octet-stream",
+                      {"Content-Disposition": disposition})
+        return _late_fault_reply(late, reply)
+
+    def handle_upload(self, target: str, headers: Any, rfile: Reader) -> Reply:
+        """The second step of ``disk.folder.uploadfile``: a multipart POST to its uploadUrl.
+
+        Faults match the name ``disk.upload``. ``drop`` closes before the body is read; the
+        others act after it has been read, so the connection stays usable. The leaky bucket
+        counts uploads like any REST call (Bitrix24's uploadUrl is ``/rest/upload.json``).
+        Requests refused before processing (faults, the limit, a bad form) leave the token
+        usable; once processed, even with an error such as a duplicate name, it is used up.
+        Bodies above ``MAX_BODY_BYTES`` (600 MiB of file plus framing) get 413 unread.
+        """
+        token = target.partition("?")[0][len("/upload/"):].strip("/")
+        with self._count_lock:
+            self._request_count += 1
+        entry: dict[str, Any] = {"token": token}
+        self._log(UPLOAD_METHOD, entry)
+        fault = self.faults.take(UPLOAD_METHOD)
+        if fault is not None and fault.kind == "drop":
+            return Reply(transport="drop")
+        try:
+            body = read_body(
+                rfile, headers.get("Content-Length"), headers.get("Transfer-Encoding")
+            )
+        except BodyError as error:
+            code = "ERROR_FILE_TOO_LARGE" if error.status == 413 else "INVALID_REQUEST"
+            reply = error_reply(ApiError(error.status, code, str(error)))
+            reply.close = True
+            return reply
+        entry["bytes"] = len(body)
+        early = _early_fault_reply(fault)
+        if early is not None:
+            return early
+        if self.rate_limiter is not None and not self.rate_limiter.admit():
+            return error_reply(ApiError(*API_ERROR_FAULTS["query_limit"]))
+        start = self.clock.now()
+        try:
+            self.portal.disk.check_upload(token)
+            filename, _ = extract_file(body, headers.get("Content-Type", ""), UPLOAD_FIELD)
+            digest = hashlib.sha256(body).hexdigest()
+            result = self.portal.disk.complete_upload(token, filename, body, digest)
+        except MultipartError as exc:
+            reply = error_reply(ApiError(400, "ERROR_ARGUMENT", str(exc)))
+        except ApiError as error:
+            reply = error_reply(error)
+        else:
+            entry["size"] = len(body)
+            reply = json_reply(200, success_body(MethodResult(result), start, self.clock.now()))
+        late = fault if fault is not None and fault.kind != "slow" else None
+        return _late_fault_reply(late, reply)
+
+
+def quote_header(name: str) -> str:
+    """A filename safe inside a quoted ``Content-Disposition`` parameter."""
+    return name.replace("\\", "_").replace('"', "_").encode("ascii", "replace").decode()
 
 
 def decode_params(query: str, body: bytes, content_type: str) -> dict[str, Any]:
@@ -491,6 +630,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("DELETE")
 
     def _serve(self, verb: str) -> None:
+        if verb == "POST" and self.path.startswith("/upload/"):
+            self._serve_upload()
+            return
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         try:
@@ -502,7 +644,22 @@ class _Handler(BaseHTTPRequestHandler):
                                      "error_description": f"fake server bug: {exc!r}"})
         self._write(reply)
 
+    def _serve_upload(self) -> None:
+        """An uploadUrl POST: the fake reads (and counts) the body itself, in chunks."""
+        try:
+            reply = self.server.fake.handle_upload(self.path, self.headers, self.rfile)
+        except ConnectionError:
+            self.close_connection = True  # the client went away mid-upload
+            return
+        except Exception as exc:  # a bug in the fake must not hang the client
+            reply = json_reply(500, {"error": "INTERNAL_SERVER_ERROR",
+                                     "error_description": f"fake server bug: {exc!r}"})
+            reply.close = True
+        self._write(reply)
+
     def _write(self, reply: Reply) -> None:
+        if reply.close:
+            self.close_connection = True
         if reply.transport == "drop":
             self.close_connection = True
             return
@@ -511,6 +668,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(reply.body)))
         for name, value in reply.headers.items():
             self.send_header(name, value)
+        if reply.close:
+            self.send_header("Connection", "close")
         self.end_headers()
         if reply.transport == "truncate":
             self.wfile.write(reply.body[: len(reply.body) // 2])

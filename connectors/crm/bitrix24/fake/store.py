@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import FakeClock, parse_instant
-from .schema import ENTITY_SCHEMAS, Kind
+from .files import FileStore
+from .schema import ENTITY_SCHEMAS, Kind, Schema, parent_field, service_request_schema
 
 Row = dict[str, Any]
 Requisites = list[tuple[Row, list[Row]]]  # requisites of one owner, each with its addresses
@@ -226,15 +227,36 @@ class EventQueue:
 class Store:
     """All tables of the fake portal plus the mutation rules that keep them consistent."""
 
-    def __init__(self, clock: FakeClock, devices_entity_type_id: int = 1040) -> None:
+    def __init__(
+        self,
+        clock: FakeClock,
+        devices_entity_type_id: int = 1040,
+        service_requests_entity_type_id: int = 1044,
+        disk_folder_id: int = 1,
+    ) -> None:
         self.clock = clock
         self.devices_entity_type_id = devices_entity_type_id
+        self.service_requests_entity_type_id = service_requests_entity_type_id
+        self.parent_field = parent_field(devices_entity_type_id)  # service request → device
+        self.schemas: dict[str, Schema] = {
+            **ENTITY_SCHEMAS, "service_requests": service_request_schema(devices_entity_type_id)
+        }
+        # smart processes by table name → entityTypeId
+        self.item_entity_type_ids: dict[str, int] = {
+            "devices": devices_entity_type_id,
+            "service_requests": service_requests_entity_type_id,
+        }
         self.lock = threading.RLock()
         self.companies = Table("companies", "ID", modified_field="DATE_MODIFY")
         self.contacts = Table("contacts", "ID", indexed=("COMPANY_ID",),
                               modified_field="DATE_MODIFY")
         self.devices = Table("devices", "id", indexed=("companyId", "contactId"),
                              modified_field="updatedTime")
+        self.service_requests = Table(
+            "service_requests", "id", indexed=("companyId", "contactId", self.parent_field),
+            modified_field="updatedTime",
+        )
+        self.files = FileStore(folder_id=disk_folder_id)
         self.requisites = Table("requisites", "ID", indexed=("ENTITY_ID",))
         self.addresses = Table("addresses", None, indexed=("ENTITY_ID", "ANCHOR_ID"))
         self.events = EventQueue()
@@ -244,7 +266,8 @@ class Store:
     # --- lookups ---------------------------------------------------------------------------
 
     def table(self, entity: str) -> Table:
-        """The table of ``companies``/``contacts``/``devices``/``requisites``/``addresses``."""
+        """The table of ``companies``/``contacts``/``devices``/``service_requests``/
+        ``requisites``/``addresses``."""
         table = getattr(self, entity, None)
         if not isinstance(table, Table):
             raise KeyError(f"unknown entity {entity!r}")
@@ -334,7 +357,7 @@ class Store:
 
     def touch_field(self, entity: str) -> str:
         """The modification-time field of an entity."""
-        return "updatedTime" if entity == "devices" else "DATE_MODIFY"
+        return "updatedTime" if entity in self.item_entity_type_ids else "DATE_MODIFY"
 
     def update(self, entity: str, key: int, changes: Row, skew_seconds: float = 0.0) -> Row:
         """Apply field changes and bump the modification time to the (skewed) fake clock.
@@ -344,7 +367,7 @@ class Store:
         table = self.table(entity)
         if key not in table.rows:
             raise KeyError(key)
-        schema = ENTITY_SCHEMAS[entity]
+        schema = self.schemas[entity]
         drop = [
             name for name, value in changes.items()
             if schema.kind(name) is Kind.MULTI and not value
@@ -354,11 +377,16 @@ class Store:
         return table.set_fields(key, kept, drop)
 
     def delete(self, entity: str, key: int) -> bool:
-        """Delete a record like Bitrix24: drop its requisites and addresses, unbind records that
-        pointed at it (without touching their modification time) and queue a delete event."""
+        """Delete a record like Bitrix24: drop its requisites and addresses (or its file UF
+        values), unbind records that pointed at it (without touching their modification time)
+        and queue a delete event."""
         table = self.table(entity)
         if table.remove(key) is None:
             return False
+        if entity in self.item_entity_type_ids:
+            for crm_file in list(self.files.crm_files.values()):
+                if crm_file.entity == entity and crm_file.item_id == key:
+                    self.files.drop_crm_file(crm_file.file_id)
         if entity in OWNER_TYPE_IDS:
             for req_key in self.requisite_keys(entity, key):
                 for addr_key in self.address_keys_of_requisite(req_key):
@@ -372,11 +400,16 @@ class Store:
         if entity == "companies":
             for contact_key in list(self.contacts.lookup("COMPANY_ID", key)):
                 self.contacts.set_fields(contact_key, {"COMPANY_ID": None})
-            for device_key in list(self.devices.lookup("companyId", key)):
-                self.devices.set_fields(device_key, {"companyId": None})
+            for table in (self.devices, self.service_requests):
+                for item_key in list(table.lookup("companyId", key)):
+                    table.set_fields(item_key, {"companyId": None})
         elif entity == "contacts":
-            for device_key in list(self.devices.lookup("contactId", key)):
-                self.devices.set_fields(device_key, {"contactId": None})
+            for table in (self.devices, self.service_requests):
+                for item_key in list(table.lookup("contactId", key)):
+                    table.set_fields(item_key, {"contactId": None})
+        elif entity == "devices":
+            for item_key in list(self.service_requests.lookup(self.parent_field, key)):
+                self.service_requests.set_fields(item_key, {self.parent_field: None})
 
     def _queue_delete_event(self, entity: str, key: int) -> None:
         now = self.clock.now_iso()
@@ -385,5 +418,5 @@ class Store:
         elif entity == "companies":
             self.events.push("ONCRMCOMPANYDELETE", {"FIELDS": {"ID": str(key)}}, now)
         else:
-            data = {"FIELDS": {"ID": key, "ENTITY_TYPE_ID": self.devices_entity_type_id}}
+            data = {"FIELDS": {"ID": key, "ENTITY_TYPE_ID": self.item_entity_type_ids[entity]}}
             self.events.push("ONCRMDYNAMICITEMDELETE", data, now)
