@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 RawRecord = dict[str, Any]
 
@@ -104,6 +104,46 @@ class CRMAdapter(Protocol):
 
     def acknowledge_deletions(self, ack_token: str) -> None:
         """Tell the upstream the events behind ``ack_token`` are applied."""
+
+    def close(self) -> None:
+        """Release network resources."""
+
+
+@dataclass(frozen=True)
+class ServiceRequestDraft:
+    """A service request as the push engine hands it to an adapter (canonical fields)."""
+
+    idempotency_key: str
+    title: str
+    request_type: str
+    message: str | None
+    contact_phone: str | None
+    contact_email: str | None
+    contact_address: str | None
+    contact_crm_id: str | None
+    company_crm_id: str | None
+    device_crm_id: str | None
+
+
+@runtime_checkable
+class ServiceRequestPusher(Protocol):
+    """What the outbox delivery needs from a CRM. Every operation is safe to repeat: creates are
+    preceded by a lookup of the idempotency key, uploads by a lookup of the file's name."""
+
+    def find_service_request(self, idempotency_key: str) -> str | None:
+        """The CRM ID of the request carrying this idempotency key, if it exists."""
+
+    def create_service_request(self, draft: ServiceRequestDraft) -> str:
+        """Create the request; returns its CRM ID. May raise AmbiguousWriteError."""
+
+    def find_file(self, name: str, size: int) -> str | None:
+        """The CRM file ID of an already uploaded file with this name and size, if any."""
+
+    def upload_file(self, name: str, content: BinaryIO, size: int, content_type: str) -> str:
+        """Upload one file (streamed); returns its CRM file ID. May raise AmbiguousWriteError."""
+
+    def attach_files(self, crm_id: str, file_ids: Sequence[str]) -> None:
+        """Set the request's files to exactly ``file_ids`` (the whole list, every time)."""
 
     def close(self) -> None:
         """Release network resources."""

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 import orjson
@@ -21,6 +21,7 @@ import orjson
 from connectors.crm.bitrix24.wire import php_query_encode
 from connectors.http import RetryPolicy, make_client, retry_after_seconds, transport_error
 from syncd.errors import (
+    AmbiguousWriteError,
     AuthError,
     FatalError,
     MalformedResponseError,
@@ -144,6 +145,44 @@ class Bitrix24Client:
             if isinstance(error, dict):
                 out.errors[key] = classify(400, error, f"batch {commands[key][0]}")
         return out
+
+    def write(self, method: str, params: Mapping[str, Any]) -> Response:
+        """Call a method that changes the CRM, exactly once: a write is never retried blindly.
+
+        A failure after the request may have reached the CRM (timeout, dropped connection, 5xx)
+        raises :class:`AmbiguousWriteError`; the caller looks its idempotency key up before
+        writing again.
+        """
+        try:
+            return self._call_once(method, params)
+        except UpstreamUnavailableError as error:
+            if "connection refused" in str(error) or "connect timeout" in str(error):
+                raise  # never sent
+            raise AmbiguousWriteError(f"{error}; it may have been applied") from None
+
+    def upload(self, url: str, field: str, name: str, content: BinaryIO,
+               content_type: str) -> Response:
+        """POST one file as multipart/form-data to an upload URL the CRM handed out, streamed
+        from ``content`` (httpx reads it in chunks, so memory stays bounded). Single attempt."""
+        self._check_upload_url(url)
+        try:
+            with self._lock:
+                self.requests_sent += 1
+            response = self._http.post(url, files={field: (name, content, content_type)})
+        except httpx.TransportError as error:
+            failure = transport_error(error, "file upload")
+            if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+                raise failure from None
+            raise AmbiguousWriteError(f"{failure}; it may have been stored") from None
+        return self._parse("file upload", response)
+
+    def _check_upload_url(self, url: str) -> None:
+        # The upload URL comes from the CRM's answer: only ever send files back to the CRM host.
+        expected = httpx.URL(self._webhook_url)
+        actual = httpx.URL(url)
+        if (actual.scheme, actual.host, actual.port) != (expected.scheme, expected.host,
+                                                          expected.port):
+            raise FatalError("the CRM handed out an upload URL on another host; refusing it")
 
     def _call_once(self, method: str, params: Mapping[str, Any]) -> Response:
         self._respect_operating_pause()
