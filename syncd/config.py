@@ -112,6 +112,8 @@ class CrmSettings(BaseModel):
     url: str | None = None
     webhook_token_file: Path | None = None
     devices_entity_type_id: int = Field(default=1040, gt=0)
+    service_requests_entity_type_id: int = Field(default=1044, gt=0)
+    disk_folder_id: int = Field(default=1, gt=0)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     timeout_seconds: float = Field(default=30.0, gt=0, le=120)
     max_attempts: int = Field(default=5, ge=1, le=20)

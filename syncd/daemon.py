@@ -27,7 +27,8 @@ from syncd.config import Settings
 from syncd.jobs import Job
 from syncd.lock import ProcessLock
 from syncd.mirror import MirrorEngine, iso, utc_now
-from syncd.runtime import build_engine, open_cache
+from syncd.push import OutboxDelivery, wait_for_outbox_change
+from syncd.runtime import build_engine, build_pusher, open_cache, push_options
 from syncd.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,56 @@ class CrmLane:
         close_cache(self.conn)
 
 
+class PushLane:
+    """The outbox's own thread: its own cache connection and CRM client, so a full resync on the
+    CRM lane never delays a service request. It drains due requests, then sleeps until the
+    portal commits something (``PRAGMA data_version``) or the next retry is due."""
+
+    RETENTION_EVERY_SECONDS = 3600.0
+    MAX_IDLE_SECONDS = 5.0  # re-check retry_wait rows at least this often
+
+    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.job = Job("push", self._drain)
+        self.delivery: OutboxDelivery | None = None
+        self._thread = threading.Thread(target=self._loop, name="push-lane", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def shutdown(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _drain(self) -> str | None:
+        assert self.delivery is not None
+        delivered = 0
+        while not self.stop.is_set() and self.delivery.deliver_next() is not None:
+            delivered += 1
+        return f"push: {delivered} attempt(s)" if delivered else None
+
+    def _loop(self) -> None:
+        conn = open_cache(self.settings)
+        pusher = build_pusher(self.settings, stop=self.stop)
+        self.delivery = OutboxDelivery(conn, pusher, push_options(self.settings))
+        self.delivery.options.spool.mkdir(parents=True, exist_ok=True)
+        last_retention = 0.0
+        try:
+            while not self.stop.is_set():
+                self.job.run(conn)
+                if time.monotonic() - last_retention > self.RETENTION_EVERY_SECONDS:
+                    self.delivery.forget_old_messages()
+                    last_retention = time.monotonic()
+                idle = self.MAX_IDLE_SECONDS
+                if not self.job.ready():
+                    idle = max(0.2, min(idle, self.job.backoff_until - time.monotonic()))
+                wait_for_outbox_change(conn, self.stop, idle)
+        finally:
+            pusher.close()
+            close_cache(conn)
+
+
 class Daemon:
     """Wires jobs to the scheduler and runs until SIGTERM/SIGINT."""
 
@@ -111,6 +162,7 @@ class Daemon:
         self.notifier = notifier or Notifier.from_env()
         self.stop = threading.Event()
         self.lane = CrmLane(settings, self.stop)
+        self.push = PushLane(settings, self.stop)
         self.jobs = {
             "mirror": Job("mirror", self._mirror_cycle),
             "sweep": Job("sweep", self._sweep),
@@ -194,6 +246,7 @@ class Daemon:
         self.lane.ready.wait()
         if self.lane.failed_to_start is not None:
             raise self.lane.failed_to_start
+        self.push.start()
         self._schedule_jobs()
         audit.record(conn, "daemon.start", details={"pid_user": audit.os_user()})
         self.notifier.ready("syncd running; first mirror cycle started")
@@ -212,7 +265,9 @@ class Daemon:
             self.stop.wait(min(CONTROL_POLL_SECONDS, idle if idle and idle > 0 else 0.05))
         self.notifier.stopping()
         log.info("stopping (waiting up to %.0fs for the running task)", STOP_GRACE_SECONDS)
-        if not self.lane.shutdown(STOP_GRACE_SECONDS):
+        if not self.push.shutdown(STOP_GRACE_SECONDS / 2):
+            log.warning("a delivery did not stop in time; its lease runs out and it is retried")
+        if not self.lane.shutdown(STOP_GRACE_SECONDS / 2):
             log.warning("a task did not stop in time; its uncommitted work is rolled back")
         close_cache(conn)
         return 0
@@ -255,7 +310,7 @@ class Daemon:
         ]
 
     def _update_status(self) -> None:
-        parts = [f"{job.name} {job.state}" for job in self.jobs.values()]
+        parts = [f"{job.name} {job.state}" for job in (*self.jobs.values(), self.push.job)]
         self.notifier.status("; ".join(parts))
 
     def _install_signal_handlers(self) -> None:

@@ -7,12 +7,15 @@ import threading
 
 from connectors.crm.bitrix24.adapter import Bitrix24Adapter
 from connectors.crm.bitrix24.client import Bitrix24Client
+from connectors.crm.bitrix24.push import Bitrix24Pusher
 from connectors.http import RetryPolicy
 from mappings.loader import MappingSet, load_mapping_set
+from mappings.outbound import load_service_request_mapping
 from state.db import connect
 from syncd.config import Settings
 from syncd.errors import ConfigError
 from syncd.mirror import MirrorEngine, MirrorOptions, ProgressCallback
+from syncd.push import PushOptions
 
 
 def open_cache(settings: Settings) -> sqlite3.Connection:
@@ -31,10 +34,7 @@ def load_mappings(settings: Settings) -> MappingSet:
     return load_mapping_set(settings.crm.vendor)
 
 
-def build_adapter(
-    settings: Settings, mappings: MappingSet, *, stop: threading.Event | None = None
-) -> Bitrix24Adapter:
-    """The configured CRM adapter; a missing URL or credential is a ConfigError."""
+def _crm_client(settings: Settings, *, stop: threading.Event | None) -> Bitrix24Client:
     crm = settings.crm
     if not crm.url:
         raise ConfigError(
@@ -46,17 +46,45 @@ def build_adapter(
             "crm.webhook_token_file: no webhook token (set crm.webhook_token_file "
             "or provide the systemd credential crm_webhook_token)"
         )
-    client = Bitrix24Client(
+    return Bitrix24Client(
         f"{crm.url.rstrip('/')}/{token}/",
         connect_timeout=crm.connect_timeout_seconds,
         timeout=crm.timeout_seconds,
         retry=RetryPolicy(max_attempts=crm.max_attempts, stop=stop),
     )
+
+
+def build_adapter(
+    settings: Settings, mappings: MappingSet, *, stop: threading.Event | None = None
+) -> Bitrix24Adapter:
+    """The configured CRM adapter; a missing URL or credential is a ConfigError."""
     return Bitrix24Adapter(
-        client,
+        _crm_client(settings, stop=stop),
         mappings,
-        devices_entity_type_id=crm.devices_entity_type_id,
-        deletion_events=crm.deletion_events == "auto",
+        devices_entity_type_id=settings.crm.devices_entity_type_id,
+        deletion_events=settings.crm.deletion_events == "auto",
+    )
+
+
+def build_pusher(settings: Settings, *, stop: threading.Event | None = None) -> Bitrix24Pusher:
+    """The configured CRM's service-request pusher (its own HTTP client: the push lane never
+    waits on the mirror's connections)."""
+    crm = settings.crm
+    adapter_client = _crm_client(settings, stop=stop)
+    return Bitrix24Pusher(
+        adapter_client,
+        load_service_request_mapping(crm.vendor),
+        entity_type_id=crm.service_requests_entity_type_id,
+        disk_folder_id=crm.disk_folder_id,
+    )
+
+
+def push_options(settings: Settings) -> PushOptions:
+    return PushOptions(
+        spool=settings.outbox.spool_directory or settings.state.default_spool,
+        max_attempts=settings.outbox.max_attempts,
+        lease_seconds=settings.outbox.lease_seconds,
+        message_retention_days=settings.outbox.message_retention_days,
     )
 
 

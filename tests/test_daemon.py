@@ -32,9 +32,10 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def syncd(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def syncd(config: Path, *args: str, timeout: float = 120,
+          stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "syncd", "--config", str(config), *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, input=stdin)
 
 
 @pytest.fixture

@@ -1,0 +1,330 @@
+"""Delivering the outbox to the CRM: exactly once in effect.
+
+One attempt at one request, every step safe to repeat:
+
+1. check what the portal sent: the device and contact exist in the mirror, every file is a real,
+   allowed, complete file inside the spool (a problem here is permanent: the request goes
+   ``dead`` with a reason naming the file or ID, other requests go on);
+2. the CRM item: the ID recorded by an earlier attempt, else the item found by the idempotency
+   key, else a new one (the key travels with it), and its ID is recorded at once;
+3. each file: skipped if an earlier attempt recorded it, else found by its deterministic name,
+   else uploaded (streamed); each upload is recorded as its own checkpoint;
+4. the item's file list, written whole; then the request is acknowledged (only by the worker
+   still holding its lease) and the local files are deleted.
+
+A crash anywhere leaves a state from which the next attempt continues without duplicating.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import NoReturn
+
+from connectors.crm.base import ServiceRequestDraft, ServiceRequestPusher
+from state import outbox
+from state.db import write_transaction
+from syncd.errors import (
+    FatalError,
+    RetriableError,
+    SkippableError,
+    SyncdError,
+    UpstreamRejectedError,
+)
+from syncd.spool import (
+    FileLimits,
+    ValidatedFile,
+    open_in_spool,
+    remove_spool_file,
+    sanitise_name,
+    validate_file,
+)
+
+log = logging.getLogger(__name__)
+IDLE_CHECK_SECONDS = 0.2  # how often an idle worker asks SQLite whether the outbox changed
+
+
+class PermanentDeliveryError(SkippableError):
+    """The request itself is wrong (unknown device, bad file): retrying cannot help."""
+
+
+@dataclass(frozen=True)
+class PushOptions:
+    """Tunables of delivery (from the ``[outbox]`` settings)."""
+
+    spool: Path
+    limits: FileLimits = field(default_factory=FileLimits)
+    max_attempts: int = 10
+    lease_seconds: float = 300.0
+    message_retention_days: int = 90
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class OutboxDelivery:
+    """Delivers outbox requests through one pusher, as worker ``worker_id``."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        pusher: ServiceRequestPusher,
+        options: PushOptions,
+        *,
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.conn = conn
+        self.pusher = pusher
+        self.options = options
+        self.worker_id = worker_id or f"{os.uname().nodename}:{os.getpid()}"
+        self.clock = clock
+
+    def deliver_next(self) -> outbox.OutboxRequest | None:
+        """Claim and deliver one due request; returns it (as claimed), or None if none is due.
+
+        Errors of the request end in its row (retry_wait or dead); a :class:`FatalError`
+        (e.g. the CRM refused our credentials) is raised after recording, for the job's health.
+        """
+        request = outbox.claim(
+            self.conn,
+            worker=self.worker_id,
+            now=self.clock(),
+            lease_seconds=self.options.lease_seconds,
+            max_attempts=self.options.max_attempts,
+        )
+        if request is None:
+            return None
+        try:
+            crm_id = self._deliver(request)
+        except (PermanentDeliveryError, UpstreamRejectedError) as error:
+            self._fail(request, str(error), permanent=True)
+        except RetriableError as error:
+            self._fail(request, str(error), permanent=False, retry_after=error.retry_after)
+        except FatalError as error:
+            self._fail(request, str(error), permanent=False)
+            raise
+        except SyncdError as error:
+            self._fail(request, str(error), permanent=False)
+        else:
+            if outbox.ack(
+                self.conn, request.id, worker=self.worker_id, crm_id=crm_id, now=self.clock()
+            ):
+                self._remove_local_files(request)
+                log.info(
+                    "service request #%d delivered (CRM item %s, %d file(s), attempt %d)",
+                    request.id,
+                    crm_id,
+                    len(request.files),
+                    request.attempts,
+                )
+            else:
+                log.warning(
+                    "service request #%d: lease lost before acknowledging; another "
+                    "worker will find the CRM item by its key",
+                    request.id,
+                )
+        return request
+
+    # -- one attempt ----------------------------------------------------------------------------
+
+    def _deliver(self, request: outbox.OutboxRequest) -> str:
+        draft = self._draft(request)
+        validated = self._validate_files(request)
+        crm_id = (
+            request.crm_id
+            or self.pusher.find_service_request(request.idempotency_key)
+            or self.pusher.create_service_request(draft)
+        )
+        if crm_id != request.crm_id:
+            outbox.record_crm_id(self.conn, request.id, crm_id=crm_id, now=self.clock())
+        file_ids: list[str] = []
+        for file in request.files:
+            if file.crm_file_id:
+                file_ids.append(file.crm_file_id)
+                continue
+            checked = validated[file.id]
+            name = f"{request.idempotency_key}-{file.position}-{checked.original_name}"
+            crm_file_id = self.pusher.find_file(name, checked.size)
+            if crm_file_id is None:
+                with open_in_spool(self.options.spool, file.path) as content:
+                    crm_file_id = self.pusher.upload_file(
+                        name, content, checked.size, checked.mime_type
+                    )
+            outbox.record_file_uploaded(
+                self.conn, file.id, crm_file_id=crm_file_id, detected_type=checked.mime_type
+            )
+            file_ids.append(crm_file_id)
+            self._keep_lease(request)
+        if request.files:
+            self.pusher.attach_files(crm_id, file_ids)
+        return crm_id
+
+    def _draft(self, request: outbox.OutboxRequest) -> ServiceRequestDraft:
+        device = None
+        if request.device_crm_id:
+            device = self.conn.execute(
+                "SELECT brand, model, serial_number, company_id FROM devices WHERE crm_id = ?",
+                (request.device_crm_id,),
+            ).fetchone()
+            if device is None:
+                self._unknown("devices", f"the device {request.device_crm_id}")
+        company = device[3] if device else None
+        if request.contact_crm_id:
+            contact = self.conn.execute(
+                "SELECT company_id FROM contacts WHERE crm_id = ?", (request.contact_crm_id,)
+            ).fetchone()
+            if contact is None:
+                self._unknown("contacts", f"the contact {request.contact_crm_id}")
+            company = company or contact[0]
+        what = " ".join(str(part) for part in device[:2] if part) if device else ""
+        serial = f" (SN {device[2]})" if device and device[2] else ""
+        title = f"{request.request_type.capitalize()}: {what or 'device'}{serial}"
+        return ServiceRequestDraft(
+            idempotency_key=request.idempotency_key,
+            title=title[:255],
+            request_type=request.request_type,
+            message=request.message,
+            contact_phone=request.contact_phone,
+            contact_email=request.contact_email,
+            contact_address=request.contact_address,
+            contact_crm_id=request.contact_crm_id,
+            company_crm_id=company,
+            device_crm_id=request.device_crm_id,
+        )
+
+    def _unknown(self, entity: str, what: str) -> NoReturn:
+        """A reference the mirror does not know: permanent once that entity has been mirrored,
+        but only a wait while the first mirror after installation is still running."""
+        mirrored = self.conn.execute("SELECT 1 FROM cursors WHERE entity = ?", (entity,)).fetchone()
+        if mirrored is None:
+            raise RetriableError(f"waiting for the first mirror of {entity} to check {what}")
+        raise PermanentDeliveryError(f"{what} is not in the CRM mirror")
+
+    def _validate_files(self, request: outbox.OutboxRequest) -> dict[int, ValidatedFile]:
+        if len(request.files) > self.options.limits.max_files_per_request:
+            raise PermanentDeliveryError(
+                f"{len(request.files)} files attached; at most "
+                f"{self.options.limits.max_files_per_request} are allowed"
+            )
+        checked: dict[int, ValidatedFile] = {}
+        for file in request.files:
+            if file.crm_file_id:
+                continue  # delivered by an earlier attempt; its local copy may be gone
+            try:
+                if file.size is None:
+                    raise PermanentDeliveryError(
+                        f"{sanitise_name(file.original_name)}: the portal did not record the "
+                        "file's size (needed to tell a complete file from a half-written one)"
+                    )
+                checked[file.id] = validate_file(
+                    self.options.spool,
+                    file.path,
+                    file.original_name,
+                    file.declared_type or "",
+                    file.size,
+                    self.options.limits,
+                )
+            except SkippableError as error:
+                with write_transaction(self.conn):
+                    self.conn.execute(
+                        "UPDATE outbox_files SET status = 'rejected', error = ? WHERE id = ?",
+                        (str(error), file.id),
+                    )
+                raise PermanentDeliveryError(f"file #{file.position} rejected: {error}") from None
+        return checked
+
+    def _keep_lease(self, request: outbox.OutboxRequest) -> None:
+        if not outbox.extend_lease(
+            self.conn,
+            request.id,
+            worker=self.worker_id,
+            now=self.clock(),
+            lease_seconds=self.options.lease_seconds,
+        ):
+            raise RetriableError("lost the lease during delivery; another worker continues")
+
+    def _fail(
+        self,
+        request: outbox.OutboxRequest,
+        error: str,
+        *,
+        permanent: bool,
+        retry_after: float | None = None,
+    ) -> None:
+        status = outbox.fail(
+            self.conn,
+            request.id,
+            worker=self.worker_id,
+            error=error,
+            permanent=permanent,
+            now=self.clock(),
+            max_attempts=self.options.max_attempts,
+            retry_after=retry_after,
+        )
+        if status == "dead":
+            log.warning(
+                "service request #%d is dead after %d attempt(s): %s",
+                request.id,
+                request.attempts,
+                error,
+            )
+        else:
+            log.info(
+                "service request #%d attempt %d failed (%s); will retry",
+                request.id,
+                request.attempts,
+                error,
+            )
+
+    def _remove_local_files(self, request: outbox.OutboxRequest) -> None:
+        """The CRM has the files now; the privacy policy says the local copies go."""
+        for file in request.files:
+            try:
+                remove_spool_file(self.options.spool, file.path)
+            except (OSError, SyncdError) as error:
+                log.warning(
+                    "service request #%d: could not delete local file #%d: %s",
+                    request.id,
+                    file.position,
+                    type(error).__name__,
+                )
+                continue
+            with write_transaction(self.conn):
+                self.conn.execute(
+                    "UPDATE outbox_files SET status = 'deleted' WHERE id = ?", (file.id,)
+                )
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    def forget_old_messages(self) -> int:
+        """Retention: drop message bodies of requests delivered long enough ago."""
+        now = self.clock()
+        return outbox.drop_message_bodies(
+            self.conn,
+            delivered_before=now - timedelta(days=self.options.message_retention_days),
+            now=now,
+        )
+
+
+def wait_for_outbox_change(conn: sqlite3.Connection, stop: threading.Event, timeout: float) -> bool:
+    """Sleep until another connection commits to the database (``PRAGMA data_version`` moves),
+    ``stop`` is set, or ``timeout`` passes. True when something changed."""
+    start = conn.execute("PRAGMA data_version").fetchone()[0]
+    deadline = time.monotonic() + timeout
+    while not stop.is_set():
+        if conn.execute("PRAGMA data_version").fetchone()[0] != start:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        stop.wait(min(IDLE_CHECK_SECONDS, remaining))
+    return False

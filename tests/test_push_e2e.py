@@ -1,0 +1,184 @@
+"""Outbox delivery end to end against the fake Bitrix24 over loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from connectors.crm.bitrix24.fake import FakeBitrix24
+from state import outbox
+from syncd.config import Settings
+from syncd.errors import AuthError
+from syncd.mirror import MirrorEngine
+from syncd.push import OutboxDelivery
+from syncd.runtime import build_pusher, push_options
+
+TYPES = frozenset({"repair", "maintenance", "installation", "training", "other"})
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 8
+PDF = b"%PDF-1.7\n" + b"0" * 3000 + b"\n%%EOF\n"
+MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 5000
+
+
+@pytest.fixture
+def delivery(settings: Settings, cache: sqlite3.Connection,
+             engine: MirrorEngine) -> Iterator[OutboxDelivery]:
+    engine.run_cycle()  # the mirror knows the devices and contacts the requests refer to
+    options = push_options(settings)
+    options.spool.mkdir(parents=True, exist_ok=True)
+    pusher = build_pusher(settings)
+    yield OutboxDelivery(cache, pusher, options, worker_id="test")
+    pusher.close()
+
+
+def spool_file(delivery: OutboxDelivery, relative: str, content: bytes) -> dict[str, object]:
+    path = delivery.options.spool / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return {"path": relative, "original_name": Path(relative).name,
+            "declared_type": None, "size": len(content)}
+
+
+def enqueue(delivery: OutboxDelivery, fake: FakeBitrix24, files: list[dict[str, object]],
+            **fields: object) -> tuple[int, str]:
+    device_id = sorted(fake.records("devices"), key=int)[0]
+    contact_id = sorted(fake.records("contacts"), key=int)[0]
+    key = str(uuid.uuid4())
+    data = {"idempotency_key": key, "request_type": "repair", "message": "Handpiece overheats",
+            "device_crm_id": device_id, "contact_crm_id": contact_id, "files": files, **fields}
+    request_id, _ = outbox.enqueue(delivery.conn, data, request_types=TYPES,
+                                   now=datetime.now(UTC))
+    return request_id, key
+
+
+def crm_items_with_key(fake: FakeBitrix24, key: str) -> list[dict[str, object]]:
+    return [item for item in fake.service_requests().values() if item.get("xmlId") == key]
+
+
+def test_a_request_with_files_arrives_once_and_local_files_go(
+    delivery: OutboxDelivery, fake: FakeBitrix24
+) -> None:
+    files = [spool_file(delivery, "r1/photo.jpg", JPEG), spool_file(delivery, "r1/report.pdf", PDF),
+             spool_file(delivery, "r1/clip.mp4", MP4)]
+    request_id, key = enqueue(delivery, fake, files)
+    assert delivery.deliver_next() is not None
+    stored = outbox.get(delivery.conn, request_id)
+    assert stored is not None and stored.status == "done" and stored.crm_id
+    [item] = crm_items_with_key(fake, key)
+    assert str(item["id"]) == stored.crm_id
+    assert str(item["parentId1040"]) == stored.device_crm_id
+    assert str(item["contactId"]) == stored.contact_crm_id
+    uploaded = {f["name"]: f["sha256"] for f in item["_disk_files"]}  # type: ignore[union-attr]
+    assert uploaded == {
+        f"{key}-0-photo.jpg": hashlib.sha256(JPEG).hexdigest(),
+        f"{key}-1-report.pdf": hashlib.sha256(PDF).hexdigest(),
+        f"{key}-2-clip.mp4": hashlib.sha256(MP4).hexdigest(),
+    }
+    assert [f.status for f in stored.files] == ["deleted"] * 3
+    assert not (delivery.options.spool / "r1").exists()
+    assert delivery.deliver_next() is None
+
+
+def test_create_then_dropped_connection_is_adopted_not_duplicated(
+    delivery: OutboxDelivery, fake: FakeBitrix24
+) -> None:
+    request_id, key = enqueue(delivery, fake, [spool_file(delivery, "r2/a.jpg", JPEG)])
+    fake.faults.add("drop_after_processing", times=1, method="crm.item.add")
+    delivery.deliver_next()
+    assert outbox.get(delivery.conn, request_id).status == "retry_wait"  # type: ignore[union-attr]
+    delivery.clock = lambda: datetime.now(UTC) + timedelta(hours=2)
+    delivery.deliver_next()
+    assert outbox.get(delivery.conn, request_id).status == "done"  # type: ignore[union-attr]
+    assert len(crm_items_with_key(fake, key)) == 1
+
+
+def test_a_failed_upload_resumes_with_the_files_not_yet_attached(
+    delivery: OutboxDelivery, fake: FakeBitrix24
+) -> None:
+    files = [spool_file(delivery, f"r3/{n}.jpg", JPEG + bytes([n])) for n in range(3)]
+    request_id, key = enqueue(delivery, fake, files)
+    fake.faults.add("internal_error", times=1, method="disk.upload", after=1)
+    delivery.deliver_next()
+    stored = outbox.get(delivery.conn, request_id)
+    assert stored is not None and stored.status == "retry_wait"
+    assert [f.status for f in stored.files] == ["uploaded", "pending", "pending"]
+    delivery.clock = lambda: datetime.now(UTC) + timedelta(hours=2)
+    delivery.deliver_next()
+    [item] = crm_items_with_key(fake, key)
+    assert len(item["_disk_files"]) == 3  # type: ignore[arg-type]
+    assert len(fake.disk_files()) == 3  # nothing uploaded twice
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda d: spool_file(d, "bad/x.jpg", b"\x7fELF\x02\x01\x01" + b"\x00" * 100),
+         "not an allowed type"),
+        (lambda d: {"path": "../../etc/passwd", "original_name": "passwd.jpg", "size": 10},
+         "escapes the spool"),
+        (lambda d: {"path": "bad/missing.pdf", "original_name": "missing.pdf", "size": 10},
+         "missing"),
+    ],
+)
+def test_a_bad_file_kills_its_request_only(delivery: OutboxDelivery, fake: FakeBitrix24,
+                                           make: object, reason: str) -> None:
+    bad_id, _ = enqueue(delivery, fake, [make(delivery)])  # type: ignore[operator]
+    good_id, _ = enqueue(delivery, fake, [spool_file(delivery, "good/a.jpg", JPEG)],
+                         contact_crm_id=sorted(fake.records("contacts"), key=int)[1])
+    delivery.deliver_next()
+    delivery.deliver_next()
+    bad = outbox.get(delivery.conn, bad_id)
+    assert bad is not None and bad.status == "dead" and reason in (bad.last_error or "")
+    assert outbox.get(delivery.conn, good_id).status == "done"  # type: ignore[union-attr]
+    assert not any(item.get("xmlId") == bad.idempotency_key
+                   for item in fake.service_requests().values())
+
+
+def test_an_unknown_device_is_dead_with_its_reason(delivery: OutboxDelivery,
+                                                   fake: FakeBitrix24) -> None:
+    request_id, _ = enqueue(delivery, fake, [], device_crm_id="999999")
+    delivery.deliver_next()
+    stored = outbox.get(delivery.conn, request_id)
+    assert stored is not None and stored.status == "dead"
+    assert stored.last_error == "the device 999999 is not in the CRM mirror"
+
+
+def test_rate_limit_waits_at_least_retry_after(delivery: OutboxDelivery,
+                                               fake: FakeBitrix24) -> None:
+    request_id, _ = enqueue(delivery, fake, [])
+    fake.faults.add("query_limit", times=10, method="crm.item.list", retry_after=120)
+    started = datetime.now(UTC)
+    delivery.deliver_next()
+    stored = outbox.get(delivery.conn, request_id)
+    assert stored is not None and stored.status == "retry_wait"
+    due = datetime.fromisoformat(stored.next_attempt_at.replace("Z", "+00:00"))  # type: ignore[union-attr]
+    assert due - started >= timedelta(seconds=119)
+
+
+def test_rejected_credentials_stop_the_job_but_keep_the_request(
+    delivery: OutboxDelivery, fake: FakeBitrix24
+) -> None:
+    request_id, _ = enqueue(delivery, fake, [])
+    fake.faults.add("auth_error", times=5)
+    with pytest.raises(AuthError):
+        delivery.deliver_next()
+    assert outbox.get(delivery.conn, request_id).status == "retry_wait"  # type: ignore[union-attr]
+
+
+def test_an_unknown_device_waits_for_the_first_mirror(settings: Settings,
+                                                      cache: sqlite3.Connection,
+                                                      fake: FakeBitrix24) -> None:
+    options = push_options(settings)
+    pusher = build_pusher(settings)
+    delivery = OutboxDelivery(cache, pusher, options, worker_id="test")
+    request_id, _ = enqueue(delivery, fake, [])
+    delivery.deliver_next()
+    stored = outbox.get(cache, request_id)
+    assert stored is not None and stored.status == "retry_wait"
+    assert "waiting for the first mirror of devices" in (stored.last_error or "")
+    pusher.close()
