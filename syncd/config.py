@@ -221,6 +221,13 @@ class OutboxSettings(BaseModel):
     max_attempts: int = Field(default=10, ge=1, le=100)
     lease_seconds: float = Field(default=300.0, ge=10)
     message_retention_days: int = Field(default=90, ge=1)
+    max_image_mb: int = Field(default=25, ge=1, le=2000)
+    max_video_mb: int = Field(default=500, ge=1, le=2000)
+    max_document_mb: int = Field(default=50, ge=1, le=2000)
+    max_files_per_request: int = Field(default=20, ge=1, le=100)
+    # What a rejected file (wrong type, too large, missing, outside the spool) does to its
+    # request: "dead" stops the request with the reason; "skip" delivers it without the file.
+    on_bad_file: Literal["dead", "skip"] = "dead"
 
     @field_validator("request_types")
     @classmethod

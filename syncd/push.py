@@ -64,6 +64,7 @@ class PushOptions:
     max_attempts: int = 10
     lease_seconds: float = 300.0
     message_retention_days: int = 90
+    skip_bad_files: bool = False  # deliver without a rejected file instead of failing
 
 
 def utc_now() -> datetime:
@@ -151,7 +152,9 @@ class OutboxDelivery:
             if file.crm_file_id:
                 file_ids.append(file.crm_file_id)
                 continue
-            checked = validated[file.id]
+            checked = validated.get(file.id)
+            if checked is None:  # rejected, and the settings say deliver without it
+                continue
             name = f"{request.idempotency_key}-{file.position}-{checked.original_name}"
             crm_file_id = self.pusher.find_file(name, checked.size)
             if crm_file_id is None:
@@ -239,7 +242,13 @@ class OutboxDelivery:
                         "UPDATE outbox_files SET status = 'rejected', error = ? WHERE id = ?",
                         (str(error), file.id),
                     )
-                raise PermanentDeliveryError(f"file #{file.position} rejected: {error}") from None
+                if not self.options.skip_bad_files:
+                    raise PermanentDeliveryError(
+                        f"file #{file.position} rejected: {error}"
+                    ) from None
+                log.warning(
+                    "service request #%d: file #%d left out: %s", request.id, file.position, error
+                )
         return checked
 
     def _keep_lease(self, request: outbox.OutboxRequest) -> None:
@@ -299,8 +308,10 @@ class OutboxDelivery:
                 )
                 continue
             with write_transaction(self.conn):
-                self.conn.execute(
-                    "UPDATE outbox_files SET status = 'deleted' WHERE id = ?", (file.id,)
+                self.conn.execute(  # a rejected file keeps its status and reason
+                    "UPDATE outbox_files SET status = 'deleted' WHERE id = ? "
+                    "AND status != 'rejected'",
+                    (file.id,),
                 )
 
     # -- housekeeping ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from syncd.config import Settings
 from syncd.errors import ConfigError
 from syncd.mirror import MirrorEngine, MirrorOptions, ProgressCallback
 from syncd.push import PushOptions
+from syncd.spool import MIB, FileLimits
 
 
 def open_cache(settings: Settings) -> sqlite3.Connection:
@@ -85,6 +86,13 @@ def push_options(settings: Settings) -> PushOptions:
         max_attempts=settings.outbox.max_attempts,
         lease_seconds=settings.outbox.lease_seconds,
         message_retention_days=settings.outbox.message_retention_days,
+        limits=FileLimits(
+            image=settings.outbox.max_image_mb * MIB,
+            video=settings.outbox.max_video_mb * MIB,
+            document=settings.outbox.max_document_mb * MIB,
+            max_files_per_request=settings.outbox.max_files_per_request,
+        ),
+        skip_bad_files=settings.outbox.on_bad_file == "skip",
     )
 
 

@@ -182,3 +182,22 @@ def test_an_unknown_device_waits_for_the_first_mirror(settings: Settings,
     assert stored is not None and stored.status == "retry_wait"
     assert "waiting for the first mirror of devices" in (stored.last_error or "")
     pusher.close()
+
+
+def test_skip_mode_delivers_without_the_bad_file(delivery: OutboxDelivery,
+                                                 fake: FakeBitrix24) -> None:
+    from dataclasses import replace
+
+    from syncd.spool import FileLimits
+
+    delivery.options = replace(delivery.options, skip_bad_files=True,
+                               limits=FileLimits(document=1000))
+    files = [spool_file(delivery, "r9/a.jpg", JPEG), spool_file(delivery, "r9/big.pdf", PDF)]
+    request_id, key = enqueue(delivery, fake, files)
+    delivery.deliver_next()
+    stored = outbox.get(delivery.conn, request_id)
+    assert stored is not None and stored.status == "done"
+    assert [f.status for f in stored.files] == ["deleted", "rejected"]
+    assert "over the" in (stored.files[1].error or "")
+    [item] = crm_items_with_key(fake, key)
+    assert [f["name"] for f in item["_disk_files"]] == [f"{key}-0-a.jpg"]  # type: ignore[union-attr]
