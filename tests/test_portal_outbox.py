@@ -51,3 +51,43 @@ def test_php_files_a_request_once(tmp_path: Path) -> None:
     # the portal's timestamp has the outbox's own format, so ordering by created_at works
     filed = datetime.fromisoformat(stored.created_at.replace("Z", "+00:00"))
     assert outbox.stamp(filed) == stored.created_at
+
+
+def test_php_sees_its_request_reach_done_with_the_crm_id(tmp_path: Path) -> None:
+    from connectors.crm.bitrix24.fake import FakeBitrix24
+    from syncd.push import OutboxDelivery
+    from syncd.runtime import build_engine, build_pusher, open_cache, push_options
+    from tests.conftest import make_settings
+
+    php = php_or_skip()
+    with FakeBitrix24(seed=41, companies=10, contacts=30, devices=15, token="t") as fake:
+        settings = make_settings(tmp_path, fake)
+        conn = open_cache(settings)
+        engine = build_engine(settings, conn)
+        engine.run_cycle()
+        options = push_options(settings)
+        photo = options.spool / "req-9" / "handpiece.jpg"
+        photo.parent.mkdir(parents=True)
+        photo.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x07" * 2037)
+        key = str(uuid.uuid4())
+        device = sorted(fake.records("devices"), key=int)[0]
+        contact = sorted(fake.records("contacts"), key=int)[0]
+        filed = subprocess.run(
+            [php, str(PHP_DIR / "file_request.php"), str(settings.state.cache_path), key, device,
+             contact, "req-9/handpiece.jpg", str(photo.stat().st_size)],
+            capture_output=True, text=True, timeout=30)
+        assert filed.returncode == 0, filed.stderr
+        pusher = build_pusher(settings)
+        assert OutboxDelivery(conn, pusher, options).deliver_next() is not None
+        pusher.close()
+        status = subprocess.run(
+            [php, str(PHP_DIR / "request_status.php"), str(settings.state.cache_path), key],
+            capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, status.stderr
+        seen = json.loads(status.stdout)
+        [item] = [i for i in fake.service_requests().values() if i.get("xmlId") == key]
+        assert seen == {"status": "done", "crm_id": str(item["id"]), "last_error": None,
+                        "files": 1}
+        assert not photo.exists()
+        engine.adapter.close()
+        conn.close()
