@@ -8,8 +8,11 @@ newcomer can open afterwards.
 from __future__ import annotations
 
 import logging
+import shutil
 import sqlite3
 import time
+import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -18,11 +21,13 @@ from rich.table import Table
 from connectors.crm.base import Entity
 from connectors.crm.bitrix24.fake import FakeBitrix24
 from connectors.crm.bitrix24.fake_view import adapter_view
+from state import outbox
 from state.db import close as close_cache
 from syncd.config import load_settings
 from syncd.logging_setup import configure_logging
 from syncd.mirror import CycleReport, MirrorEngine, apply_held_deletes
-from syncd.runtime import build_engine, open_cache
+from syncd.push import OutboxDelivery
+from syncd.runtime import build_engine, build_pusher, open_cache, push_options
 from syncd.status import collect, render
 from syncd.verify import differences
 
@@ -123,6 +128,9 @@ def _story(
         )
     engine.adapter.close()
 
+    console.rule("6. the portal files service requests with photos, a PDF and a video")
+    _outbox_story(console, fake, settings, conn)
+
     console.rule("syncd status")
     console.print(
         "(the demo ran the cycles itself, so status rightly says no daemon runs; "
@@ -138,6 +146,95 @@ def _story(
         f'        sqlite3 {cache} "SELECT crm_id, name, vat_number, country FROM companies LIMIT 5"'
     )
     return 1 if problems else 0
+
+
+def _outbox_story(
+    console: Console, fake: FakeBitrix24, settings: object, conn: sqlite3.Connection
+) -> None:
+    options = push_options(settings)  # type: ignore[arg-type]
+    shutil.rmtree(options.spool, ignore_errors=True)
+    devices = sorted(fake.records("devices"), key=int)
+    contacts = sorted(fake.records("contacts"), key=int)
+    samples = {
+        "photo.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 40,
+        "invoice.pdf": b"%PDF-1.7\n" + b"0" * 20_000 + b"\n%%EOF\n",
+        "clip.mp4": b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + bytes(300_000),
+        "notes.jpg": b"\x7fELF\x02\x01\x01" + bytes(2000),  # an executable renamed .jpg
+    }
+    plans = [
+        ("repair", ["photo.jpg", "clip.mp4"]),
+        ("maintenance", ["invoice.pdf"]),
+        ("repair", ["notes.jpg"]),
+    ]
+    keys = []
+    for number, (kind, names) in enumerate(plans):
+        key = str(uuid.UUID(int=DEMO_SEED * 1000 + number))
+        files = []
+        for name in names:
+            path = options.spool / key / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(samples[name])
+            files.append(
+                {
+                    "path": f"{key}/{name}",
+                    "original_name": name,
+                    "declared_type": None,
+                    "size": len(samples[name]),
+                }
+            )
+        outbox.enqueue(
+            conn,
+            {
+                "idempotency_key": key,
+                "request_type": kind,
+                "message": "Described by the client in the portal",
+                "device_crm_id": devices[number],
+                "contact_crm_id": contacts[number],
+                "files": files,
+            },
+            request_types=frozenset(settings.outbox.request_types),  # type: ignore[attr-defined]
+            now=datetime.now(UTC),
+        )
+        keys.append(key)
+    console.print(
+        f"{len(plans)} requests filed through the outbox (as the portal does); the CRM "
+        "will drop the connection right after creating the first one"
+    )
+    fake.faults.add("drop_after_processing", times=1, method="crm.item.add")
+    pusher = build_pusher(settings)  # type: ignore[arg-type]
+    later = timedelta()
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + later
+
+    delivery = OutboxDelivery(conn, pusher, options, clock=clock)
+    for _ in range(2):  # the second round is the retry after the dropped connection
+        while delivery.deliver_next() is not None:
+            pass
+        later = timedelta(hours=1)  # skip the backoff instead of waiting for it
+    pusher.close()
+    table = Table(title="the outbox after delivery", title_justify="left")
+    for column in ("request", "status", "CRM item", "files in the CRM", "why"):
+        table.add_column(column)
+    items = {item.get("xmlId"): item for item in fake.service_requests().values()}
+    for key in keys:
+        row = conn.execute(
+            "SELECT id, status, crm_id, last_error FROM outbox_requests WHERE idempotency_key = ?",
+            (key,),
+        ).fetchone()
+        item = items.get(key)
+        uploaded = item["_disk_files"] if item else []
+        # stored as "<uuid>-<position>-<name>": show the name
+        shown = ", ".join(str(f["name"]).split("-", 6)[-1] for f in uploaded) or "-"
+        table.add_row(f"#{row[0]}", str(row[1]), str(row[2] or "-"), shown, str(row[3] or ""))
+    console.print(table)
+    duplicates = len(fake.service_requests()) - len(items)
+    left = sum(1 for _ in options.spool.rglob("*.*"))
+    console.print(
+        f"CRM items per request: exactly one ({duplicates} duplicates, despite the "
+        f"dropped connection); local files left in the spool: {left} (the rejected "
+        "request keeps its file for the operator: syncd outbox show / drop)"
+    )
 
 
 def _timed(console: Console, step: object, fake: FakeBitrix24) -> CycleReport:
