@@ -16,6 +16,7 @@ import random
 import re
 import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -483,3 +484,26 @@ def depth(conn: sqlite3.Connection, *, now: datetime) -> dict[str, Any]:
     if oldest:
         age = (now - datetime.fromisoformat(oldest.replace("Z", "+00:00"))).total_seconds()
     return {"by_status": counts, "oldest_undelivered_age_seconds": age}
+
+
+def release_dead_leases(
+    conn: sqlite3.Connection, *, host: str, is_alive: Callable[[int], bool], now: datetime
+) -> int:
+    """Expire the leases of this host's workers whose processes are gone (a restarted daemon
+    resumes their requests at once instead of waiting out the lease). Returns how many."""
+    rows = conn.execute(
+        "SELECT id, lease_owner FROM outbox_requests WHERE status = 'sending' "
+        "AND lease_owner LIKE ? || ':%'",
+        (host,),
+    ).fetchall()
+    dead = []
+    for request_id, owner in rows:
+        pid = owner.rsplit(":", 1)[-1]
+        if pid.isdigit() and not is_alive(int(pid)):
+            dead.append(request_id)
+    with write_transaction(conn):
+        conn.executemany(
+            "UPDATE outbox_requests SET lease_until = ? WHERE id = ? AND status = 'sending'",
+            [(stamp(now), i) for i in dead],
+        )
+    return len(dead)

@@ -9,6 +9,7 @@ limits). Later lanes (the outbox push) get their own threads so they never wait 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import sqlite3
@@ -21,7 +22,7 @@ from types import FrameType
 import schedule
 
 from connectors.crm.base import Entity
-from state import audit, control
+from state import audit, control, outbox
 from state.db import close as close_cache
 from syncd.config import Settings
 from syncd.jobs import Job
@@ -104,6 +105,16 @@ class CrmLane:
         close_cache(self.conn)
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PushLane:
     """The outbox's own thread: its own cache connection and CRM client, so a full resync on the
     CRM lane never delays a service request. It drains due requests, then sleeps until the
@@ -137,6 +148,11 @@ class PushLane:
         conn = open_cache(self.settings)
         pusher = build_pusher(self.settings, stop=self.stop)
         self.delivery = OutboxDelivery(conn, pusher, push_options(self.settings))
+        released = outbox.release_dead_leases(
+            conn, host=os.uname().nodename, is_alive=_process_alive, now=utc_now()
+        )
+        if released:
+            log.info("%d service request(s) interrupted by the previous run resume now", released)
         self.delivery.options.spool.mkdir(parents=True, exist_ok=True)
         last_retention = 0.0
         try:

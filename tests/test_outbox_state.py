@@ -374,3 +374,21 @@ class OutboxMachine(RuleBasedStateMachine):
 
 OutboxMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestOutboxMachine = OutboxMachine.TestCase
+
+
+def test_leases_of_dead_local_workers_are_released(conn: sqlite3.Connection) -> None:
+    mine, _ = outbox.enqueue(conn, request(contact_crm_id="1"), request_types=TYPES, now=START)
+    other, _ = outbox.enqueue(conn, request(contact_crm_id="2"), request_types=TYPES, now=START)
+    foreign, _ = outbox.enqueue(conn, request(contact_crm_id="3"), request_types=TYPES, now=START)
+    for worker in ("web1:4242", "web1:777", "web2:4242"):
+        outbox.claim(conn, worker=worker, now=START, lease_seconds=LEASE,
+                     max_attempts=MAX_ATTEMPTS)
+    released = outbox.release_dead_leases(conn, host="web1", is_alive=lambda pid: pid == 777,
+                                          now=START)
+    assert released == 1
+    resumed = outbox.claim(conn, worker="web1:9", now=START, lease_seconds=LEASE,
+                           max_attempts=MAX_ATTEMPTS)
+    assert resumed is not None and resumed.id == mine
+    assert outbox.claim(conn, worker="web1:9", now=START, lease_seconds=LEASE,
+                        max_attempts=MAX_ATTEMPTS) is None  # 777 lives, web2 is another host
+    del other, foreign
