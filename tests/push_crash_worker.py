@@ -26,12 +26,15 @@ def main(config: str, days_ahead: int, until_empty: bool) -> None:
     offset = timedelta(days=days_ahead)
     delivery = OutboxDelivery(conn, build_pusher(settings), options,
                               clock=lambda: datetime.now(UTC) + offset)
+    jumps = 0
     while True:
         request = delivery.deliver_next()
         if request is None:
             remaining = conn.execute(
-                "SELECT count(*) FROM outbox_requests WHERE status != 'done'").fetchone()[0]
-            if not until_empty or remaining == 0:
+                "SELECT count(*) FROM outbox_requests WHERE status NOT IN ('done', 'dead')"
+            ).fetchone()[0]
+            jumps += 1
+            if not until_empty or remaining == 0 or jumps > 50:
                 break
             offset += timedelta(hours=3)  # jump past any backoff
             continue
