@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +18,8 @@ from connectors.crm.bitrix24.fake import FakeBitrix24
 from syncd.config import Settings, load_settings
 from syncd.mirror import MirrorEngine
 from syncd.runtime import build_engine, open_cache
+
+ROOT = Path(__file__).parents[1]
 
 
 class RecordingStop(threading.Event):
@@ -43,6 +50,27 @@ def make_settings(tmp_path: Path, fake: FakeBitrix24, **mirror: object) -> Setti
         state={"directory": tmp_path / "state"},
         mirror=mirror or {},
     )
+
+
+def run_and_kill(args: list[str], lines: int | None, jitter: float = 0.0) -> bool:
+    """Run a worker that prints a line per step and ``done`` at the end; SIGKILL it ``jitter``
+    seconds after ``lines`` lines (None: let it finish). True if it finished."""
+    process = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    finished = False
+    for seen, line in enumerate(process.stdout, start=1):
+        if line.startswith("done"):
+            finished = True
+            break
+        if lines is not None and seen >= lines:
+            if jitter:
+                time.sleep(jitter)  # a random kill point inside the next step, not a wait
+            os.kill(process.pid, signal.SIGKILL)
+            break
+    process.stdout.close()
+    process.wait(timeout=60)
+    return finished
 
 
 def write_config(tmp_path: Path, fake: FakeBitrix24, extra: str = "") -> Path:

@@ -3,13 +3,8 @@ then let it finish; the cache must equal the fake CRM exactly, cursors never mov
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -20,31 +15,15 @@ from connectors.crm.bitrix24.fake_view import adapter_view
 from mappings.loader import load_mapping_set
 from state.db import connect
 from syncd.verify import differences
-from tests.conftest import write_config
+from tests.conftest import run_and_kill, write_config
 
 ROOT = Path(__file__).parents[1]
 ROUNDS = 32
 
 
 def run_until(config: Path, mode: str, lines: int | None, jitter: float = 0.0) -> bool:
-    """Run the worker; SIGKILL it ``jitter`` seconds after ``lines`` progress lines (so the kill
-    lands anywhere in the work that follows: fetching, staging, a commit). True if it finished."""
-    process = subprocess.Popen([sys.executable, "-m", "tests.crash_worker", str(config), mode],
-                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    finished = False
-    for seen, line in enumerate(process.stdout, start=1):
-        if line.startswith("done"):
-            finished = True
-            break
-        if lines is not None and seen >= lines:
-            if jitter:
-                time.sleep(jitter)  # a random kill point, not a wait for a condition
-            os.kill(process.pid, signal.SIGKILL)
-            break
-    process.stdout.close()
-    process.wait(timeout=60)
-    return finished
+    """The mirror worker, killed after ``lines`` progress lines (fetching, staging, a commit)."""
+    return run_and_kill(["tests.crash_worker", str(config), mode], lines, jitter)
 
 
 def cursors(path: Path) -> dict[str, datetime]:

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
-import subprocess
-import sys
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +17,7 @@ from state import outbox
 from state.db import connect
 from syncd.config import load_settings
 from syncd.runtime import build_engine, open_cache
-from tests.conftest import write_config
+from tests.conftest import run_and_kill, write_config
 
 ROOT = Path(__file__).parents[1]
 REQUESTS = 60
@@ -29,24 +25,9 @@ ROUNDS = 28
 
 
 def run_worker(config: Path, days: int, lines: int | None, jitter: float) -> bool:
-    args = [sys.executable, "-m", "tests.push_crash_worker", str(config), str(days)]
-    if lines is None:
-        args.append("--until-empty")
-    process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    finished = False
-    for seen, line in enumerate(process.stdout, start=1):
-        if line.startswith("done"):
-            finished = True
-            break
-        if lines is not None and seen >= lines:
-            if jitter:
-                time.sleep(jitter)  # a random kill point inside the next delivery
-            os.kill(process.pid, signal.SIGKILL)
-            break
-    process.stdout.close()
-    process.wait(timeout=60)
-    return finished
+    """The delivery worker, killed after ``lines`` finished attempts (None: until all done)."""
+    args = ["tests.push_crash_worker", str(config), str(days)]
+    return run_and_kill([*args, "--until-empty"] if lines is None else args, lines, jitter)
 
 
 @pytest.mark.slow
