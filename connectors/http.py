@@ -98,8 +98,10 @@ class RetryPolicy:
         hint = getattr(error, "retry_after", None)
         return max(backoff, float(hint)) if hint is not None else backoff
 
-    def call(self, fn: Callable[[], T], *, what: str) -> T:
-        """Run ``fn``, retrying :class:`RetriableError` per the policy; others pass through."""
+    def call(
+        self, fn: Callable[[], T], *, what: str, retry_on: type[RetriableError] = RetriableError
+    ) -> T:
+        """Run ``fn``, retrying ``retry_on`` errors per the policy; others pass through."""
 
         def wait(state: RetryCallState) -> float:
             error = state.outcome.exception() if state.outcome else None
@@ -120,7 +122,7 @@ class RetryPolicy:
                 raise RetriableError(f"{what}: interrupted by shutdown")
 
         retrying = Retrying(
-            retry=retry_if_exception_type(RetriableError),
+            retry=retry_if_exception_type(retry_on),
             stop=stop_after_attempt(self.max_attempts),
             wait=wait,
             sleep=sleep,

@@ -103,6 +103,7 @@ class OutboxDelivery:
             max_attempts=self.options.max_attempts,
         )
         if request is None:
+            self.clean_delivered_files()
             return None
         try:
             crm_id = self._deliver(request)
@@ -314,7 +315,32 @@ class OutboxDelivery:
                     (file.id,),
                 )
 
-    # -- housekeeping ---------------------------------------------------------------------------
+    # -- housekeeping -------------------------------------------------------------------------
+
+    def clean_delivered_files(self) -> int:
+        """Delete local copies left behind by a delivery that was acknowledged just before the
+        process died (deletion follows the acknowledgement, so it must be repeatable)."""
+        rows = self.conn.execute(
+            "SELECT f.id, f.request_id, f.position, f.path FROM outbox_files f "
+            "JOIN outbox_requests r ON r.id = f.request_id "
+            "WHERE r.status = 'done' AND f.status IN ('pending', 'uploaded')"
+        ).fetchall()
+        for file_id, request_id, position, path in rows:
+            try:
+                remove_spool_file(self.options.spool, path)
+            except (OSError, SyncdError) as error:
+                log.warning(
+                    "service request #%d: could not delete local file #%d: %s",
+                    request_id,
+                    position,
+                    type(error).__name__,
+                )
+                continue
+            with write_transaction(self.conn):
+                self.conn.execute(
+                    "UPDATE outbox_files SET status = 'deleted' WHERE id = ?", (file_id,)
+                )
+        return len(rows)
 
     def forget_old_messages(self) -> int:
         """Retention: drop message bodies of requests delivered long enough ago."""

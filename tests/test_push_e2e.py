@@ -201,3 +201,39 @@ def test_skip_mode_delivers_without_the_bad_file(delivery: OutboxDelivery,
     assert "over the" in (stored.files[1].error or "")
     [item] = crm_items_with_key(fake, key)
     assert [f["name"] for f in item["_disk_files"]] == [f"{key}-0-a.jpg"]  # type: ignore[union-attr]
+
+
+def test_files_left_by_a_crash_after_the_ack_are_cleaned(delivery: OutboxDelivery,
+                                                         fake: FakeBitrix24) -> None:
+    request_id, _ = enqueue(delivery, fake, [spool_file(delivery, "r7/a.jpg", JPEG)])
+    claimed = outbox.claim(delivery.conn, worker="dead", now=datetime.now(UTC),
+                           lease_seconds=60, max_attempts=5)
+    assert claimed is not None
+    # the CRM confirmed and the worker acknowledged, then died before deleting the file
+    assert outbox.ack(delivery.conn, request_id, worker="dead", crm_id="5",
+                      now=datetime.now(UTC))
+    assert (delivery.options.spool / "r7" / "a.jpg").exists()
+    assert delivery.deliver_next() is None
+    assert not (delivery.options.spool / "r7").exists()
+    assert [f.status for f in outbox.get(delivery.conn, request_id).files] == ["deleted"]  # type: ignore[union-attr]
+
+
+def test_a_rate_limited_create_is_retried_within_the_attempt(
+    settings: Settings, cache: sqlite3.Connection, engine: MirrorEngine, fake: FakeBitrix24
+) -> None:
+    from tests.conftest import RecordingStop
+
+    engine.run_cycle()
+    stop = RecordingStop()
+    pusher = build_pusher(settings, stop=stop)
+    delivery = OutboxDelivery(cache, pusher, push_options(settings), worker_id="test")
+    delivery.options.spool.mkdir(parents=True, exist_ok=True)
+    request_id, key = enqueue(delivery, fake, [spool_file(delivery, "r8/a.jpg", JPEG)])
+    fake.faults.add("query_limit", times=2, method="crm.item.add")
+    fake.faults.add("query_limit", times=1, method="disk.upload")
+    delivery.deliver_next()
+    pusher.close()
+    stored = outbox.get(cache, request_id)
+    assert stored is not None and stored.status == "done" and stored.attempts == 1
+    assert len(crm_items_with_key(fake, key)) == 1
+    assert len(stop.waits) == 3  # the policy's pauses, none of them slept for real

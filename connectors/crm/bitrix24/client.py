@@ -154,34 +154,47 @@ class Bitrix24Client:
         writing again.
         """
         try:
-            return self._call_once(method, params)
+            # A rate-limit refusal (503 QUERY_LIMIT_EXCEEDED, 429 OPERATION_TIME_LIMIT) means the
+            # call did not run, so only that is retried here.
+            return self.retry.call(
+                lambda: self._call_once(method, params), what=method, retry_on=RateLimitedError
+            )
         except UpstreamUnavailableError as error:
             if "connection refused" in str(error) or "connect timeout" in str(error):
                 raise  # never sent
             raise AmbiguousWriteError(f"{error}; it may have been applied") from None
 
-    def upload(self, url: str, field: str, name: str, content: BinaryIO,
-               content_type: str) -> Response:
+    def upload(
+        self, url: str, field: str, name: str, content: BinaryIO, content_type: str
+    ) -> Response:
         """POST one file as multipart/form-data to an upload URL the CRM handed out, streamed
         from ``content`` (httpx reads it in chunks, so memory stays bounded). Single attempt."""
         self._check_upload_url(url)
-        try:
-            with self._lock:
-                self.requests_sent += 1
-            response = self._http.post(url, files={field: (name, content, content_type)})
-        except httpx.TransportError as error:
-            failure = transport_error(error, "file upload")
-            if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
-                raise failure from None
-            raise AmbiguousWriteError(f"{failure}; it may have been stored") from None
-        return self._parse("file upload", response)
+
+        def attempt() -> Response:
+            content.seek(0)  # a retry after a rate-limit refusal sends the file from the start
+            try:
+                with self._lock:
+                    self.requests_sent += 1
+                response = self._http.post(url, files={field: (name, content, content_type)})
+            except httpx.TransportError as error:
+                failure = transport_error(error, "file upload")
+                if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+                    raise failure from None
+                raise AmbiguousWriteError(f"{failure}; it may have been stored") from None
+            return self._parse("file upload", response)
+
+        return self.retry.call(attempt, what="file upload", retry_on=RateLimitedError)
 
     def _check_upload_url(self, url: str) -> None:
         # The upload URL comes from the CRM's answer: only ever send files back to the CRM host.
         expected = httpx.URL(self._webhook_url)
         actual = httpx.URL(url)
-        if (actual.scheme, actual.host, actual.port) != (expected.scheme, expected.host,
-                                                          expected.port):
+        if (actual.scheme, actual.host, actual.port) != (
+            expected.scheme,
+            expected.host,
+            expected.port,
+        ):
             raise FatalError("the CRM handed out an upload URL on another host; refusing it")
 
     def _call_once(self, method: str, params: Mapping[str, Any]) -> Response:
