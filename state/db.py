@@ -63,6 +63,8 @@ def close(conn: sqlite3.Connection) -> None:
     :func:`connect` switches to WAL again.
     """
     # Fails (busy/locked) while another connection is open; then the WAL files stay anyway.
+    # No busy wait: closing must never hold up a shutdown.
     with contextlib.suppress(sqlite3.OperationalError):
+        conn.execute("PRAGMA busy_timeout = 0")
         conn.execute("PRAGMA journal_mode = DELETE")
     conn.close()
