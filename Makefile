@@ -31,6 +31,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/mirror_bench.py
 	$(BIN)/python bench/daemon_bench.py
+	$(BIN)/python bench/push_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -262,9 +262,9 @@ class Links:
     def _machine(self, path: str, token: str) -> str:
         return f"{self.base_url()}/rest/{path}?auth={self.auth}&token={quote(token, safe='')}"
 
-    def crm_file(self, entity_type_id: int, item_id: int, upper_field: str, file_id: int) -> dict[
-        str, object
-    ]:
+    def crm_file(
+        self, entity_type_id: int, item_id: int, upper_field: str, file_id: int
+    ) -> dict[str, object]:
         """A file UF value as ``crm.item.*`` returns it: ``{id, url, urlMachine}``."""
         query = {
             "action": "crm.controller.item.getFile", "entityTypeId": str(entity_type_id),

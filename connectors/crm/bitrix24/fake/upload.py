@@ -104,9 +104,9 @@ def boundary_of(content_type: str) -> bytes:
     return boundary.encode("latin-1")
 
 
-def extract_file(buffer: bytearray, content_type: str, field: str) -> tuple[str | None, dict[
-    str, str
-]]:
+def extract_file(
+    buffer: bytearray, content_type: str, field: str
+) -> tuple[str | None, dict[str, str]]:
     """Cut the part named ``field`` out of a multipart body, in place: afterwards ``buffer``
     holds just that part's content. Returns the part's filename and the other (small) fields.
     """
