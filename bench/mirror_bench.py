@@ -34,6 +34,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import fake_process  # noqa: E402
 
 from connectors.crm.base import ENTITY_ORDER, Entity, Page  # noqa: E402
 from connectors.crm.bitrix24.adapter import Bitrix24Adapter  # noqa: E402
@@ -44,31 +47,9 @@ from syncd.mirror import MirrorEngine, MirrorOptions  # noqa: E402
 
 
 def start_fake(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "connectors.crm.bitrix24.fake",
-            "--seed",
-            "1",
-            "--companies",
-            str(args.companies),
-            "--contacts",
-            str(args.contacts),
-            "--devices",
-            str(args.devices),
-            "--token",
-            "bench-token",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+    return fake_process.start_fake(
+        companies=args.companies, contacts=args.contacts, devices=args.devices, token="bench-token"
     )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if not line.startswith("READY "):
-        raise SystemExit(f"fake did not start: {line!r}")
-    return process, line.split(" ", 1)[1]
 
 
 def make_adapter(webhook: str) -> Bitrix24Adapter:

@@ -52,6 +52,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import fake_process  # noqa: E402
 
 from state import outbox  # noqa: E402
 from state.db import close as close_cache  # noqa: E402
@@ -70,32 +73,14 @@ FTYP = (24).to_bytes(4, "big") + b"ftypmp42" + b"\x00\x00\x00\x00" + b"mp42isom"
 
 
 def start_fake(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "connectors.crm.bitrix24.fake",
-            "--seed",
-            "1",
-            "--companies",
-            str(args.resync_companies),
-            "--contacts",
-            str(args.resync_contacts),
-            "--devices",
-            str(args.resync_devices),
-            "--token",
-            TOKEN,
-            *(["--rate-limit", *map(str, args.rate_limit)] if args.rate_limit else []),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
+    extra = ["--rate-limit", *map(str, args.rate_limit)] if args.rate_limit else []
+    return fake_process.start_fake(
+        companies=args.resync_companies,
+        contacts=args.resync_contacts,
+        devices=args.resync_devices,
+        token=TOKEN,
+        extra=extra,
     )
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if not line.startswith("READY "):
-        raise SystemExit(f"fake did not start: {line!r}")
-    return process, line.split(" ", 1)[1]
 
 
 def write_config(base: Path, webhook: str) -> Path:
