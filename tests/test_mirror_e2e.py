@@ -20,6 +20,21 @@ def assert_mirrors(conn: sqlite3.Connection, engine: MirrorEngine, fake: FakeBit
     assert differences(conn, engine.mappings, adapter_view(fake)) == []
 
 
+def interrupt_after_pages(engine: MirrorEngine, stop: RecordingStop, pages: int) -> None:
+    """Run a cycle and request shutdown once ``pages`` pages are committed (a clean stop)."""
+    committed = 0
+
+    def count(entity: str, done: int, total: int | None) -> None:
+        nonlocal committed
+        committed += 1
+        if committed == pages:
+            stop.set()
+
+    engine.progress = count
+    with pytest.raises(StopRequested):
+        engine.run_cycle()
+
+
 def nonzero(counts: dict[Any, int]) -> dict[Any, int]:
     return {key: value for key, value in counts.items() if value}
 
@@ -182,17 +197,7 @@ def test_full_resync_repairs_a_damaged_mirror(
 def test_interrupted_full_resync_resumes_after_its_last_page(
     engine: MirrorEngine, cache: sqlite3.Connection, fake: FakeBitrix24, stop: RecordingStop
 ) -> None:
-    pages = 0
-
-    def stop_after_three(entity: str, done: int, total: int | None) -> None:
-        nonlocal pages
-        pages += 1
-        if pages == 3:
-            stop.set()
-
-    engine.progress = stop_after_three
-    with pytest.raises(StopRequested):
-        engine.run_cycle()
+    interrupt_after_pages(engine, stop, 3)
     assert cache.execute("SELECT count(*) FROM contacts").fetchone()[0] == 0  # nothing swapped
     staged = cache.execute("SELECT sum(records) FROM resync_progress").fetchone()[0]
     assert staged == 110  # companies 50 + 10, then contacts 50
@@ -263,17 +268,7 @@ def test_large_listings_are_mapped_in_a_worker_process(
     monkeypatch.setattr(mirror, "MappingWorker", counting_worker)
     bad = sorted(fake.records("contacts"), key=int)[7]
     fake.update("contacts", bad, UF_CRM_LANGUAGES=["not a language!"])
-    pages = 0
-
-    def stop_midway(entity: str, done: int, total: int | None) -> None:
-        nonlocal pages
-        pages += 1
-        if pages == 4:
-            stop.set()
-
-    engine.progress = stop_midway
-    with pytest.raises(StopRequested):
-        engine.run_cycle()
+    interrupt_after_pages(engine, stop, 4)
     stop.clear()
     engine.progress = None
     report = engine.run_cycle()
