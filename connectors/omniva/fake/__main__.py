@@ -1,0 +1,60 @@
+"""Run a fake Omniva standalone: prints ``READY <locations_url>`` and serves until SIGTERM/SIGINT.
+
+python -m connectors.omniva.fake [--port 0] [--synthetic 5000 --countries EE,LV,LT] [--mode ok]
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+
+from .server import FakeOmniva, synthetic
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(prog="python -m connectors.omniva.fake")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument(
+        "--synthetic", type=int, metavar="N", help="serve N synthetic records, not the sample"
+    )
+    parser.add_argument("--countries", default="EE,LV,LT", help="for --synthetic")
+    parser.add_argument("--seed", type=int, default=1, help="for --synthetic")
+    parser.add_argument("--mode", default="ok", help="the initial mode")
+    parser.add_argument("--no-gzip", action="store_true", help="never compress the list")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the list and block until a termination signal arrives."""
+    args = parse_args(argv)
+    records = None
+    if args.synthetic is not None:
+        countries = tuple(c.strip().upper() for c in args.countries.split(",") if c.strip())
+        records = synthetic(args.synthetic, countries, seed=args.seed)
+    fake = FakeOmniva(records, host=args.host, port=args.port, compress=not args.no_gzip)
+    fake.set_mode(args.mode)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    fake.start()
+    sys.stdout.write(f"READY {fake.locations_url}\n")
+    sys.stdout.flush()
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
