@@ -53,6 +53,7 @@ def main() -> None:
         config.write_text(
             f'[crm]\nurl = "{fake.base_url}"\nwebhook_token_file = "{base / "token"}"\n'
             f'[mirror]\ninterval_seconds = 60\n[state]\ndirectory = "{base / "state"}"\n'
+            '[api]\nlisten = "127.0.0.1:0"\n[omniva]\nenabled = false\n'
         )
         notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         notify.bind(str(base / "notify"))

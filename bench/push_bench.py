@@ -93,6 +93,7 @@ def write_config(base: Path, webhook: str) -> Path:
         "[mirror]\ninterval_seconds = 3600\n"
         f'[state]\ndirectory = "{base / "state"}"\n'
         "[outbox]\n"
+        '[api]\nlisten = "127.0.0.1:0"\n[omniva]\nenabled = false\n'
     )
     return config
 

@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncd",
         description="CRM synchronisation daemon for the Baltic Lasers client portal: mirrors the "
-        "CRM into a local SQLite cache the portal reads.",
+        "CRM into a local SQLite cache the portal reads, delivers service requests, validates "
+        "VAT numbers at VIES and keeps Omniva's parcel-machine list.",
         epilog="Exit codes: 0 ok, 1 unhealthy or failed, 64 usage, 65 bad input data, 66 no such "
         "input, 69 upstream unavailable, 70 internal error, 75 busy (try again), "
         "78 configuration error.",
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     from syncd.outbox_cli import add_parser as add_outbox_parser
 
     add_outbox_parser(commands)
+    from syncd.vat_cli import add_parser as add_vat_parser
+
+    add_vat_parser(commands)
     deletes = commands.add_parser(
         "deletes",
         help="review or apply deletions the guard held",
@@ -171,6 +175,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from syncd.daemon import Daemon
 
         return Daemon(settings).run()
+    if args.command == "vat":
+        from syncd.vat_cli import run as run_vat
+
+        return run_vat(settings, args)
     from state.db import close as close_cache
     from syncd.runtime import open_cache
 

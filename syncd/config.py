@@ -22,6 +22,7 @@ contain a secret's value; values of settings that could carry one (URLs) are nev
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -53,12 +54,15 @@ from syncd.errors import ConfigError
 __all__ = [
     "CONFIG_ENV_VAR",
     "ENV_PREFIX",
+    "ApiSettings",
     "CrmSettings",
     "InvalidSettingsError",
     "LogSettings",
     "MirrorSettings",
+    "OmnivaSettings",
     "Settings",
     "StateSettings",
+    "ViesSettings",
     "load_settings",
     "read_secret",
     "secret_source",
@@ -237,6 +241,126 @@ class OutboxSettings(BaseModel):
         return value
 
 
+class ViesSettings(BaseModel):
+    """``[vies]``: EU VAT number validation at VIES and its cache."""
+
+    model_config = _SECTION_CONFIG
+
+    endpoint: str = "https://ec.europa.eu/taxation_customs/vies/services/checkVatService"
+    # Our own VAT number (with prefix): with it, lookups use checkVatApprox and keep VIES's
+    # consultation number as proof of the check.
+    requester_vat: str | None = None
+    connect_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    timeout_seconds: float = Field(default=15.0, gt=0, le=120)
+    max_attempts: int = Field(default=2, ge=1, le=5)
+    cache_hours: float = Field(default=24.0, gt=0, le=24 * 31)
+    stale_max_hours: float = Field(default=24.0, ge=0, le=24 * 31)
+    max_concurrent_calls: int = Field(default=4, ge=1, le=32)
+    max_calls_per_member_state: int = Field(default=1, ge=1, le=8)
+    lookup_wait_seconds: float = Field(default=20.0, gt=0, le=120)
+    circuit_open_minutes: float = Field(default=60.0, gt=0, le=24 * 60)
+    purge_interval_minutes: float = Field(default=60.0, ge=1)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str) -> str:
+        return _http_url(value)
+
+    @field_validator("requester_vat")
+    @classmethod
+    def _check_requester(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        from stdnum.eu import vat  # a light import, only when a requester is configured
+
+        compact = vat.compact(value)
+        if not vat.is_valid(compact):
+            raise ValueError("is not a valid EU VAT number (with its country prefix)")
+        return str(compact)
+
+
+class OmnivaSettings(BaseModel):
+    """``[omniva]``: Omniva's parcel-machine list."""
+
+    model_config = _SECTION_CONFIG
+
+    enabled: bool = True
+    url: str = "https://www.omniva.ee/locations.json"
+    interval_hours: float = Field(default=6.0, gt=0, le=24 * 7)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0, le=60)
+    timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    max_shrink_share: float = Field(default=0.2, gt=0, le=1)
+    max_body_mb: int = Field(default=20, ge=1, le=200)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        return _http_url(value)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ApiSettings(BaseModel):
+    """``[api]``: the local HTTP API the portal calls (loopback or a unix socket only)."""
+
+    model_config = _SECTION_CONFIG
+
+    enabled: bool = True
+    # "127.0.0.1:8787", "[::1]:8787", "localhost:8787" or "unix:/run/syncd/api.sock"
+    listen: str = "127.0.0.1:8787"
+    unix_socket_mode: str = "0660"
+    threads: int = Field(default=8, ge=1, le=64)
+    max_request_bytes: int = Field(default=8192, ge=0, le=1_048_576)
+    request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("unix:"):
+            if not value[len("unix:"):].startswith("/"):
+                raise ValueError("a unix socket must be an absolute path: unix:/run/syncd/api.sock")
+            return value
+        host, sep, port = value.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT on loopback or unix:/path/to/socket")
+        if not _is_loopback(host):
+            raise ValueError(
+                "must be a loopback address (127.0.0.1, ::1, localhost) or a unix socket; "
+                "the API is for the portal on this host only"
+            )
+        return value
+
+    @field_validator("unix_socket_mode")
+    @classmethod
+    def _check_mode(cls, value: str) -> str:
+        if not re.fullmatch(r"0?[0-7]{3}", value.strip()):
+            raise ValueError("must be an octal file mode like \"0660\"")
+        return value.strip()
+
+
+def _http_url(value: str) -> str:
+    value = value.strip()
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        raise ValueError("is not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL naming a host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not contain a user name or password")
+    return value
+
+
 class LogSettings(BaseModel):
     """``[log]``: log level and format (the log goes to stderr, i.e. the journal)."""
 
@@ -310,6 +434,9 @@ class Settings(BaseSettings):
     crm: CrmSettings = Field(default_factory=CrmSettings)
     mirror: MirrorSettings = Field(default_factory=MirrorSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    vies: ViesSettings = Field(default_factory=ViesSettings)
+    omniva: OmnivaSettings = Field(default_factory=OmnivaSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -3,7 +3,8 @@
 The main thread runs the ``schedule`` loop, answers signals, pets the systemd watchdog and hands
 due work to the CRM lane: one worker thread that runs mirror cycles, sweeps, full resyncs and
 operator-requested resyncs one at a time (they share the cache's write side and the CRM's rate
-limits). Later lanes (the outbox push) get their own threads so they never wait on a resync.
+limits). The outbox push, the public services (Omniva, the VIES purge) and the local HTTP API
+have threads of their own, so none of them waits on a resync.
 """
 
 from __future__ import annotations
@@ -24,13 +25,23 @@ import schedule
 from connectors.crm.base import Entity
 from state import audit, control, outbox
 from state.db import close as close_cache
+from syncd.api import ApiServer, make_app
+from syncd.api_sources import CachedLocations, DaemonHealth, ThreadConnections
 from syncd.config import Settings
+from syncd.errors import ConfigError
 from syncd.jobs import Job
 from syncd.lock import ProcessLock
 from syncd.mirror import MirrorEngine, iso, utc_now
 from syncd.push import OutboxDelivery, wait_for_outbox_change
-from syncd.runtime import build_engine, build_pusher, open_cache, push_options
+from syncd.runtime import (
+    build_engine,
+    build_pusher,
+    build_vat_service,
+    open_cache,
+    push_options,
+)
 from syncd.sdnotify import Notifier
+from syncd.services_lane import ServicesLane
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +193,10 @@ class Daemon:
         self.stop = threading.Event()
         self.lane = CrmLane(settings, self.stop)
         self.push = PushLane(settings, self.stop)
+        self.vat = build_vat_service(settings, stop=self.stop) if settings.api.enabled else None
+        self.services = ServicesLane(settings, self.stop, self.vat)
+        self.api: ApiServer | None = None
+        self._api_connections = ThreadConnections(lambda: open_cache(settings))
         self.jobs = {
             "mirror": Job("mirror", self._mirror_cycle),
             "sweep": Job("sweep", self._sweep),
@@ -261,11 +276,13 @@ class Daemon:
                 "%d resync request(s) left running by a previous daemon were re-queued", requeued
             )
         self._install_signal_handlers()
+        self._start_api()  # first: a port already taken stops start-up before any work begins
         self.lane.start()
         self.lane.ready.wait()
         if self.lane.failed_to_start is not None:
             raise self.lane.failed_to_start
         self.push.start()
+        self.services.start()
         self._schedule_jobs()
         audit.record(conn, "daemon.start", details={"pid_user": audit.os_user()})
         self.notifier.ready("syncd running; first mirror cycle started")
@@ -285,10 +302,16 @@ class Daemon:
         self.notifier.stopping()
         log.info("stopping (waiting up to %.0fs for the running task)", STOP_GRACE_SECONDS)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        self.lane.request_stop()  # both lanes wind down at once, within one grace period
+        self.lane.request_stop()  # the lanes wind down at once, within one grace period
+        if self.api is not None:
+            self.api.stop(max(0.0, deadline - time.monotonic()))
         stopped = [
-            lane.shutdown(max(0.0, deadline - time.monotonic())) for lane in (self.push, self.lane)
+            lane.shutdown(max(0.0, deadline - time.monotonic()))
+            for lane in (self.push, self.services, self.lane)
         ]
+        if self.vat is not None:
+            self.vat.close()
+        self._api_connections.close_all()
         close_cache(conn)
         if not all(stopped):
             # A lane is still inside a network call. Its uncommitted SQLite work rolls back when
@@ -297,6 +320,32 @@ class Daemon:
             logging.shutdown()
             os._exit(0)
         return 0
+
+    def _start_api(self) -> None:
+        if not self.settings.api.enabled or self.vat is None:
+            return
+        api = self.settings.api
+        app = make_app(
+            self.vat,
+            CachedLocations(self._api_connections),
+            DaemonHealth(self._api_connections),
+        )
+        self.api = ApiServer(
+            app,
+            listen=api.listen,
+            threads=api.threads,
+            max_request_bytes=api.max_request_bytes,
+            channel_timeout=api.request_timeout_seconds,
+            unix_socket_mode=int(api.unix_socket_mode, 8),
+        )
+        try:
+            self.api.start()
+        except OSError as error:
+            self.api = None
+            raise ConfigError(
+                f"api.listen: cannot listen on {api.listen}: {error.strerror or error}"
+            ) from None
+        log.info("local API listening on %s", self.api.address)
 
     def _schedule_jobs(self) -> None:
         # schedule draws jittered intervals with randint, so they are whole seconds/minutes.
@@ -345,7 +394,8 @@ class Daemon:
         ]
 
     def _update_status(self) -> None:
-        parts = [f"{job.name} {job.state}" for job in (*self.jobs.values(), self.push.job)]
+        jobs = (*self.jobs.values(), self.push.job, *self.services.jobs.values())
+        parts = [f"{job.name} {job.state}" for job in jobs]
         self.notifier.status("; ".join(parts))
 
     def _install_signal_handlers(self) -> None:

@@ -1,4 +1,6 @@
-"""``syncd demo``: the whole mirror, end to end, against the built-in fake Bitrix24.
+"""``syncd demo``: the whole daemon's work, end to end, against the built-in fakes: the CRM
+mirror and the outbox against a fake Bitrix24, VAT lookups against a fake VIES and the parcel
+machines from a fake Omniva, through the local HTTP API.
 
 Everything runs on loopback with a seeded dataset; nothing leaves the machine. The demo writes a
 real cache (``demo-data/cache.sqlite3``) and a DEBUG log (``demo-data/syncd.log``) that a
@@ -24,6 +26,7 @@ from connectors.crm.bitrix24.fake_view import adapter_view
 from state import outbox
 from state.db import close as close_cache
 from syncd.config import load_settings
+from syncd.demo_services import services_story
 from syncd.logging_setup import configure_logging
 from syncd.mirror import CycleReport, MirrorEngine, apply_held_deletes
 from syncd.push import OutboxDelivery
@@ -131,6 +134,8 @@ def _story(
     console.rule("6. the portal files service requests with photos, a PDF and a video")
     _outbox_story(console, fake, settings, conn)
 
+    services_ok = services_story(console, settings, conn)  # type: ignore[arg-type]
+
     console.rule("syncd status")
     console.print(
         "(the demo ran the cycles itself, so status rightly says no daemon runs; "
@@ -145,7 +150,7 @@ def _story(
     console.print(
         f'        sqlite3 {cache} "SELECT crm_id, name, vat_number, country FROM companies LIMIT 5"'
     )
-    return 1 if problems else 0
+    return 1 if problems or not services_ok else 0
 
 
 def _outbox_story(

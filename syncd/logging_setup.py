@@ -9,9 +9,9 @@ net behind that rule: attached to the handler, it scrubs e-mail addresses, phone
 sequences, Bitrix24 webhook tokens in URLs, credential query parameters and ``Authorization`` /
 ``Bearer`` values from every formatted message, exception text and ``extra`` value.
 
-Third-party loggers are quietened: httpx, httpcore, zeep and urllib3 log at WARNING unless the
-level is DEBUG, and even then httpx/httpcore stay at INFO at most, because their DEBUG lines carry
-full URLs and headers.
+Third-party loggers are quietened: httpx, httpcore, zeep, urllib3 and waitress log at WARNING
+unless the level is DEBUG, and even then httpx, httpcore and zeep stay at INFO at most, because
+their DEBUG lines carry full URLs, headers and SOAP envelopes (with VAT numbers).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ __all__ = [
 ]
 
 OUR_LOGGERS: Final = ("syncd", "connectors", "state", "mappings")
-THIRD_PARTY_LOGGERS: Final = ("httpx", "httpcore", "zeep", "urllib3")
+THIRD_PARTY_LOGGERS: Final = ("httpx", "httpcore", "zeep", "urllib3", "waitress")
 # Loggers whose DEBUG output contains URLs/headers: never below INFO.
-_URL_LOGGERS: Final = frozenset({"httpx", "httpcore"})
+_URL_LOGGERS: Final = frozenset({"httpx", "httpcore", "zeep"})
 _LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # ------------------------------------------------------------------------------------------
@@ -67,6 +67,9 @@ _AUTHORIZATION = re.compile(
     r"(?!\*\*\*)(?!(?:bearer|basic|digest|token|negotiate|ntlm)(?:\s|$))[^\s,;\"']+",
     re.IGNORECASE,
 )
+# The local API's VAT lookups carry the number in the path: /v1/vat/<number> -> /v1/vat/<vat>
+VAT_MASK: Final = "<vat>"
+_VAT_PATH = re.compile(r"(/v1/vat/)(?!<vat>)[^\s\"'?#<>]+")
 _BEARER = re.compile(r"\b(bearer)\s+(?!\*\*\*)[\w.~+/=-]+", re.IGNORECASE)
 # Phones: E.164 and spaced/dashed international forms (+372 5123 4567, +1 (555) 123-4567) ...
 _PHONE_INTL = re.compile(r"(?<![\w+])\+\d(?:[ .\-\u00a0]?(?:\(\d{1,4}\)|\d)){6,16}(?!\w)")
@@ -102,6 +105,8 @@ def redact(text: str) -> str:
         text = _EMAIL.sub(EMAIL_MASK, text)
     if "/rest/" in text:
         text = _BITRIX_TOKEN.sub(rf"\1{SECRET_MASK}", text)
+    if "/v1/vat/" in text:
+        text = _VAT_PATH.sub(rf"\1{VAT_MASK}", text)
     if "=" in text:
         text = _QUERY_SECRET.sub(rf"\1{SECRET_MASK}", text)
     lowered = text.lower()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from typing import TYPE_CHECKING
 
 from connectors.crm.bitrix24.adapter import Bitrix24Adapter
 from connectors.crm.bitrix24.client import Bitrix24Client
@@ -17,6 +18,10 @@ from syncd.errors import ConfigError
 from syncd.mirror import MirrorEngine, MirrorOptions, ProgressCallback
 from syncd.push import PushOptions
 from syncd.spool import MIB, FileLimits
+from syncd.vat import VatOptions, VatService
+
+if TYPE_CHECKING:
+    from connectors.omniva.client import OmnivaClient
 
 
 def open_cache(settings: Settings) -> sqlite3.Connection:
@@ -115,4 +120,46 @@ def build_engine(
     adapter = build_adapter(settings, mappings, stop=stop)
     return MirrorEngine(
         conn, adapter, mappings, mirror_options(settings), stop=stop, progress=progress
+    )
+
+
+def vat_options(settings: Settings) -> VatOptions:
+    """The VAT service's options from ``[vies]``."""
+    vies = settings.vies
+    return VatOptions(
+        cache_hours=vies.cache_hours,
+        stale_max_hours=vies.stale_max_hours,
+        max_attempts=vies.max_attempts,
+        max_concurrent_calls=vies.max_concurrent_calls,
+        max_calls_per_member_state=vies.max_calls_per_member_state,
+        lookup_wait_seconds=vies.lookup_wait_seconds,
+        circuit_open_minutes=vies.circuit_open_minutes,
+    )
+
+
+def build_vat_service(settings: Settings, *, stop: threading.Event | None = None) -> VatService:
+    """VAT lookups through VIES with the cache; each thread gets its own cache connection."""
+    from connectors.vies.client import ViesClient
+
+    vies = settings.vies
+    requester = (vies.requester_vat[:2], vies.requester_vat[2:]) if vies.requester_vat else None
+    client = ViesClient(
+        vies.endpoint,
+        connect_timeout=vies.connect_timeout_seconds,
+        timeout=vies.timeout_seconds,
+        requester=requester,
+    )
+    return VatService(lambda: open_cache(settings), client, vat_options(settings), stop=stop)
+
+
+def build_omniva_client(settings: Settings) -> OmnivaClient:
+    """The client that downloads Omniva's location list."""
+    from connectors.omniva.client import OmnivaClient
+
+    omniva = settings.omniva
+    return OmnivaClient(
+        omniva.url,
+        connect_timeout=omniva.connect_timeout_seconds,
+        timeout=omniva.timeout_seconds,
+        max_body_bytes=omniva.max_body_mb * MIB,
     )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from state import control, health, outbox
+from state import control, health, omniva, outbox, vies_cache
 from state.cache import ENTITIES
 from state.migrations import current_version, latest_version
 from syncd import lock
@@ -56,6 +56,13 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
         if j["state"] in ("failing", "stopped")
     ]
     problems += [f"{n} {e} deletions held by the delete guard" for e, n in held.items()]
+    vies = vies_cache.stats(conn, datetime.now(UTC))
+    problems += [
+        f"VIES circuit open ({c['scope']}): VIES answered {c['reason']}; no VIES calls until "
+        f"{c['open_until']}"
+        for c in vies["open_circuits"]
+    ]
+    parcel_list = omniva.list_state(conn)
     if daemon is None:
         problems.append("no daemon is running")
     if queue["by_status"]["dead"]:
@@ -88,7 +95,25 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
         "resync": vars(resync) if resync else None,
         "resync_in_progress": progress,
         "outbox": queue,
+        "vies": vies,
+        "omniva": {
+            "records": parcel_list.record_count,
+            "skipped": parcel_list.skipped_count,
+            "updated_at": parcel_list.updated_at,
+            "checked_at": parcel_list.checked_at,
+            "age_seconds": _age_seconds(parcel_list.updated_at),
+            "refused_at": parcel_list.refused_at,
+            "refused_reason": parcel_list.refused_reason,
+            "counts": omniva.counts(conn),
+        },
     }
+
+
+def _age_seconds(stamp: str | None) -> int | None:
+    if not stamp:
+        return None
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return int((datetime.now(UTC) - moment).total_seconds())
 
 
 def render(report: dict[str, Any]) -> str:
@@ -123,6 +148,7 @@ def render(report: dict[str, Any]) -> str:
     age = queue["oldest_undelivered_age_seconds"]
     lines.append("")
     lines.append(f"outbox  {counts}" + (f"; oldest undelivered {age:.0f}s old" if age else ""))
+    lines.extend(_render_services(report))
     quarantine = report["quarantine"]
     if quarantine["count"]:
         lines.append("")
@@ -161,6 +187,39 @@ def render(report: dict[str, Any]) -> str:
         lines.append("problems")
         lines.extend(f"  - {p}" for p in report["problems"])
     return "\n".join(lines)
+
+
+def _render_services(report: dict[str, Any]) -> list[str]:
+    vies = report["vies"]
+    ratio = vies["hit_ratio"]
+    shown_ratio = "no lookups yet" if ratio is None else f"hit ratio {ratio:.0%}"
+    lines = [
+        f"vies    {vies['entries']:,} cached answer(s); {vies['lookups_24h']:,} lookup(s) in "
+        f"24 h, {shown_ratio}"
+    ]
+    lines.extend(
+        f"        circuit OPEN ({c['scope']}, {c['reason']}) until {c['open_until']}"
+        for c in vies["open_circuits"]
+    )
+    parcels = report["omniva"]
+    if not parcels["records"]:
+        lines.append("omniva  no parcel-machine list loaded yet")
+    else:
+        per_country = "; ".join(
+            f"{country} " + ", ".join(f"{n} {kind.replace('_', ' ')}s" for kind, n in kinds.items())
+            for country, kinds in sorted(parcels["counts"].items())
+        )
+        lines.append(
+            f"omniva  {parcels['records']:,} locations, list from {_ago(parcels['updated_at'])}, "
+            f"checked {_ago(parcels['checked_at'])}"
+        )
+        lines.append(f"        {per_country}")
+    if parcels["refused_at"]:
+        lines.append(
+            f"        last refused download {_ago(parcels['refused_at'])}: "
+            f"{parcels['refused_reason']} (the stored list was kept)"
+        )
+    return lines
 
 
 def _utc(value: str) -> str:

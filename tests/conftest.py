@@ -20,6 +20,8 @@ from syncd.mirror import MirrorEngine
 from syncd.runtime import build_engine, open_cache
 
 ROOT = Path(__file__).parents[1]
+# Daemons under test listen on an ephemeral port and never reach for the real Omniva.
+LOCAL_ONLY = '[api]\nlisten = "127.0.0.1:0"\n[omniva]\nenabled = false\n'
 
 
 class RecordingStop(threading.Event):
@@ -49,6 +51,8 @@ def make_settings(tmp_path: Path, fake: FakeBitrix24, **mirror: object) -> Setti
         crm={"url": fake.base_url, "webhook_token_file": token, "max_attempts": 4},
         state={"directory": tmp_path / "state"},
         mirror=mirror or {},
+        api={"listen": "127.0.0.1:0"},
+        omniva={"enabled": False},
     )
 
 
@@ -81,7 +85,7 @@ def write_config(tmp_path: Path, fake: FakeBitrix24, extra: str = "") -> Path:
     config = tmp_path / "syncd.toml"
     config.write_text(
         f'[crm]\nurl = "{fake.base_url}"\nwebhook_token_file = "{token}"\n'
-        f'[state]\ndirectory = "{tmp_path / "state"}"\n{extra}'
+        f'[state]\ndirectory = "{tmp_path / "state"}"\n{LOCAL_ONLY}{extra}'
     )
     return config
 

@@ -121,9 +121,18 @@ def test_httpx_never_below_info_even_at_debug() -> None:
     assert logging.getLogger("httpx").getEffectiveLevel() == logging.INFO
     assert logging.getLogger("httpcore").getEffectiveLevel() == logging.INFO
     assert logging.getLogger("httpcore.http11").getEffectiveLevel() == logging.INFO
-    assert logging.getLogger("zeep").getEffectiveLevel() == logging.DEBUG
+    assert logging.getLogger("zeep").getEffectiveLevel() == logging.INFO  # envelopes at DEBUG
     logging.getLogger("httpcore.http11").debug("send_request_headers.started headers=...")
     assert stream.getvalue() == ""
+
+
+def test_local_api_vat_paths_are_redacted() -> None:
+    stream = configured("DEBUG")
+    logging.getLogger("httpx").info(
+        'HTTP Request: GET http://127.0.0.1:8787/v1/vat/EE101819093?fresh=true "HTTP/1.1 200 OK"'
+    )
+    out = stream.getvalue()
+    assert "EE101819093" not in out and "/v1/vat/<vat>?fresh=true" in out
 
 
 def test_httpx_request_line_is_redacted() -> None:

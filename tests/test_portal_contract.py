@@ -277,7 +277,8 @@ def write_config(directory: Path, fake: Any, **mirror: float) -> Path:
         "[mirror]\n"
         + "".join(f"{key} = {value}\n" for key, value in settings.items())
         + f"[state]\ndirectory = {json.dumps(str(directory / 'state'))}\n"
-        '[log]\nlevel = "INFO"\n',
+        '[log]\nlevel = "INFO"\n'
+        '[api]\nlisten = "127.0.0.1:0"\n[omniva]\nenabled = false\n',
         encoding="utf-8",
     )
     return config

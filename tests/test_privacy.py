@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors.crm.bitrix24.fake import FakeBitrix24
+from connectors.vies.fake.companies import COMPANIES
 from syncd.demo import DEMO_SEED, run_demo
 
 
@@ -21,6 +22,9 @@ def personal_values(contacts: int) -> set[str]:
             for requisite in fake.requisites_of("companies", company_id):
                 values.add(str(requisite.get("RQ_VAT_ID") or ""))
                 values.add(str(requisite.get("RQ_COMPANY_FULL_NAME") or ""))
+    for company in COMPANIES:  # the traders the demo looks up at the fake VIES
+        values.update((company.vat_id, company.vat_number, company.name or ""))
+        values.update((company.address or "").split("\n"))
     return {v for v in values if len(v) >= 4}
 
 

@@ -1,0 +1,74 @@
+"""What the local HTTP API reads, backed by the cache: the parcel-machine list and the daemon's
+health. Every API worker thread reads through its own SQLite connection (WAL readers never
+block the lanes' writers)."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from state import health, omniva
+from state.db import close as close_cache
+from state.migrations import current_version
+
+
+class ThreadConnections:
+    """One cache connection per thread, made on first use by ``connect``; ``close_all`` closes
+    every one of them."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close_all(self) -> None:
+        with self._lock:
+            connections, self._all = self._all, []
+        for conn in connections:
+            close_cache(conn)
+
+
+class CachedLocations:
+    """Omniva's locations as stored by the services lane."""
+
+    def __init__(self, connections: ThreadConnections) -> None:
+        self._connections = connections
+
+    def locations(self, country: str, kind: str | None) -> list[dict[str, Any]]:
+        return omniva.list_locations(self._connections.get(), country, kind)
+
+    def as_of(self) -> str | None:
+        """When the stored list last changed; None when no list has been loaded yet."""
+        state = omniva.list_state(self._connections.get())
+        return state.updated_at if state.record_count else None
+
+
+class DaemonHealth:
+    """``/healthz``: healthy while no job has stopped for good; degraded while one is failing."""
+
+    def __init__(self, connections: ThreadConnections) -> None:
+        self._connections = connections
+
+    def __call__(self) -> tuple[bool, dict[str, Any]]:
+        conn = self._connections.get()
+        jobs = {job.job: job.state for job in health.load_all(conn)}
+        stopped = sorted(name for name, state in jobs.items() if state == "stopped")
+        failing = sorted(name for name, state in jobs.items() if state == "failing")
+        status = "unhealthy" if stopped else "degraded" if failing else "ok"
+        return not stopped, {
+            "status": status,
+            "jobs": jobs,
+            "schema_version": current_version(conn),
+        }
