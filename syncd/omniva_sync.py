@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from connectors.omniva.client import Downloaded, NotModified
-from connectors.omniva.locations import SuspiciousListError, parse_locations
+from connectors.omniva.locations import ParcelMachine, SuspiciousListError, parse_locations
 from state import omniva as store
 from syncd.errors import MalformedResponseError
 
@@ -61,7 +63,8 @@ def refresh_locations(
     Sends the stored validators (only while a list is stored). 304 → ``mark_checked``; 200 →
     parse and replace in one transaction. Refuses (``record_refusal``, old list kept,
     :class:`SuspiciousListError` raised) a suspicious download, or one with fewer than
-    ``(1 - max_shrink_share)`` times the stored ``record_count``. Other errors of
+    ``(1 - max_shrink_share)`` times the stored ``record_count``, overall or for any country
+    with at least :data:`COUNTRY_CHECK_MIN` stored locations. Other errors of
     ``client.fetch`` propagate unchanged.
     """
     if not 0.0 <= max_shrink_share <= 1.0:
@@ -78,6 +81,7 @@ def refresh_locations(
         parsed = parse_locations(answer.body)
         if state.loaded and state.record_count > 0:
             _check_shrink(len(parsed.records), state.record_count, max_shrink_share)
+            _check_countries(parsed.records, store.counts(conn), max_shrink_share)
     except MalformedResponseError as error:
         store.record_refusal(conn, str(error), now=now)
         raise
@@ -99,6 +103,27 @@ def refresh_locations(
     return RefreshReport(
         "updated", len(parsed.records), parsed.skipped, store.counts(conn), parsed.skipped_reasons
     )
+
+
+# A country with fewer stored locations than this is not checked on its own (one closed post
+# office would otherwise look like a collapse).
+COUNTRY_CHECK_MIN = 20
+
+
+def _check_countries(
+    records: Sequence[ParcelMachine], stored: dict[str, dict[str, int]], max_shrink_share: float
+) -> None:
+    """Refuse a list in which one country lost more than the share (a list missing a whole
+    country can pass the total check when other countries are large)."""
+    new = Counter(record.country for record in records)
+    for country, kinds in sorted(stored.items()):
+        before = sum(kinds.values())
+        if before >= COUNTRY_CHECK_MIN and new[country] < before * (1.0 - max_shrink_share):
+            raise SuspiciousListError(
+                f"Omniva's list for {country} shrank from {before} to {new[country]} locations "
+                f"(more than {max_shrink_share:.0%} fewer); the stored list is kept",
+                code="shrunk",
+            )
 
 
 def _check_shrink(new: int, stored: int, max_shrink_share: float) -> None:

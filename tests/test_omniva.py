@@ -432,10 +432,25 @@ def test_bad_records_load_the_good_ones_with_a_skip_count(
 def test_shrink_within_the_allowed_share_is_accepted(
     fake: FakeOmniva, client: OmnivaClient, conn: sqlite3.Connection
 ) -> None:
-    refresh_locations(conn, client, max_shrink_share=0.5, now=T0)
-    fake.set_mode("shrunk", share=0.5)  # every 2nd record: 131 of 261 is not below half
-    report = refresh_locations(conn, client, max_shrink_share=0.5, now=T1)
+    refresh_locations(conn, client, max_shrink_share=0.6, now=T0)
+    fake.set_mode("shrunk", share=0.5)  # every 2nd record: 131 of 261, each country about half
+    report = refresh_locations(conn, client, max_shrink_share=0.6, now=T1)
     assert (report.outcome, report.records) == ("updated", 131)
+
+
+def test_list_missing_a_whole_country_is_refused(
+    fake: FakeOmniva, client: OmnivaClient, conn: sqlite3.Connection
+) -> None:
+    records = synthetic(1000, countries=("EE", "LV", "LT"))
+    fake.set_locations(records)
+    refresh_locations(conn, client, max_shrink_share=0.5, now=T0)
+    before = all_rows(conn)
+    # Latvia vanishes: about a third fewer in total (within the share), all of one country.
+    fake.set_locations([r for r in records if r["A0_NAME"] != "LV"])
+    with pytest.raises(SuspiciousListError, match="for LV shrank"):
+        refresh_locations(conn, client, max_shrink_share=0.5, now=T1)
+    assert all_rows(conn) == before
+    assert "for LV shrank" in (store.list_state(conn).refused_reason or "")
 
 
 def test_small_first_list_is_accepted_when_nothing_is_stored(
