@@ -146,6 +146,23 @@ function syncd_data_as_of(PDO $db): array
 }
 
 /**
+ * Omniva's locations in one country (ISO code, e.g. 'EE'), ordered by name; $kind is
+ * 'parcel_machine', 'post_office' or null for both. Empty until syncd loaded the first list
+ * (omniva_list.record_count = 0).
+ */
+function syncd_parcel_machines(PDO $db, string $country, ?string $kind = 'parcel_machine'): array
+{
+    $query = $db->prepare(<<<'SQL'
+        SELECT location_id, name, kind, town, street, house_number, latitude, longitude
+        FROM parcel_machines
+        WHERE country = :country AND (:kind IS NULL OR kind = :kind)
+        ORDER BY name, location_id
+        SQL);
+    $query->execute([':country' => strtoupper($country), ':kind' => $kind]);
+    return $query->fetchAll(PDO::FETCH_ASSOC);
+}
+
+/**
  * File a service request with its files in one transaction. $files are arrays with 'path'
  * (relative to the spool directory, already written there), 'original_name', 'declared_type'
  * and 'size'. Returns the outbox row ID; an already filed $idempotencyKey returns null.
@@ -187,4 +204,35 @@ function syncd_file_service_request(PDO $writer, string $idempotencyKey, string 
         $writer->rollBack();
         throw $e;
     }
+}
+
+/**
+ * GET a path of syncd's local API over loopback TCP ($base like 'http://127.0.0.1:8787').
+ * Returns [HTTP status, decoded JSON body]; errors are JSON too.
+ */
+function syncd_api_get(string $base, string $path, float $timeout = 25.0): array
+{
+    $context = stream_context_create(['http' => [
+        'method' => 'GET', 'timeout' => $timeout, 'ignore_errors' => true,
+        'header' => "Accept: application/json\r\n",
+    ]]);
+    $body = @file_get_contents($base . $path, false, $context);
+    if ($body === false) {
+        throw new RuntimeException('syncd API unreachable');
+    }
+    $status = (int) explode(' ', $http_response_header[0] ?? 'HTTP/1.1 0')[1];
+    return [$status, json_decode($body, true, 16, JSON_THROW_ON_ERROR)];
+}
+
+/** "Verify VAT": the API's answer, or null when it cannot be verified right now (503). */
+function syncd_verify_vat(string $base, string $number): ?array
+{
+    [$status, $answer] = syncd_api_get($base, '/v1/vat/' . rawurlencode($number));
+    if ($status === 200) {
+        return $answer;
+    }
+    if ($status === 503) {
+        return null;
+    }
+    throw new InvalidArgumentException($answer['error']['code'] ?? 'unexpected answer');
 }
