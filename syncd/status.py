@@ -206,7 +206,8 @@ def _render_services(report: dict[str, Any]) -> list[str]:
         lines.append("omniva  no parcel-machine list loaded yet")
     else:
         per_country = "; ".join(
-            f"{country} " + ", ".join(f"{n} {kind.replace('_', ' ')}s" for kind, n in kinds.items())
+            f"{country} "
+            + ", ".join(f"{n} {kind.replace('_', ' ')}s" for kind, n in kinds.items() if n)
             for country, kinds in sorted(parcels["counts"].items())
         )
         lines.append(
