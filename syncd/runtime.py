@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from connectors.crm.bitrix24.adapter import Bitrix24Adapter
 from connectors.crm.bitrix24.client import Bitrix24Client
 from connectors.crm.bitrix24.push import Bitrix24Pusher
 from connectors.http import RetryPolicy
+from connectors.vies.answer import ViesAnswer
 from mappings.loader import MappingSet, load_mapping_set
 from mappings.outbound import load_service_request_mapping
 from state.db import connect
@@ -18,7 +20,7 @@ from syncd.errors import ConfigError
 from syncd.mirror import MirrorEngine, MirrorOptions, ProgressCallback
 from syncd.push import PushOptions
 from syncd.spool import MIB, FileLimits
-from syncd.vat import VatOptions, VatService
+from syncd.vat import VatOptions, VatService, ViesClientLike
 
 if TYPE_CHECKING:
     from connectors.omniva.client import OmnivaClient
@@ -138,18 +140,49 @@ def vat_options(settings: Settings) -> VatOptions:
 
 
 def build_vat_service(settings: Settings, *, stop: threading.Event | None = None) -> VatService:
-    """VAT lookups through VIES with the cache; each thread gets its own cache connection."""
-    from connectors.vies.client import ViesClient
+    """VAT lookups through VIES with the cache; each thread gets its own cache connection.
 
+    The SOAP client (zeep, a few hundred milliseconds to import) is made on the first lookup
+    that needs VIES, so the daemon is READY without it.
+    """
     vies = settings.vies
     requester = (vies.requester_vat[:2], vies.requester_vat[2:]) if vies.requester_vat else None
-    client = ViesClient(
-        vies.endpoint,
-        connect_timeout=vies.connect_timeout_seconds,
-        timeout=vies.timeout_seconds,
-        requester=requester,
+
+    def make_client() -> ViesClientLike:
+        from connectors.vies.client import ViesClient
+
+        return ViesClient(
+            vies.endpoint,
+            connect_timeout=vies.connect_timeout_seconds,
+            timeout=vies.timeout_seconds,
+            requester=requester,
+        )
+
+    return VatService(
+        lambda: open_cache(settings), _LazyClient(make_client), vat_options(settings), stop=stop
     )
-    return VatService(lambda: open_cache(settings), client, vat_options(settings), stop=stop)
+
+
+class _LazyClient:
+    """A VIES client made on first use."""
+
+    def __init__(self, make: Callable[[], ViesClientLike]) -> None:
+        self._make = make
+        self._client: ViesClientLike | None = None
+        self._lock = threading.Lock()
+
+    def check(self, country_code: str, vat_number: str) -> ViesAnswer:
+        with self._lock:
+            if self._client is None:
+                self._client = self._make()
+            client = self._client
+        return client.check(country_code, vat_number)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
 
 def build_omniva_client(settings: Settings) -> OmnivaClient:

@@ -43,7 +43,7 @@ from stdnum.eu import vat as eu_vat
 from stdnum.exceptions import InvalidChecksum, InvalidLength, ValidationError
 
 from connectors.http import RetryPolicy
-from connectors.vies.client import ViesAnswer
+from connectors.vies.answer import ViesAnswer
 from connectors.vies.errors import (
     ViesBlockedError,
     ViesBusyError,

@@ -5,7 +5,9 @@
 of the service for tests and the demo.
 """
 
-from .client import DEFAULT_ENDPOINT, ViesAnswer, ViesClient
+from typing import TYPE_CHECKING, Any
+
+from .answer import ViesAnswer
 from .errors import (
     ViesBlockedError,
     ViesBusyError,
@@ -14,6 +16,19 @@ from .errors import (
     ViesMalformedError,
     ViesUnavailableError,
 )
+
+if TYPE_CHECKING:
+    from .client import DEFAULT_ENDPOINT, ViesClient
+
+
+def __getattr__(name: str) -> Any:
+    # The client imports zeep (a few hundred milliseconds); only load it when it is used.
+    if name in ("DEFAULT_ENDPOINT", "ViesClient"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "DEFAULT_ENDPOINT",

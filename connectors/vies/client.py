@@ -23,6 +23,7 @@ from zeep.wsdl import Document
 
 from connectors.http import USER_AGENT
 
+from .answer import ViesAnswer
 from .errors import ViesError, ViesMalformedError, ViesUnavailableError, fault_error
 
 DEFAULT_ENDPOINT = "https://ec.europa.eu/taxation_customs/vies/services/checkVatService"
@@ -41,19 +42,6 @@ def settings() -> zeep.Settings:
         forbid_external=True,
         xml_huge_tree=False,
     )
-
-
-@dataclass(frozen=True)
-class ViesAnswer:
-    """A VIES answer about one number (valid or not)."""
-
-    country_code: str
-    vat_number: str
-    valid: bool
-    name: str | None  # None when VIES sends "---" or nothing
-    address: str | None  # lines separated by "\n" as VIES sends them; None like ``name``
-    request_date: str  # "YYYY-MM-DD" (VIES sends an xsd:date with an offset)
-    consultation_number: str | None  # checkVatApprox requestIdentifier; None for checkVat
 
 
 def _refuse(url: str) -> NoReturn:
