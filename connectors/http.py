@@ -104,6 +104,8 @@ class RetryPolicy:
         """Run ``fn``, retrying ``retry_on`` errors per the policy; others pass through."""
 
         def wait(state: RetryCallState) -> float:
+            if state.attempt_number >= self.max_attempts:
+                return 0.0  # tenacity asks for a wait before it stops: no retry follows
             error = state.outcome.exception() if state.outcome else None
             delay = self.delay_for(state.attempt_number, error)
             if delay > MAX_INLINE_WAIT_SECONDS:
