@@ -6,10 +6,9 @@ python -m connectors.omniva.fake [--port 0] [--synthetic 5000 --countries EE,LV,
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from types import FrameType
+
+from connectors.fakehttp import serve_until_signalled
 
 from .server import FakeOmniva, synthetic
 
@@ -38,22 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         records = synthetic(args.synthetic, countries, seed=args.seed)
     fake = FakeOmniva(records, host=args.host, port=args.port, compress=not args.no_gzip)
     fake.set_mode(args.mode)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    fake.start()
-    sys.stdout.write(f"READY {fake.locations_url}\n")
-    sys.stdout.flush()
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        fake.stop()
-    return 0
+    return serve_until_signalled(fake, lambda: fake.locations_url)
 
 
 if __name__ == "__main__":

@@ -13,18 +13,17 @@ import gzip
 import hashlib
 import json
 import random
-import socket
-import sys
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from functools import cached_property
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from types import TracebackType
 from typing import Any, Final
+
+from connectors.fakehttp import QuietHandler, TrackingHTTPServer
 
 SAMPLE_FILE: Final = "locations_sample_ee_lv.json"
 LOCATIONS_PATH: Final = "/locations.json"
@@ -308,7 +307,7 @@ class FakeOmniva:
         self._mode = _Mode()
         self._requests: list[RequestRecord] = []
         self._first_load = True
-        self._server: _Server | None = None
+        self._server: TrackingHTTPServer[FakeOmniva] | None = None
         self._thread: threading.Thread | None = None
         self._load(locations)
 
@@ -319,7 +318,7 @@ class FakeOmniva:
         if self._server is not None:
             return self
         self._stopping.clear()
-        server = _Server((self.host, self._port), self)
+        server = TrackingHTTPServer((self.host, self._port), _Handler, self)
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -680,55 +679,11 @@ def _error_page(status: int) -> Reply:
 # --- HTTP plumbing --------------------------------------------------------------------------
 
 
-class _Server(ThreadingHTTPServer):
-    """Threading HTTP server that remembers its open connections so ``stop()`` can cut them."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-
-    def __init__(self, address: tuple[str, int], fake: FakeOmniva) -> None:
-        super().__init__(address, _Handler)
-        self.fake = fake
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Ignore clients that go away mid-answer (a size cap, a timeout); report the rest."""
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-    def close_connections(self) -> None:
-        """Shut down every connection still open (idle keep-alive ones included)."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     """HTTP/1.1 keep-alive handler; every answer carries a Content-Length."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
     server_version = "nginx"
-    sys_version = ""
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default per-request stderr logging."""
+    server: TrackingHTTPServer[FakeOmniva]
 
     def do_GET(self) -> None:
         """Serve GET."""

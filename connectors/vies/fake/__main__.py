@@ -6,10 +6,9 @@ python -m connectors.vies.fake --port 8089
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from types import FrameType
+
+from connectors.fakehttp import serve_until_signalled
 
 from .server import FakeVies
 
@@ -27,22 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     """Serve the fake and block until a termination signal arrives."""
     args = parse_args(argv)
     fake = FakeVies(seed=args.seed, host=args.host, port=args.port)
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    fake.start()
-    sys.stdout.write(f"READY {fake.base_url}\n")
-    sys.stdout.flush()
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        fake.stop()
-    return 0
+    return serve_until_signalled(fake, lambda: fake.base_url)
 
 
 if __name__ == "__main__":

@@ -9,22 +9,19 @@ register (unknown well-formed numbers are invalid with ``---``). ``/_fake/…`` 
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import random
 import re
-import socket
 import string
-import sys
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from types import TracebackType
 from typing import Any, NamedTuple
 
+from connectors.fakehttp import QuietHandler, TrackingHTTPServer
 from connectors.vies.client import WSDL_FILE
 
 from . import soap
@@ -118,7 +115,7 @@ class FakeVies:
         self._control = ControlApi(self)
         self._stopping = threading.Event()
         self._port = port
-        self._server: _Server | None = None
+        self._server: TrackingHTTPServer[FakeVies] | None = None
         self._thread: threading.Thread | None = None
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -128,7 +125,7 @@ class FakeVies:
         if self._server is not None:
             return self
         self._stopping.clear()
-        server = _Server((self.host, self._port), self)
+        server = TrackingHTTPServer((self.host, self._port), _Handler, self)
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -370,55 +367,11 @@ class FakeVies:
         return Reply(200, soap.fault(kind))  # a VIES fault string
 
 
-class _Server(ThreadingHTTPServer):
-    """Threading HTTP server that remembers its open connections so ``stop()`` can cut them."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 64
-
-    def __init__(self, address: tuple[str, int], fake: FakeVies) -> None:
-        super().__init__(address, _Handler)
-        self.fake = fake
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Ignore clients that vanish mid-answer (timeouts); report the rest."""
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-    def close_connections(self) -> None:
-        """Shut down every connection still open (idle keep-alive ones included)."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     """HTTP/1.1 keep-alive handler; every answer carries a Content-Length."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
     server_version = "Apache"
-    sys_version = ""
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default per-request stderr logging."""
+    server: TrackingHTTPServer[FakeVies]
 
     def do_GET(self) -> None:
         """Serve GET."""

@@ -6,10 +6,9 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-import threading
-from types import FrameType
+
+from connectors.fakehttp import serve_until_signalled
 
 from .server import FakeBitrix24
 
@@ -48,22 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         service_requests_entity_type_id=args.service_requests_entity_type_id,
         disk_folder_id=args.disk_folder_id,
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    fake.start()
-    sys.stdout.write(f"READY {fake.webhook_url}\n")
-    sys.stdout.flush()
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        fake.stop()
-    return 0
+    return serve_until_signalled(fake, lambda: fake.webhook_url)
 
 
 if __name__ == "__main__":

@@ -8,19 +8,17 @@ process (see ``control.py``).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
-import socket
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl
+
+from connectors.fakehttp import QuietHandler, TrackingHTTPServer
 
 from ..wire import php_query_decode
 from .clock import FakeClock
@@ -134,7 +132,7 @@ class FakeBitrix24:
         """Start serving (a restarted fake keeps its port, so clients keep their URL)."""
         if self._server is not None:
             return self
-        server = _Server((self.host, self._port), self)
+        server = _Server((self.host, self._port), _Handler, self)
         self._port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
@@ -567,55 +565,17 @@ def _late_fault_reply(fault: Fault | None, reply: Reply) -> Reply:
     return reply
 
 
-class _Server(ThreadingHTTPServer):
-    """Threading HTTP server that remembers its open connections so ``stop()`` can cut them."""
+class _Server(TrackingHTTPServer[FakeBitrix24]):
+    """The shared tracking server with a deeper accept queue."""
 
-    daemon_threads = True
-    allow_reuse_address = True
     request_queue_size = 128  # benchmarks open many connections at once
 
-    def __init__(self, address: tuple[str, int], fake: FakeBitrix24) -> None:
-        super().__init__(address, _Handler)
-        self.fake = fake
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        """Ignore clients that vanish mid-answer (killed workers, timeouts); report the rest."""
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-    def close_connections(self) -> None:
-        """Shut down every connection still open (idle keep-alive ones included)."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     """HTTP/1.1 keep-alive handler; every answer carries a Content-Length."""
 
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
     server_version = "nginx"
-    sys_version = ""
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default per-request stderr logging."""
 
     def do_GET(self) -> None:
         """Serve GET."""
