@@ -9,9 +9,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from state import health, omniva
+from state import health, omniva, vies_cache
 from state.db import close as close_cache
 from state.migrations import current_version
+from syncd.mirror import utc_now
 
 
 class ThreadConnections:
@@ -56,7 +57,8 @@ class CachedLocations:
 
 
 class DaemonHealth:
-    """``/healthz``: healthy while no job has stopped for good; degraded while one is failing."""
+    """``/healthz``: healthy while no job has stopped for good; degraded while one is failing or
+    VIES has blocked us (an open circuit: VAT checks answer from the cache or 503)."""
 
     def __init__(self, connections: ThreadConnections) -> None:
         self._connections = connections
@@ -66,9 +68,14 @@ class DaemonHealth:
         jobs = {job.job: job.state for job in health.load_all(conn)}
         stopped = sorted(name for name, state in jobs.items() if state == "stopped")
         failing = sorted(name for name, state in jobs.items() if state == "failing")
-        status = "unhealthy" if stopped else "degraded" if failing else "ok"
+        circuits = vies_cache.open_circuits(conn, utc_now())
+        status = "unhealthy" if stopped else "degraded" if failing or circuits else "ok"
         return not stopped, {
             "status": status,
             "jobs": jobs,
+            "vies_circuits": [
+                {"scope": c.scope, "reason": c.reason, "open_until": c.open_until}
+                for c in circuits
+            ],
             "schema_version": current_version(conn),
         }

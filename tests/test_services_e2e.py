@@ -246,6 +246,9 @@ def test_ip_blocked_opens_the_circuit_for_every_lookup(tmp_path: Path, vies: Fak
             for p in report["problems"]
         ), report["problems"]
         assert "circuit OPEN (global, IP_BLOCKED)" in render(report)
+        health = stack.client.get("/healthz")  # the API's monitor sees it too
+        assert health.status_code == 200 and health.json()["status"] == "degraded"
+        assert [c["reason"] for c in health.json()["vies_circuits"]] == ["IP_BLOCKED"]
 
 
 def test_a_stale_answer_when_the_member_state_is_down(tmp_path: Path, vies: FakeVies) -> None:
