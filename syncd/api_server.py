@@ -187,6 +187,9 @@ def _install_path_filter() -> None:
     waitress_logger = logging.getLogger("waitress")
     if _PATH_FILTER not in waitress_logger.filters:
         waitress_logger.addFilter(_PATH_FILTER)
+    # waitress warns "Task queue depth is N" for every request that waits for a worker thread:
+    # under a burst that is one journal line per request, and it says nothing actionable.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
 
 
 # ------------------------------------------------------------------------------------------
