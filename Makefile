@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/mirror_bench.py
 	$(BIN)/python bench/daemon_bench.py
 	$(BIN)/python bench/push_bench.py
+	$(BIN)/python bench/api_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

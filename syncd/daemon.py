@@ -288,6 +288,8 @@ class Daemon:
         self.services.start()
         self._schedule_jobs()
         audit.record(conn, "daemon.start", details={"pid_user": audit.os_user()})
+        self.notifier.ready("syncd running; first mirror cycle started")
+        log.info("syncd daemon ready (cache %s)", self.settings.state.cache_path)
         # Everything loaded so far lives as long as the process: move it out of the garbage
         # collector's way, so full collections (which stall the API's threads) stay short.
         gc.collect()
@@ -295,8 +297,6 @@ class Daemon:
         # The API hands each request between waitress's threads; with the default 5 ms GIL
         # switch interval a busy thread makes every handoff wait up to 5 ms.
         sys.setswitchinterval(API_SWITCH_INTERVAL_SECONDS)
-        self.notifier.ready("syncd running; first mirror cycle started")
-        log.info("syncd daemon ready (cache %s)", self.settings.state.cache_path)
         self._submit(self.jobs["mirror"])
         watchdog_every = self.notifier.watchdog_interval()
         last_watchdog = 0.0

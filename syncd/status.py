@@ -9,6 +9,7 @@ from typing import Any
 
 from state import control, health, omniva, outbox, vies_cache
 from state.cache import ENTITIES
+from state.db import database
 from state.migrations import current_version, latest_version
 from syncd import lock
 
@@ -20,10 +21,11 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
     daemon = lock.holder(state_dir)
     jobs = [vars(h) for h in health.load_all(conn)]
     entities = {}
+    db = database(conn)
     for entity in ENTITIES:
         cursor = conn.execute("SELECT value FROM cursors WHERE entity = ?", (entity,)).fetchone()
         entities[entity] = {
-            "count": conn.execute(f"SELECT count(*) FROM {entity}").fetchone()[0],
+            "count": db[entity].count,
             "data_as_of": _utc(cursor[0]) if cursor else None,
         }
     quarantine = [
