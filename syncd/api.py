@@ -1,4 +1,5 @@
-"""The local HTTP API the portal calls: VAT number lookups, Omniva's parcel machines, health.
+"""The local HTTP API the portal calls: VAT number lookups, Omniva's parcel machines, health,
+Prometheus metrics.
 
 A WSGI application (werkzeug routing, requests and responses) built by :func:`make_app` over three
 small interfaces, so it depends on no concrete service: :class:`VatLookup` (syncd.vat.VatService),
@@ -6,10 +7,14 @@ small interfaces, so it depends on no concrete service: :class:`VatLookup` (sync
 runs it, :class:`~syncd.api_server.ApiServer`, is re-exported here (``from syncd.api import
 ApiServer, make_app``); the contract is ``docs/openapi.yaml``.
 
-Every answer is JSON (``application/json; charset=utf-8``) with ``Cache-Control: no-store`` and
-``X-Content-Type-Options: nosniff``. Every error is ``{"error": {"code": ..., "message": ...}}``
-with a stable ``code`` and a fixed message: nothing the client sent (a VAT number, say) is ever
-echoed in an error or written to a log line.
+Every answer is JSON (``application/json; charset=utf-8``), except the Prometheus text of
+``GET /metrics``, with ``Cache-Control: no-store`` and ``X-Content-Type-Options: nosniff``. Every
+error is ``{"error": {"code": ..., "message": ...}}`` with a stable ``code`` and a fixed message:
+nothing the client sent (a VAT number, say) is ever echoed in an error or written to a log line.
+
+Given a :class:`~syncd.metrics.MetricsSource`, the app records every request there (by route
+name, never by path: the path of a VAT lookup holds the number) and serves it at ``/metrics``;
+without one, ``/metrics`` is 404.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from syncd.errors import SyncdError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from syncd.metrics import MetricsSource
 
 __all__ = [
     "DEFAULT_RETRY_AFTER",
@@ -96,6 +103,8 @@ _VAT_CHARS: Final = re.compile(r"[A-Za-z0-9 .\-]+")
 _COUNTRY: Final = re.compile(r"[A-Za-z]{2}")
 _FRESH: Final[Mapping[str, bool]] = {"true": True, "1": True, "false": False, "0": False}
 _KINDS: Final = ("parcel_machine", "post_office")
+# The outcome counted in the metrics for each status of _vat_error's answers.
+_VAT_OUTCOMES: Final[Mapping[int, str]] = {400: "malformed", 422: "rejected", 503: "unavailable"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -239,6 +248,7 @@ _URLS: Final = Map(
         Rule("/v1/vat/<rest:number>", endpoint="vat", methods=["GET"]),
         Rule("/v1/parcel-machines", endpoint="parcel_machines", methods=["GET"]),
         Rule("/healthz", endpoint="healthz", methods=["GET"]),
+        Rule("/metrics", endpoint="metrics", methods=["GET"]),
     ],
     # An API answers the path it is given: no redirects to "canonical" URLs.
     strict_slashes=False,
@@ -255,33 +265,41 @@ class _Api:
         locations: LocationSource,
         health: HealthSource,
         max_request_bytes: int,
+        metrics: MetricsSource | None,
     ) -> None:
         self._vat = vat
         self._locations = locations
         self._health = health
         self._max_request_bytes = max_request_bytes
+        self._metrics = metrics
         self._handlers: Mapping[str, Callable[..., Response]] = {
             "vat": self._vat_lookup,
             "parcel_machines": self._parcel_machines,
             "healthz": self._healthz,
+            "metrics": self._metrics_text,
         }
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         started = time.monotonic()
         request = Request(environ)
-        endpoint, response = self._dispatch(request)
-        # The endpoint's name, never the path: the path of a VAT lookup holds the number.
+        route, response = self._dispatch(request)
+        elapsed = time.monotonic() - started
+        # The route's name, never the path: the path of a VAT lookup holds the number.
         logger.debug(
             "api %s %s -> %d in %.1f ms",
             request.method,
-            endpoint,
+            route,
             response.status_code,
-            (time.monotonic() - started) * 1000,
+            elapsed * 1000,
         )
+        if self._metrics is not None:
+            self._metrics.observe_request(route, response.status_code, elapsed)
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> tuple[str, Response]:
-        endpoint = "-"
+        """The answer and its route: the matched rule's name, or when no rule matched the
+        error's code (``not_found``, ``method_not_allowed``, ...)."""
+        endpoint = ""
         try:
             length = request.content_length
             if length is not None and length > self._max_request_bytes:
@@ -291,24 +309,25 @@ class _Api:
             endpoint, values = urls.match(request.path, method=request.method)
             return endpoint, self._handlers[endpoint](request, **values)
         except ApiError as error:
-            return endpoint, _error(error)
+            return endpoint or error.code, _error(error)
         except MethodNotAllowed as exc:
             allow = ", ".join(sorted(exc.valid_methods or ()))
-            return endpoint, _error(ApiError(405, "method_not_allowed", headers=[("Allow", allow)]))
+            refusal = ApiError(405, "method_not_allowed", headers=[("Allow", allow)])
+            return endpoint or refusal.code, _error(refusal)
         except NotFound:
-            return endpoint, _error(ApiError(404, "not_found"))
+            return endpoint or "not_found", _error(ApiError(404, "not_found"))
         except HTTPException as exc:
             status = exc.code if exc.code is not None and 400 <= exc.code < 500 else 400
-            return endpoint, _error(ApiError(status, "bad_request"))
+            return endpoint or "bad_request", _error(ApiError(status, "bad_request"))
         except Exception as exc:
             # The message may hold what the client sent (a VAT number): log the type only.
             logger.error(
                 "api: %s failed with %s.%s (details withheld)",
-                endpoint,
+                endpoint or "-",
                 type(exc).__module__,
                 type(exc).__qualname__,
             )
-            return endpoint, _error(ApiError(500, "internal_error"))
+            return endpoint or "internal_error", _error(ApiError(500, "internal_error"))
 
     def _vat_lookup(self, request: Request, number: str) -> Response:
         _check_params(request, frozenset({"fresh"}))
@@ -320,6 +339,7 @@ class _Api:
         else:
             raise ApiError(400, "invalid_parameter", "fresh must be true, false, 1 or 0.")
         if len(number) > MAX_VAT_PATH_CHARS or not _VAT_CHARS.fullmatch(number):
+            self._count_vat("malformed")
             raise ApiError(400, MALFORMED_CODE)
         try:
             answer = self._vat.lookup(number, fresh=fresh)
@@ -327,8 +347,15 @@ class _Api:
             error = _vat_error(exc)
             if error is None:
                 raise
+            self._count_vat(_VAT_OUTCOMES.get(error.status))
             raise error from None
-        return _json(200, answer.to_json())
+        body = answer.to_json()
+        self._count_vat(body.get("source"))
+        return _json(200, body)
+
+    def _count_vat(self, outcome: object) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_vat_lookup(outcome)
 
     def _parcel_machines(self, request: Request) -> Response:
         _check_params(request, frozenset({"country", "type"}))
@@ -382,6 +409,13 @@ class _Api:
             body["status"] = "ok"
         return _json(200 if healthy else 503, body)
 
+    def _metrics_text(self, request: Request) -> Response:
+        if self._metrics is None:
+            raise ApiError(404, "not_found")
+        _check_params(request, frozenset())
+        body, content_type = self._metrics.render()
+        return Response(body, status=200, content_type=content_type, headers=STANDARD_HEADERS)
+
 
 def _vat_error(exc: SyncdError) -> ApiError | None:
     """The answer for one of syncd.vat's errors, recognised by its ``code`` (duck typing keeps
@@ -403,14 +437,16 @@ def make_app(
     health: HealthSource,
     *,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    metrics: MetricsSource | None = None,
 ) -> WSGIApplication:
     """The API as a WSGI application.
 
     Routes: ``GET /v1/vat/{number}[?fresh=true]``, ``GET /v1/parcel-machines?country=EE
-    [&type=parcel_machine|post_office]``, ``GET /healthz`` (HEAD too). A request whose body is
-    larger than ``max_request_bytes`` is refused with 413 (the server refuses it first; this is
-    the application's own guard).
+    [&type=parcel_machine|post_office]``, ``GET /healthz``, ``GET /metrics`` (HEAD too). A
+    request whose body is larger than ``max_request_bytes`` is refused with 413 (the server
+    refuses it first; this is the application's own guard). With ``metrics``, every request is
+    recorded there and ``/metrics`` serves it (Prometheus text); without, ``/metrics`` is 404.
     """
     if max_request_bytes < 0:
         raise ValueError("max_request_bytes must not be negative")
-    return _Api(vat, locations, health, max_request_bytes)
+    return _Api(vat, locations, health, max_request_bytes, metrics)

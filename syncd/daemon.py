@@ -334,11 +334,14 @@ class Daemon:
     def _start_api(self) -> None:
         if not self.settings.api.enabled or self.vat is None:
             return
+        from syncd.metrics import MetricsSource  # prometheus_client: only when the API runs
+
         api = self.settings.api
         app = make_app(
             self.vat,
             CachedLocations(self._api_connections),
             DaemonHealth(self._api_connections),
+            metrics=MetricsSource(self._api_connections.get),
         )
         self.api = ApiServer(
             app,

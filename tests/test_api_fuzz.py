@@ -1,5 +1,6 @@
 """Schemathesis fuzzes every operation of docs/openapi.yaml against a real ApiServer on loopback
-(stand-ins for the VAT service and health, a real SQLite cache for the parcel list): no 5xx, and
+(stand-ins for the VAT service and health, a real SQLite cache for the parcel list and the
+metrics): no 5xx, and
 every answer (status, headers, content type, body) conforms to the document. Valid and invalid
 inputs both, deterministic (derandomized) so that CI sees the same cases every run."""
 
@@ -18,6 +19,8 @@ from schemathesis.checks import positive_data_acceptance
 from state.db import connect
 from syncd.api import make_app
 from syncd.api_server import ApiServer
+from syncd.api_sources import ThreadConnections
+from syncd.metrics import MetricsSource
 from tests.test_api import (
     AS_OF,
     CacheLocations,
@@ -103,17 +106,24 @@ class FuzzVat:
 
 @pytest.fixture(scope="module")
 def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    conn: sqlite3.Connection = connect(tmp_path_factory.mktemp("fuzz") / "cache.sqlite3")
+    path = tmp_path_factory.mktemp("fuzz") / "cache.sqlite3"
+    conn: sqlite3.Connection = connect(path)
     add_location(conn, "96331", "EE", "parcel_machine", "Tartu Lõunakeskuse pakiautomaat")
     add_location(conn, "10101", "EE", "post_office", "Tallinna postkontor", comment_en="<b>x</b>")
     add_location(conn, "LV9001", "LV", "parcel_machine", "Rīga Origo pakomāts")
     set_list_checked(conn, AS_OF)
-    server = ApiServer(
-        make_app(FuzzVat(), CacheLocations(conn), StubHealth()), listen="127.0.0.1:0", threads=4
+    connections = ThreadConnections(lambda: connect(path))
+    app = make_app(
+        FuzzVat(),
+        CacheLocations(conn),
+        StubHealth(),
+        metrics=MetricsSource(connections.get),
     )
+    server = ApiServer(app, listen="127.0.0.1:0", threads=4)
     server.start()
     yield f"http://{server.address}"
     server.stop(timeout=2)
+    connections.close_all()
     conn.close()
 
 
