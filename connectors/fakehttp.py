@@ -2,7 +2,8 @@
 
 Each fake keeps its own request handling (``_serve``/``_write``) and ``server_version``; this
 module holds only what they all do alike: a threading server that can cut its open keep-alive
-connections on ``stop()``, a quiet HTTP/1.1 handler base, and the standalone serve loop.
+connections on ``stop()``, a quiet HTTP/1.1 handler base, the start/stop lifecycle
+(``LoopbackFake``) and the standalone serve loop.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import signal
 import socket
 import sys
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import FrameType
-from typing import Any, Generic, Protocol, TypeVar
+from types import FrameType, TracebackType
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
 
 FakeT = TypeVar("FakeT")
 
@@ -76,6 +78,91 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence logging: the default logs every request to stderr."""
+
+
+class LoopbackFake(ABC):
+    """The lifecycle of a fake served over real HTTP: ``start()``/``stop()`` or a ``with`` block.
+
+    The server runs in a daemon thread named ``fake-<_name>:<port>``; its handlers answer from
+    the fake (``self.server.fake``). A restarted fake keeps its port, so clients keep their URL.
+    ``_stopping`` is set while the fake stops (slow answers wait on it to be cut short).
+    Subclasses set ``_name``, give ``_handler_class()`` and may override ``_server_class()``
+    and ``_before_stop()``.
+    """
+
+    _name: ClassVar[str]
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self._port = port
+        self._stopping = threading.Event()
+        self._server: TrackingHTTPServer[Self] | None = None
+        self._thread: threading.Thread | None = None
+
+    @abstractmethod
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        """The request handler (a method: handlers are defined after their fake)."""
+
+    def _server_class(self) -> type[TrackingHTTPServer[Any]]:
+        """The server class; ``TrackingHTTPServer`` unless a fake needs another."""
+        return TrackingHTTPServer
+
+    def _before_stop(self) -> None:  # noqa: B027 (an optional hook, empty by default)
+        """Called by ``stop()`` after ``_stopping`` is set, before the server shuts down."""
+
+    def start(self) -> Self:
+        """Start serving (a restarted fake keeps its port, so clients keep their URL)."""
+        if self._server is not None:
+            return self
+        self._stopping.clear()
+        server = self._server_class()((self.host, self._port), self._handler_class(), self)
+        self._port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fake-{self._name}:{self._port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving: cut slow answers short and close every open keep-alive connection."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        self._stopping.set()
+        self._before_stop()
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The TCP port (assigned on the first ``start()`` when 0 was asked for)."""
+        if not self._port:
+            raise RuntimeError("the fake has not been started")
+        return self._port
+
+    @property
+    def control_url(self) -> str:
+        """Base URL of the control API (``/_fake/``)."""
+        return f"http://{self.host}:{self.port}/_fake/"
 
 
 class Servable(Protocol):

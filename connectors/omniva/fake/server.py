@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 from functools import cached_property
 from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
-from types import TracebackType
 from typing import Any, Final
 
-from connectors.fakehttp import QuietHandler, TrackingHTTPServer
+from connectors.fakehttp import LoopbackFake, QuietHandler, TrackingHTTPServer
 
 SAMPLE_FILE: Final = "locations_sample_ee_lv.json"
 LOCATIONS_PATH: Final = "/locations.json"
@@ -280,7 +280,7 @@ class _Mode:
     since: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
-class FakeOmniva:
+class FakeOmniva(LoopbackFake):
     """A fake omniva.ee serving a locations list over real HTTP on 127.0.0.1.
 
     ``locations`` defaults to the bundled sample (served byte for byte). With ``compress`` the
@@ -288,6 +288,8 @@ class FakeOmniva:
     matches a conditional request). Use as a context manager or ``start()``/``stop()``;
     ``locations_url`` is what a client fetches. Thread-safe.
     """
+
+    _name = "omniva"
 
     def __init__(
         self,
@@ -297,69 +299,20 @@ class FakeOmniva:
         port: int = 0,
         compress: bool = True,
     ) -> None:
-        self.host = host
+        super().__init__(host, port)
         self.compress = compress  # gzip the list when the client accepts it (as omniva.ee's CDN)
-        self._port = port
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._records: list[dict[str, str]] = []
         self._document = _Document.of(b"", datetime.now(UTC))
         self._mode = _Mode()
         self._requests: list[RequestRecord] = []
         self._first_load = True
-        self._server: TrackingHTTPServer[FakeOmniva] | None = None
-        self._thread: threading.Thread | None = None
         self._load(locations)
 
-    # --- lifecycle --------------------------------------------------------------------------
+    # --- lifecycle (start/stop/port/control_url: LoopbackFake) ------------------------------
 
-    def start(self) -> FakeOmniva:
-        """Start serving (a restarted fake keeps its port)."""
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        server = TrackingHTTPServer((self.host, self._port), _Handler, self)
-        self._port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-omniva:{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; slow answers in progress are cut short."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeOmniva:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The TCP port (assigned on the first ``start()`` when 0 was asked for)."""
-        if not self._port:
-            raise RuntimeError("the fake has not been started")
-        return self._port
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
     @property
     def base_url(self) -> str:
@@ -370,11 +323,6 @@ class FakeOmniva:
     def locations_url(self) -> str:
         """``http://127.0.0.1:PORT/locations.json``."""
         return self.base_url + LOCATIONS_PATH
-
-    @property
-    def control_url(self) -> str:
-        """Base URL of the control API (``/_fake/``)."""
-        return self.base_url + "/_fake/"
 
     # --- Python API -------------------------------------------------------------------------
 

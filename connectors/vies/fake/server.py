@@ -17,11 +17,11 @@ import string
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
-from types import TracebackType
 from typing import Any, NamedTuple
 
-from connectors.fakehttp import QuietHandler, TrackingHTTPServer
+from connectors.fakehttp import LoopbackFake, QuietHandler, TrackingHTTPServer
 from connectors.vies.client import WSDL_FILE
 
 from . import soap
@@ -83,7 +83,7 @@ def json_reply(status: int, payload: Any) -> Reply:
     return Reply(status, json.dumps(payload).encode(), JSON_TYPE)
 
 
-class FakeVies:
+class FakeVies(LoopbackFake):
     """A fake VIES SOAP service over real HTTP on 127.0.0.1.
 
     Use as a context manager (``with FakeVies() as fake:`` → ``fake.base_url`` is the SOAP
@@ -91,6 +91,8 @@ class FakeVies:
     identifiers; ``companies`` is the register (default :data:`COMPANIES`); ``request_date``
     fixes the date the answers carry (default: today in CET).
     """
+
+    _name = "vies"
 
     def __init__(
         self,
@@ -101,7 +103,7 @@ class FakeVies:
         port: int = 0,
         request_date: datetime.date | None = None,
     ) -> None:
-        self.host = host
+        super().__init__(host, port)
         self.request_date = request_date
         self.faults = FaultRegistry()
         self.gate = Gate()
@@ -113,61 +115,15 @@ class FakeVies:
         self._requests: list[LoggedRequest] = []
         self._call_count = 0
         self._control = ControlApi(self)
-        self._stopping = threading.Event()
-        self._port = port
-        self._server: TrackingHTTPServer[FakeVies] | None = None
-        self._thread: threading.Thread | None = None
 
-    # --- lifecycle --------------------------------------------------------------------------
+    # --- lifecycle (start/stop/port/control_url: LoopbackFake) ------------------------------
 
-    def start(self) -> FakeVies:
-        """Start serving (a restarted fake keeps its port)."""
-        if self._server is not None:
-            return self
-        self._stopping.clear()
-        server = TrackingHTTPServer((self.host, self._port), _Handler, self)
-        self._port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"fake-vies:{self._port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
-    def stop(self) -> None:
-        """Stop serving: open the gate, cut slow answers short and close every connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        self._stopping.set()
+    def _before_stop(self) -> None:
+        """Open the gate, so held requests are answered (or cut short) before the shutdown."""
         self.gate.release()
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeVies:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The TCP port (assigned on the first ``start()`` when 0 was asked for)."""
-        if not self._port:
-            raise RuntimeError("the fake has not been started")
-        return self._port
 
     @property
     def base_url(self) -> str:
@@ -178,11 +134,6 @@ class FakeVies:
     def wsdl_url(self) -> str:
         """The endpoint with ``?wsdl``."""
         return f"{self.base_url}?wsdl"
-
-    @property
-    def control_url(self) -> str:
-        """Base URL of the control API (``/_fake/``)."""
-        return f"http://{self.host}:{self.port}/_fake/"
 
     # --- Python API -------------------------------------------------------------------------
 

@@ -14,11 +14,11 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl
 
-from connectors.fakehttp import QuietHandler, TrackingHTTPServer
+from connectors.fakehttp import LoopbackFake, QuietHandler, TrackingHTTPServer
 
 from ..wire import php_query_decode
 from .clock import FakeClock
@@ -76,7 +76,7 @@ def error_reply(error: ApiError, headers: dict[str, str] | None = None) -> Reply
     return json_reply(error.status, error.body(), headers)
 
 
-class FakeBitrix24:
+class FakeBitrix24(LoopbackFake):
     """A seeded fake Bitrix24 portal served over real HTTP on 127.0.0.1.
 
     Use as a context manager or call ``start()``/``stop()``. Mutation helpers
@@ -84,6 +84,8 @@ class FakeBitrix24:
     portal: each bumps ``DATE_MODIFY``/``updatedTime`` to the fake clock
     (``clock_offset_seconds`` + real time), and deletes cascade and queue offline events.
     """
+
+    _name = "bitrix24"
 
     def __init__(
         self,
@@ -101,9 +103,9 @@ class FakeBitrix24:
         service_requests_entity_type_id: int = 1044,
         disk_folder_id: int = 1,
     ) -> None:
+        super().__init__(host, port)
         self.token = token
         self.user_id = user_id
-        self.host = host
         self.clock = FakeClock()
         self.store: Store
         self.factory: RecordFactory
@@ -122,55 +124,14 @@ class FakeBitrix24:
         self._control = ControlApi(self)
         self._count_lock = threading.Lock()
         self._request_count = 0
-        self._port = port
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
-    # --- lifecycle --------------------------------------------------------------------------
+    # --- lifecycle (start/stop/port/control_url: LoopbackFake) ------------------------------
 
-    def start(self) -> FakeBitrix24:
-        """Start serving (a restarted fake keeps its port, so clients keep their URL)."""
-        if self._server is not None:
-            return self
-        server = _Server((self.host, self._port), _Handler, self)
-        self._port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"fake-bitrix24:{self._port}", daemon=True,
-        )
-        self._thread.start()
-        return self
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _Handler
 
-    def stop(self) -> None:
-        """Stop serving and cut every open keep-alive connection."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> FakeBitrix24:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        """The TCP port (assigned on the first ``start()`` when 0 was asked for)."""
-        if not self._port:
-            raise RuntimeError("the fake has not been started")
-        return self._port
+    def _server_class(self) -> type[_Server]:
+        return _Server
 
     @property
     def base_url(self) -> str:
@@ -181,11 +142,6 @@ class FakeBitrix24:
     def webhook_url(self) -> str:
         """The incoming-webhook URL: ``base_url`` + token + ``/``."""
         return f"{self.base_url}{self.token}/"
-
-    @property
-    def control_url(self) -> str:
-        """Base URL of the control API (``/_fake/``)."""
-        return f"http://{self.host}:{self.port}/_fake/"
 
     @property
     def clock_offset_seconds(self) -> float:
