@@ -356,6 +356,7 @@ def write_config(base: Path, *, webhook: str, vies: str, omniva: str, listen: st
     config = base / "syncd.toml"
     config.write_text(
         f'[crm]\nurl = "{url}"\nwebhook_token_file = "{token}"\n'
+        "requests_per_second = 0\n"  # the fake has no rate limit
         "[mirror]\ninterval_seconds = 3600\n"
         f'[state]\ndirectory = "{base / "state"}"\n'
         f'[vies]\nendpoint = "{vies}"\n'

@@ -83,13 +83,20 @@ def start_fake(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
     )
 
 
-def write_config(base: Path, webhook: str) -> Path:
+def write_config(base: Path, webhook: str, rate_limit: list[float] | None = None) -> Path:
+    """The daemon's config; with the fake's ``rate_limit`` (BURST, DRAIN) the daemon's CRM
+    request budget matches it, as on a real portal, else the budget is off."""
     token = base / "crm_webhook_token"
     token.write_text(TOKEN)
     url = webhook.rsplit("/", 2)[0] + "/"  # .../rest/1/ without the token
+    if rate_limit:
+        burst, drain = rate_limit
+        budget = f"requests_per_second = {drain:g}\nrequest_burst = {int(burst)}\n"
+    else:
+        budget = "requests_per_second = 0\n"
     config = base / "syncd.toml"
     config.write_text(
-        f'[crm]\nurl = "{url}"\nwebhook_token_file = "{token}"\n'
+        f'[crm]\nurl = "{url}"\nwebhook_token_file = "{token}"\n{budget}'
         "[mirror]\ninterval_seconds = 3600\n"
         f'[state]\ndirectory = "{base / "state"}"\n'
         "[outbox]\n"
@@ -640,7 +647,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="push-bench-") as tmp:
             base = Path(tmp)
-            config = write_config(base, webhook)
+            config = write_config(base, webhook, args.rate_limit)
             settings = load_settings(config)
             cache = settings.state.cache_path
             spool = settings.outbox.spool_directory or settings.state.default_spool

@@ -40,6 +40,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -123,6 +124,20 @@ class CrmSettings(BaseModel):
     max_attempts: int = Field(default=5, ge=1, le=20)
     overlap_seconds: int = Field(default=300, ge=0, le=86_400)
     deletion_events: Literal["auto", "off"] = "auto"
+    # The client-side request budget shared by the mirror and push lanes (Bitrix24 allows a
+    # webhook about 2 requests/s with a burst of 50); 0 requests/s disables it.
+    requests_per_second: float = Field(default=2.0, ge=0)
+    request_burst: int = Field(default=50, ge=1)
+    push_reserve: int = Field(default=10, ge=0)
+
+    @model_validator(mode="after")
+    def _check_reserve(self) -> CrmSettings:
+        if self.push_reserve >= self.request_burst:
+            raise ValueError(
+                f"push_reserve ({self.push_reserve}) must be less than "
+                f"request_burst ({self.request_burst})"
+            )
+        return self
 
     @field_validator("url")
     @classmethod

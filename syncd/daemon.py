@@ -24,6 +24,7 @@ from types import FrameType
 
 import schedule
 
+from connectors.budget import RequestBudget
 from connectors.crm.base import Entity
 from state import audit, control, outbox
 from state.db import close as close_cache
@@ -36,6 +37,7 @@ from syncd.lock import ProcessLock
 from syncd.mirror import MirrorEngine, iso, utc_now
 from syncd.push import OutboxDelivery, wait_for_outbox_change
 from syncd.runtime import (
+    build_budget,
     build_engine,
     build_pusher,
     build_vat_service,
@@ -62,9 +64,12 @@ class CrmLane:
     """A worker thread that owns its own cache connection and engine, running one task at a
     time; a task already queued or running is not queued twice."""
 
-    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+    def __init__(
+        self, settings: Settings, stop: threading.Event, budget: RequestBudget | None = None
+    ) -> None:
         self.settings = settings
         self.stop = stop
+        self.budget = budget
         self._queue: queue.Queue[_Task | None] = queue.Queue()
         self._pending: set[str] = set()
         self._lock = threading.Lock()
@@ -101,7 +106,7 @@ class CrmLane:
     def _loop(self) -> None:
         try:
             self.conn = open_cache(self.settings)
-            self.engine = build_engine(self.settings, self.conn, stop=self.stop)
+            self.engine = build_engine(self.settings, self.conn, stop=self.stop, budget=self.budget)
         except BaseException as error:  # reported by the main thread
             self.failed_to_start = error
             self.ready.set()
@@ -140,9 +145,12 @@ class PushLane:
     RETENTION_EVERY_SECONDS = 3600.0
     MAX_IDLE_SECONDS = 5.0  # re-check retry_wait rows at least this often
 
-    def __init__(self, settings: Settings, stop: threading.Event) -> None:
+    def __init__(
+        self, settings: Settings, stop: threading.Event, budget: RequestBudget | None = None
+    ) -> None:
         self.settings = settings
         self.stop = stop
+        self.budget = budget
         self.job = Job("push", self._drain)
         self.delivery: OutboxDelivery | None = None
         self._thread = threading.Thread(target=self._loop, name="push-lane", daemon=True)
@@ -163,7 +171,7 @@ class PushLane:
 
     def _loop(self) -> None:
         conn = open_cache(self.settings)
-        pusher = build_pusher(self.settings, stop=self.stop)
+        pusher = build_pusher(self.settings, stop=self.stop, budget=self.budget)
         self.delivery = OutboxDelivery(conn, pusher, push_options(self.settings))
         released = outbox.release_dead_leases(
             conn, host=os.uname().nodename, is_alive=_process_alive, now=utc_now()
@@ -194,8 +202,11 @@ class Daemon:
         self.settings = settings
         self.notifier = notifier or Notifier.from_env()
         self.stop = threading.Event()
-        self.lane = CrmLane(settings, self.stop)
-        self.push = PushLane(settings, self.stop)
+        # One CRM request budget for the process: the mirror and push lanes share the CRM's
+        # rate limit, and push goes first (crm.push_reserve).
+        self.budget = build_budget(settings)
+        self.lane = CrmLane(settings, self.stop, self.budget)
+        self.push = PushLane(settings, self.stop, self.budget)
         self.vat = build_vat_service(settings, stop=self.stop) if settings.api.enabled else None
         self.services = ServicesLane(settings, self.stop, self.vat)
         self.api: ApiServer | None = None
@@ -310,6 +321,8 @@ class Daemon:
             idle = self.scheduler.idle_seconds
             self.stop.wait(min(CONTROL_POLL_SECONDS, idle if idle and idle > 0 else 0.05))
         self.notifier.stopping()
+        if self.budget is not None:
+            self.budget.wake()  # a lane waiting for a CRM request token sees the stop at once
         log.info("stopping (waiting up to %.0fs for the running task)", STOP_GRACE_SECONDS)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         self.lane.request_stop()  # the lanes wind down at once, within one grace period

@@ -57,7 +57,11 @@ def run_demo(directory: Path, *, contacts: int = 2000) -> int:
         token_file.chmod(0o600)
         settings = load_settings(
             None,
-            crm={"url": fake.base_url, "webhook_token_file": token_file},
+            crm={
+                "url": fake.base_url,
+                "webhook_token_file": token_file,
+                "requests_per_second": 0,  # the in-process fake has no rate limit
+            },
             state={"directory": directory},
             log={"level": "DEBUG"},
         )

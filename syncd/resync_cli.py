@@ -18,7 +18,7 @@ from syncd import lock
 from syncd.config import Settings
 from syncd.errors import ResyncBusyError
 from syncd.mirror import CycleReport, iso, utc_now
-from syncd.runtime import build_engine
+from syncd.runtime import build_budget, build_engine
 
 FOLLOW_POLL_SECONDS = 0.25
 
@@ -111,7 +111,8 @@ def _foreground(
                     tasks[name] = bar.add_task(name, total=total)
                 bar.update(tasks[name], completed=done, total=total)
 
-            engine = build_engine(settings, conn, progress=progress)
+            # Its own budget: this process shares no client with a daemon's lanes.
+            engine = build_engine(settings, conn, progress=progress, budget=build_budget(settings))
             try:
                 report = _run(engine, entity, record_id)
             finally:

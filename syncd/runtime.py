@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from connectors.budget import Priority, RequestBudget
 from connectors.crm.bitrix24.adapter import Bitrix24Adapter
 from connectors.crm.bitrix24.client import Bitrix24Client
 from connectors.crm.bitrix24.push import Bitrix24Pusher
@@ -42,7 +43,22 @@ def load_mappings(settings: Settings) -> MappingSet:
     return load_mapping_set(settings.crm.vendor)
 
 
-def _crm_client(settings: Settings, *, stop: threading.Event | None) -> Bitrix24Client:
+def build_budget(settings: Settings) -> RequestBudget | None:
+    """The CRM request budget from ``[crm]``: one per process, shared by every lane's client
+    (None when ``crm.requests_per_second`` is 0)."""
+    crm = settings.crm
+    if crm.requests_per_second <= 0:
+        return None
+    return RequestBudget(crm.requests_per_second, crm.request_burst, crm.push_reserve)
+
+
+def _crm_client(
+    settings: Settings,
+    *,
+    stop: threading.Event | None,
+    budget: RequestBudget | None = None,
+    priority: Priority = "mirror",
+) -> Bitrix24Client:
     crm = settings.crm
     if not crm.url:
         raise ConfigError(
@@ -59,26 +75,38 @@ def _crm_client(settings: Settings, *, stop: threading.Event | None) -> Bitrix24
         connect_timeout=crm.connect_timeout_seconds,
         timeout=crm.timeout_seconds,
         retry=RetryPolicy(max_attempts=crm.max_attempts, stop=stop),
+        budget=budget,
+        priority=priority,
     )
 
 
 def build_adapter(
-    settings: Settings, mappings: MappingSet, *, stop: threading.Event | None = None
+    settings: Settings,
+    mappings: MappingSet,
+    *,
+    stop: threading.Event | None = None,
+    budget: RequestBudget | None = None,
 ) -> Bitrix24Adapter:
-    """The configured CRM adapter; a missing URL or credential is a ConfigError."""
+    """The configured CRM adapter; a missing URL or credential is a ConfigError. Its client
+    draws from ``budget`` (when given) at mirror priority."""
     return Bitrix24Adapter(
-        _crm_client(settings, stop=stop),
+        _crm_client(settings, stop=stop, budget=budget, priority="mirror"),
         mappings,
         devices_entity_type_id=settings.crm.devices_entity_type_id,
         deletion_events=settings.crm.deletion_events == "auto",
     )
 
 
-def build_pusher(settings: Settings, *, stop: threading.Event | None = None) -> Bitrix24Pusher:
+def build_pusher(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    budget: RequestBudget | None = None,
+) -> Bitrix24Pusher:
     """The configured CRM's service-request pusher (its own HTTP client: the push lane never
-    waits on the mirror's connections)."""
+    waits on the mirror's connections; it draws from ``budget`` at push priority)."""
     crm = settings.crm
-    adapter_client = _crm_client(settings, stop=stop)
+    adapter_client = _crm_client(settings, stop=stop, budget=budget, priority="push")
     return Bitrix24Pusher(
         adapter_client,
         load_service_request_mapping(crm.vendor),
@@ -117,9 +145,10 @@ def build_engine(
     *,
     stop: threading.Event | None = None,
     progress: ProgressCallback | None = None,
+    budget: RequestBudget | None = None,
 ) -> MirrorEngine:
     mappings = load_mappings(settings)
-    adapter = build_adapter(settings, mappings, stop=stop)
+    adapter = build_adapter(settings, mappings, stop=stop, budget=budget)
     return MirrorEngine(
         conn, adapter, mappings, mirror_options(settings), stop=stop, progress=progress
     )

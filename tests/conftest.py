@@ -48,7 +48,12 @@ def make_settings(tmp_path: Path, fake: FakeBitrix24, **mirror: object) -> Setti
     token.write_text(fake.token)
     return load_settings(
         None,
-        crm={"url": fake.base_url, "webhook_token_file": token, "max_attempts": 4},
+        crm={
+            "url": fake.base_url,
+            "webhook_token_file": token,
+            "max_attempts": 4,
+            "requests_per_second": 0,  # the fake has no rate limit; tests stay fast
+        },
         state={"directory": tmp_path / "state"},
         mirror=mirror or {},
         api={"listen": "127.0.0.1:0"},
@@ -85,6 +90,7 @@ def write_config(tmp_path: Path, fake: FakeBitrix24, extra: str = "") -> Path:
     config = tmp_path / "syncd.toml"
     config.write_text(
         f'[crm]\nurl = "{fake.base_url}"\nwebhook_token_file = "{token}"\n'
+        "requests_per_second = 0\n"  # the fake has no rate limit
         f'[state]\ndirectory = "{tmp_path / "state"}"\n{LOCAL_ONLY}{extra}'
     )
     return config

@@ -274,6 +274,7 @@ def write_config(directory: Path, fake: Any, **mirror: float) -> Path:
         "[crm]\n"
         f"url = {json.dumps(fake.base_url)}\n"
         f"webhook_token_file = {json.dumps(str(token))}\n"
+        "requests_per_second = 0\n"
         "[mirror]\n"
         + "".join(f"{key} = {value}\n" for key, value in settings.items())
         + f"[state]\ndirectory = {json.dumps(str(directory / 'state'))}\n"

@@ -298,6 +298,7 @@ def daemon_config(
     config = tmp_path / "syncd.toml"
     config.write_text(
         f'[crm]\nurl = "{crm.base_url}"\nwebhook_token_file = "{token}"\n'
+        "requests_per_second = 0\n"
         f'[state]\ndirectory = "{tmp_path / "state"}"\n'
         f'[api]\nlisten = "unix:{socket_path}"\n'
         f'[vies]\nendpoint = "{vies.base_url}"\n'

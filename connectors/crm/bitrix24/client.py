@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import httpx
 import orjson
 
+from connectors.budget import Priority, RequestBudget
 from connectors.crm.bitrix24.wire import php_query_encode
 from connectors.http import RetryPolicy, make_client, retry_after_seconds, transport_error
 from syncd.errors import (
@@ -94,6 +95,8 @@ class Bitrix24Client:
     """Calls Bitrix24 REST methods through ``<webhook_url><method>.json``.
 
     ``webhook_url`` is ``https://<portal>/rest/<user>/<token>/``; it is a secret and never logged.
+    ``budget`` (shared with the other lanes' clients) is drawn from once before every HTTP
+    request, at ``priority``.
     """
 
     def __init__(
@@ -104,6 +107,8 @@ class Bitrix24Client:
         timeout: float = 30.0,
         retry: RetryPolicy | None = None,
         operating_budget_seconds: float = 400.0,
+        budget: RequestBudget | None = None,
+        priority: Priority = "mirror",
     ) -> None:
         if not webhook_url.endswith("/"):
             webhook_url += "/"
@@ -114,6 +119,8 @@ class Bitrix24Client:
         self._pause_until = 0.0
         self._lock = threading.Lock()
         self.requests_sent = 0
+        self.budget = budget
+        self.priority: Priority = priority
 
     def close(self) -> None:
         self._http.close()
@@ -173,6 +180,7 @@ class Bitrix24Client:
 
         def attempt() -> Response:
             content.seek(0)  # a retry after a rate-limit refusal sends the file from the start
+            self._take_budget()
             try:
                 with self._lock:
                     self.requests_sent += 1
@@ -201,6 +209,7 @@ class Bitrix24Client:
         self._respect_operating_pause()
         url = f"{self._webhook_url}{method}.json"
         for _hop in range(3):
+            self._take_budget()
             try:
                 with self._lock:
                     self.requests_sent += 1
@@ -259,6 +268,12 @@ class Bitrix24Client:
         if status in (401, 403):
             return AuthError(f"{method}: HTTP {status}; check the webhook and its scopes")
         return UpstreamRejectedError(f"{method}: unexpected HTTP {status}")
+
+    def _take_budget(self) -> None:
+        # Before every HTTP request, after the operating-time pause (a paused client holds no
+        # token). Raises RetriableError when shutdown interrupts the wait.
+        if self.budget is not None:
+            self.budget.acquire(self.priority, self.retry.stop)
 
     # -- the operating-time budget -----------------------------------------------------------
 
