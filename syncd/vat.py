@@ -132,7 +132,7 @@ class VatOptions:
     retry_base_delay: float = 0.5
     max_concurrent_calls: int = 4
     max_calls_per_member_state: int = 1
-    lookup_wait_seconds: float = 15.0
+    lookup_wait_seconds: float = 20.0  # as the [vies] setting
     circuit_open_minutes: float = 60.0
 
 
