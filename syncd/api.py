@@ -19,6 +19,7 @@ without one, ``/metrics`` is 404.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import re
@@ -95,6 +96,8 @@ _MESSAGES: Final[Mapping[str, str]] = {
     "request_too_large": "The request is too large; these endpoints take no request body.",
     "internal_error": "An internal error occurred; it has been logged.",
     "bad_request": "The request could not be understood.",
+    "forbidden_host": "This API answers only requests addressed to localhost or a loopback "
+    "address.",
 }
 
 # What a VAT number may look like before the VAT service is even asked (the service applies
@@ -258,6 +261,21 @@ _URLS: Final = Map(
 )
 
 
+def _loopback_host(host: str) -> bool:
+    """Whether a Host header names this host by a loopback name (a port may follow)."""
+    name = host.strip().lower()
+    if name.startswith("["):  # [::1]:8787
+        name = name[1 : name.find("]")] if "]" in name else name
+    else:
+        name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+    if name in ("", "localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 class _Api:
     def __init__(
         self,
@@ -304,7 +322,10 @@ class _Api:
             length = request.content_length
             if length is not None and length > self._max_request_bytes:
                 raise ApiError(413, "request_too_large")
-            # The Host header plays no part: the API answers the same whatever name it is called by.
+            if not _loopback_host(request.host):
+                # A web page in the portal user's browser may resolve its own name to 127.0.0.1
+                # (DNS rebinding); the portal itself calls localhost or a loopback address.
+                raise ApiError(403, "forbidden_host")
             urls = _URLS.bind("localhost")
             endpoint, values = urls.match(request.path, method=request.method)
             return endpoint, self._handlers[endpoint](request, **values)

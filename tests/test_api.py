@@ -254,7 +254,9 @@ class Api:
 def make_client(address: str, **kwargs: Any) -> httpx.Client:
     if address.startswith("unix:"):
         transport = httpx.HTTPTransport(uds=address.removeprefix("unix:"))
-        return httpx.Client(transport=transport, base_url="http://syncd", trust_env=False, **kwargs)
+        return httpx.Client(
+            transport=transport, base_url="http://localhost", trust_env=False, **kwargs
+        )
     return httpx.Client(base_url=f"http://{address}", trust_env=False, **kwargs)
 
 
@@ -771,8 +773,10 @@ def test_unsupported_transfer_encoding_is_a_json_501(tcp_api: Api) -> None:
     assert yaml.safe_load(body)["error"]["code"] == "not_implemented"
 
 
-@pytest.mark.parametrize("host", [b"a..b", b"evil.example", b"x" * 300, b"[::1"])
-def test_host_header_plays_no_part(tcp_api: Api, host: bytes) -> None:
+@pytest.mark.parametrize(
+    "host", [b"localhost", b"localhost:8787", b"127.0.0.1:8787", b"127.3.4.5", b"[::1]:8787", b""]
+)
+def test_loopback_host_names_are_served(tcp_api: Api, host: bytes) -> None:
     status, headers, body = raw_exchange(
         tcp_api.server.address,
         b"GET /healthz HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n",
@@ -780,6 +784,20 @@ def test_host_header_plays_no_part(tcp_api: Api, host: bytes) -> None:
     assert status == 200
     assert headers["content-type"] == JSON
     assert yaml.safe_load(body)["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "host", [b"a..b", b"evil.example", b"evil.example:8787", b"x" * 300, b"10.0.0.1", b"[::2]"]
+)
+def test_other_host_names_are_refused_against_dns_rebinding(tcp_api: Api, host: bytes) -> None:
+    status, headers, body = raw_exchange(
+        tcp_api.server.address,
+        b"GET /v1/vat/EE100931558 HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n",
+    )
+    assert status == 403
+    assert headers["content-type"] == JSON
+    assert yaml.safe_load(body)["error"]["code"] == "forbidden_host"
+    assert tcp_api.vat.calls == []  # refused before the lookup
 
 
 def test_no_vat_number_in_any_log_line(api: Api, caplog: pytest.LogCaptureFixture) -> None:
