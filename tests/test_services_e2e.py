@@ -73,7 +73,9 @@ def make_client(address: str, **kwargs: Any) -> httpx.Client:
     kwargs.setdefault("verify", _TLS)
     if address.startswith("unix:"):
         transport = httpx.HTTPTransport(uds=address.removeprefix("unix:"))
-        return httpx.Client(transport=transport, base_url="http://localhost", trust_env=False, **kwargs)
+        return httpx.Client(
+            transport=transport, base_url="http://localhost", trust_env=False, **kwargs
+        )
     return httpx.Client(base_url=f"http://{address}", trust_env=False, **kwargs)
 
 
