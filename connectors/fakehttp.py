@@ -69,6 +69,24 @@ class TrackingHTTPServer(ThreadingHTTPServer, Generic[FakeT]):
                 connection.shutdown(socket.SHUT_RDWR)
 
 
+class ReplyLike(Protocol):
+    """What :meth:`QuietHandler.write_reply` writes: ``transport`` may break the exchange on
+    purpose ("send", "drop": close without an answer, "truncate": half the body)."""
+
+    @property
+    def status(self) -> int: ...
+    @property
+    def body(self) -> bytes | bytearray: ...
+    @property
+    def content_type(self) -> str: ...
+    @property
+    def headers(self) -> dict[str, str]: ...
+    @property
+    def transport(self) -> str: ...
+    @property
+    def close(self) -> bool: ...
+
+
 class QuietHandler(BaseHTTPRequestHandler):
     """HTTP/1.1 keep-alive handler base that logs nothing; subclasses set ``server_version``."""
 
@@ -78,6 +96,27 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence logging: the default logs every request to stderr."""
+
+    def write_reply(self, reply: ReplyLike) -> None:
+        """Write ``reply`` with a Content-Length, or break the exchange as it asks."""
+        if reply.close or reply.transport == "drop":
+            self.close_connection = True
+        if reply.transport == "drop":
+            return
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        if reply.close:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if reply.transport == "truncate":
+            self.wfile.write(reply.body[: len(reply.body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        self.wfile.write(reply.body)
 
 
 class LoopbackFake(ABC):

@@ -342,32 +342,11 @@ class _Handler(QuietHandler):
         except ValueError:
             length = -1
         if length < 0 or length > MAX_BODY_BYTES:
-            self._write(Reply(413, b"", HTML_TYPE, close=True))
+            self.write_reply(Reply(413, b"", HTML_TYPE, close=True))
             return
         body = self.rfile.read(length) if length else b""
         try:
             reply = self.server.fake.handle(verb, self.path, body)
         except Exception as exc:  # a bug in the fake must not hang the client
             reply = Reply(500, soap.fault(f"fake server bug: {exc!r}"))
-        self._write(reply)
-
-    def _write(self, reply: Reply) -> None:
-        if reply.close:
-            self.close_connection = True
-        if reply.transport == "drop":
-            self.close_connection = True
-            return
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if reply.close:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if reply.transport == "truncate":
-            self.wfile.write(reply.body[: len(reply.body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(reply.body)
+        self.write_reply(reply)

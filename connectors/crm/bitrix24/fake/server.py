@@ -558,7 +558,7 @@ class _Handler(QuietHandler):
         except Exception as exc:  # a bug in the fake must not hang the client
             reply = json_reply(500, {"error": "INTERNAL_SERVER_ERROR",
                                      "error_description": f"fake server bug: {exc!r}"})
-        self._write(reply)
+        self.write_reply(reply)
 
     def _serve_upload(self) -> None:
         """An uploadUrl POST: the fake reads (and counts) the body itself, in chunks."""
@@ -571,25 +571,4 @@ class _Handler(QuietHandler):
             reply = json_reply(500, {"error": "INTERNAL_SERVER_ERROR",
                                      "error_description": f"fake server bug: {exc!r}"})
             reply.close = True
-        self._write(reply)
-
-    def _write(self, reply: Reply) -> None:
-        if reply.close:
-            self.close_connection = True
-        if reply.transport == "drop":
-            self.close_connection = True
-            return
-        self.send_response(reply.status)
-        self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        if reply.close:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if reply.transport == "truncate":
-            self.wfile.write(reply.body[: len(reply.body) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(reply.body)
+        self.write_reply(reply)
