@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from connectors.crm.bitrix24.fake import FakeBitrix24
@@ -120,3 +125,27 @@ def engine(
     mirror = build_engine(settings, cache, stop=stop)
     yield mirror
     mirror.adapter.close()
+
+
+# Plain HTTP only, but httpx builds a TLS context per client (about 50 ms each): share one.
+_TLS = ssl.create_default_context()
+
+
+def make_api_client(address: str, **kwargs: Any) -> httpx.Client:
+    """An httpx client for the local API at ``address`` ("127.0.0.1:PORT" or "unix:/path";
+    over the socket the API is addressed as localhost, as it requires)."""
+    kwargs.setdefault("verify", _TLS)
+    if address.startswith("unix:"):
+        transport = httpx.HTTPTransport(uds=address.removeprefix("unix:"))
+        return httpx.Client(
+            transport=transport, base_url="http://localhost", trust_env=False, **kwargs
+        )
+    return httpx.Client(base_url=f"http://{address}", trust_env=False, **kwargs)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path: a unix socket path must fit in 108 bytes."""
+    path = Path(tempfile.mkdtemp(prefix="syncd-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -9,11 +9,9 @@ import dataclasses
 import logging
 import os
 import re
-import shutil
 import socket
 import sqlite3
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -31,6 +29,7 @@ from state.db import connect, write_transaction
 from syncd.api import make_app
 from syncd.api_server import ApiBindError, ApiServer, parse_listen
 from syncd.errors import RetriableError, SkippableError, SyncdError
+from tests.conftest import make_api_client
 
 ROOT = Path(__file__).parents[1]
 DOC: dict[str, Any] = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
@@ -246,26 +245,9 @@ class Api:
     extra_clients: list[httpx.Client] = field(default_factory=list)
 
     def new_client(self, **kwargs: Any) -> httpx.Client:
-        client = make_client(self.server.address, **kwargs)
+        client = make_api_client(self.server.address, **kwargs)
         self.extra_clients.append(client)
         return client
-
-
-def make_client(address: str, **kwargs: Any) -> httpx.Client:
-    if address.startswith("unix:"):
-        transport = httpx.HTTPTransport(uds=address.removeprefix("unix:"))
-        return httpx.Client(
-            transport=transport, base_url="http://localhost", trust_env=False, **kwargs
-        )
-    return httpx.Client(base_url=f"http://{address}", trust_env=False, **kwargs)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A directory with a short path: a unix socket path must fit in 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="sapi-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -294,7 +276,7 @@ def start_api(
     )
     server = ApiServer(app, listen=listen, threads=threads, max_request_bytes=max_request_bytes)
     server.start()
-    return Api(server, make_client(server.address), vat, health, conn)
+    return Api(server, make_api_client(server.address), vat, health, conn)
 
 
 def close_api(api: Api) -> None:
@@ -520,7 +502,7 @@ def test_syncd_vat_errors_and_results_answer_as_documented(conn: sqlite3.Connect
     server = ApiServer(make_app(real, CacheLocations(conn), StubHealth()), listen="127.0.0.1:0")
     server.start()
     try:
-        with make_client(server.address) as client:
+        with make_api_client(server.address) as client:
             assert check(client.get("/v1/vat/EE100931558"), VAT)["source"] == "stale"
             expected = {
                 "malformed": (400, "malformed_vat_number"),
@@ -1023,7 +1005,7 @@ def test_unix_socket_mode_and_removal_at_stop(
         info = os.stat(path)
         assert stat.S_ISSOCK(info.st_mode)
         assert stat.S_IMODE(info.st_mode) == mode
-        with make_client(server.address) as client:
+        with make_api_client(server.address) as client:
             assert client.get("/healthz").status_code == 200
     finally:
         server.stop()

@@ -22,6 +22,7 @@ from syncd.api import make_app
 from syncd.api_server import ApiServer
 from syncd.api_sources import CachedLocations, DaemonHealth, ThreadConnections
 from syncd.metrics import CONTENT_TYPE, CacheCollector, MetricsSource
+from tests.conftest import make_api_client
 from tests.test_api import (
     DOC,
     NUMBER,
@@ -32,7 +33,6 @@ from tests.test_api import (
     answer_for,
     check,
     error_code,
-    make_client,
 )
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -176,7 +176,7 @@ def serve(connections: ThreadConnections, metrics: MetricsSource | None) -> Iter
     )
     server = ApiServer(app, listen="127.0.0.1:0", threads=4)
     server.start()
-    client = make_client(server.address)
+    client = make_api_client(server.address)
     try:
         yield Running(client, vat, server)
     finally:

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
-import ssl
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -45,6 +42,7 @@ from syncd.mirror import iso, utc_now
 from syncd.runtime import build_vat_service, open_cache
 from syncd.status import collect, render
 from syncd.vat import VatService
+from tests.conftest import make_api_client
 
 ROOT = Path(__file__).parents[1]
 WAIT = 20.0  # an upper bound for waits on things that should happen within a second or two
@@ -63,28 +61,6 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
-
-
-# Plain HTTP only, but httpx builds a TLS context per client (about 50 ms each): share one.
-_TLS = ssl.create_default_context()
-
-
-def make_client(address: str, **kwargs: Any) -> httpx.Client:
-    kwargs.setdefault("verify", _TLS)
-    if address.startswith("unix:"):
-        transport = httpx.HTTPTransport(uds=address.removeprefix("unix:"))
-        return httpx.Client(
-            transport=transport, base_url="http://localhost", trust_env=False, **kwargs
-        )
-    return httpx.Client(base_url=f"http://{address}", trust_env=False, **kwargs)
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A directory with a short path: a unix socket path must fit in 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="se2e-", dir="/tmp" if os.path.isdir("/tmp") else None))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------
@@ -124,7 +100,7 @@ def api_stack(tmp_path: Path, vies: FakeVies, *, threads: int = 8) -> Iterator[S
         threads=threads,
     )
     server.start()
-    client = make_client(server.address, timeout=30)
+    client = make_api_client(server.address, timeout=30)
     try:
         yield Stack(settings, vies, vat, server, client, conn)
     finally:
@@ -158,7 +134,7 @@ def test_fifty_simultaneous_lookups_make_one_vies_call(tmp_path: Path, vies: Fak
 
         def ask(index: int) -> None:
             try:
-                with make_client(stack.server.address, timeout=60) as client:
+                with make_api_client(stack.server.address, timeout=60) as client:
                     barrier.wait(timeout=WAIT)
                     response = client.get(f"/v1/vat/{trader.vat_id}")
                     results[index] = (response.status_code, response.json())
@@ -347,7 +323,7 @@ def test_the_daemon_serves_vat_and_parcel_machines_on_a_unix_socket(
             errors="replace",
         )
         log = Drain(daemon.stderr)
-        api = make_client(f"unix:{socket_path}", timeout=30)
+        api = make_api_client(f"unix:{socket_path}", timeout=30)
         stopped_in: float | None = None
         try:
             assert b"READY=1" in notify.recv(4096)  # sent once the API listens
