@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -73,3 +74,35 @@ def close(conn: sqlite3.Connection) -> None:
         conn.execute("PRAGMA busy_timeout = 0")
         conn.execute("PRAGMA journal_mode = DELETE")
     conn.close()
+
+
+class ThreadConnections:
+    """One cache connection per thread, made on first use by ``connect``; ``close_all`` closes
+    every one of them."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def opened(self) -> list[sqlite3.Connection]:
+        """The connections open now (one per thread that asked)."""
+        with self._lock:
+            return list(self._all)
+
+    def close_all(self) -> None:
+        with self._lock:
+            connections, self._all = self._all, []
+            self._local = threading.local()  # a later get() opens a fresh one
+        for conn in connections:
+            close(conn)

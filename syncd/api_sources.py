@@ -4,41 +4,13 @@ block the lanes' writers)."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from state import health, omniva, vies_cache
-from state.db import close as close_cache
+from state.db import ThreadConnections
 from state.migrations import current_version
 from syncd.mirror import utc_now
-
-
-class ThreadConnections:
-    """One cache connection per thread, made on first use by ``connect``; ``close_all`` closes
-    every one of them."""
-
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
-        self._connect = connect
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-
-    def get(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            self._local.conn = conn
-            with self._lock:
-                self._all.append(conn)
-        return conn
-
-    def close_all(self) -> None:
-        with self._lock:
-            connections, self._all = self._all, []
-        for conn in connections:
-            close_cache(conn)
 
 
 class CachedLocations:

@@ -27,9 +27,10 @@ import schedule
 from connectors.budget import RequestBudget
 from connectors.crm.base import Entity
 from state import audit, control, outbox
+from state.db import ThreadConnections
 from state.db import close as close_cache
 from syncd.api import ApiServer, make_app
-from syncd.api_sources import CachedLocations, DaemonHealth, ThreadConnections
+from syncd.api_sources import CachedLocations, DaemonHealth
 from syncd.config import Settings
 from syncd.errors import ConfigError
 from syncd.jobs import Job

@@ -18,8 +18,9 @@ from rich.table import Table
 from connectors.omniva.fake import FakeOmniva
 from connectors.vies.fake import FakeVies
 from state import omniva as omniva_store
+from state.db import ThreadConnections
 from syncd.api import ApiServer, make_app
-from syncd.api_sources import CachedLocations, DaemonHealth, ThreadConnections
+from syncd.api_sources import CachedLocations, DaemonHealth
 from syncd.config import Settings, load_settings
 from syncd.errors import MalformedResponseError
 from syncd.mirror import iso, utc_now

@@ -53,6 +53,7 @@ from connectors.vies.errors import (
     ViesUnavailableError,
 )
 from state import vies_cache
+from state.db import ThreadConnections
 from syncd.errors import RetriableError, SkippableError, SyncdError
 from syncd.mirror import iso, utc_now
 
@@ -283,16 +284,14 @@ class VatService:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.options = options
-        self._connect = connect
         self._client = client
         self._clock = clock
         self._retry = RetryPolicy(
             max_attempts=options.max_attempts, base_delay=options.retry_base_delay, stop=stop
         )
-        self._local = threading.local()
-        self._lock = threading.Lock()  # connections, counters, in-flight calls, slots
+        self._connections = ThreadConnections(connect)
+        self._lock = threading.Lock()  # counters, in-flight calls, slots
         self._changed = threading.Condition(self._lock)  # in-flight waiters changed
-        self._connections: list[sqlite3.Connection] = []
         self._counts: Counter[str] = Counter()
         self._inflight: dict[tuple[str, str], Future[VatResult]] = {}
         self._waiting = 0
@@ -381,11 +380,7 @@ class VatService:
             self.flush_counts()
         except sqlite3.Error as error:
             log.warning("VIES lookup counters not saved at close: %s", type(error).__name__)
-        with self._lock:
-            connections, self._connections = self._connections, []
-            self._local = threading.local()
-        for conn in connections:
-            conn.close()
+        self._connections.close_all()
         self._client.close()
 
     # -- lookup steps -------------------------------------------------------------------------
@@ -626,13 +621,7 @@ class VatService:
             self._counts[outcome] += 1
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            with self._lock:
-                self._connections.append(conn)
-            self._local.conn = conn
-        return conn
+        return self._connections.get()
 
 
 def _from_entry(

@@ -16,10 +16,9 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from state.db import connect
+from state.db import ThreadConnections, connect
 from syncd.api import make_app
 from syncd.api_server import ApiServer
-from syncd.api_sources import ThreadConnections
 from syncd.metrics import MetricsSource
 from tests.test_api import (
     AS_OF,

@@ -17,10 +17,10 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from state import health, vies_cache
-from state.db import connect, write_transaction
+from state.db import ThreadConnections, connect, write_transaction
 from syncd.api import make_app
 from syncd.api_server import ApiServer
-from syncd.api_sources import CachedLocations, DaemonHealth, ThreadConnections
+from syncd.api_sources import CachedLocations, DaemonHealth
 from syncd.metrics import CONTENT_TYPE, CacheCollector, MetricsSource
 from tests.conftest import make_api_client
 from tests.test_api import (

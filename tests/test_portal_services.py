@@ -15,10 +15,10 @@ from connectors.omniva.client import OmnivaClient
 from connectors.omniva.fake import FakeOmniva
 from connectors.vies.fake import FakeVies
 from state import omniva as omniva_store
+from state.db import ThreadConnections, connect
 from state.db import close as close_cache
-from state.db import connect
 from syncd.api import ApiServer, make_app
-from syncd.api_sources import CachedLocations, DaemonHealth, ThreadConnections
+from syncd.api_sources import CachedLocations, DaemonHealth
 from syncd.config import load_settings
 from syncd.omniva_sync import refresh_locations
 from syncd.runtime import build_vat_service

@@ -33,9 +33,10 @@ from connectors.crm.bitrix24.fake import FakeBitrix24
 from connectors.omniva.fake import FakeOmniva
 from connectors.vies.fake import Company, FakeVies
 from state import vies_cache
+from state.db import ThreadConnections
 from state.db import close as close_cache
 from syncd.api import ApiServer, make_app
-from syncd.api_sources import CachedLocations, DaemonHealth, ThreadConnections
+from syncd.api_sources import CachedLocations, DaemonHealth
 from syncd.config import Settings, load_settings
 from syncd.daemon import STOP_GRACE_SECONDS
 from syncd.mirror import iso, utc_now

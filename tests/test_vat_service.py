@@ -781,7 +781,7 @@ def test_purge_removes_closed_circuits_and_calls_resume(harness: Harness) -> Non
 def test_close_closes_connections_and_the_client(tmp_path: Path) -> None:
     h = make_harness(tmp_path, StandIn())
     in_threads(4, lambda i: h.service.lookup(EE_1))
-    connections = list(h.service._connections)
+    connections = h.service._connections.opened()
     assert 1 <= len(connections) <= 4
     h.service.close()
     assert h.client.closed
