@@ -199,12 +199,19 @@ def _validate_files(files: Any) -> list[dict[str, Any]]:
 
 
 def enqueue(
-    conn: sqlite3.Connection, data: Any, *, request_types: frozenset[str], now: datetime
+    conn: sqlite3.Connection,
+    data: Any,
+    *,
+    request_types: frozenset[str],
+    now: datetime,
+    before_insert: Callable[[], None] | None = None,
 ) -> tuple[int, bool]:
-    """Validate and insert a request with its files exactly as the portal does.
+    """Validate and insert a request with its files (every way in ends here).
 
     Returns ``(id, created)``; a request whose idempotency key is already queued is not inserted
-    again (``created`` is False), so a portal retry is harmless.
+    again (``created`` is False), so a retry is harmless. ``before_insert`` runs inside the write
+    transaction once the key is known to be new (the intake moves the request's files into place
+    there); if it raises, nothing is inserted.
     """
     fields = validate_request(data, request_types=request_types)
     files = fields.pop("files")
@@ -215,6 +222,8 @@ def enqueue(
         ).fetchone()
         if row:
             return int(row[0]), False
+        if before_insert is not None:
+            before_insert()
         names = ", ".join(fields)
         cursor = conn.execute(
             f"INSERT INTO outbox_requests ({names}, updated_at) "
@@ -455,6 +464,35 @@ def get(conn: sqlite3.Connection, request_id: int) -> OutboxRequest | None:
         )
     )
     return replace(OutboxRequest(*row), files=files)
+
+
+def get_by_key(conn: sqlite3.Connection, idempotency_key: str) -> OutboxRequest | None:
+    """The request filed under ``idempotency_key`` (canonical lower-case UUID), with its files."""
+    row = conn.execute(
+        "SELECT id FROM outbox_requests WHERE idempotency_key = ?", (idempotency_key,)
+    ).fetchone()
+    return None if row is None else get(conn, int(row[0]))
+
+
+def unknown_reference(conn: sqlite3.Connection, table: str, crm_id: str) -> bool:
+    """Whether ``crm_id`` is certainly not in the mirrored ``table`` (``devices`` or
+    ``contacts``): the table has been mirrored at least once and has no such row. While the
+    first mirror after installation still runs, nothing is certain (False)."""
+    if table not in ("devices", "contacts"):
+        raise ValueError(f"not a mirrored table: {table}")
+    if conn.execute(f"SELECT 1 FROM {table} WHERE crm_id = ?", (crm_id,)).fetchone():
+        return False
+    return conn.execute("SELECT 1 FROM cursors WHERE entity = ?", (table,)).fetchone() is not None
+
+
+def spool_directories_in_use(conn: sqlite3.Connection) -> set[str]:
+    """The first path component of every spool file a request still refers to."""
+    return {
+        str(path).split("/", 1)[0]
+        for (path,) in conn.execute(
+            "SELECT path FROM outbox_files WHERE status IN ('pending', 'uploaded', 'rejected')"
+        )
+    }
 
 
 def list_requests(

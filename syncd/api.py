@@ -25,10 +25,11 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.http import parse_options_header
 from werkzeug.routing import Map, PathConverter, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -39,6 +40,7 @@ from syncd.api_server import (
     ApiServer,
 )
 from syncd.errors import SyncdError
+from syncd.intake import IntakeError, Receipt, canonical_key
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -55,6 +57,7 @@ __all__ = [
     "ApiServer",
     "HealthSource",
     "LocationSource",
+    "ServiceRequestDesk",
     "VatAnswer",
     "VatLookup",
     "make_app",
@@ -66,6 +69,7 @@ MAX_VAT_PATH_CHARS: Final = 64
 DEFAULT_RETRY_AFTER: Final = 60  # seconds, when an unavailable error carries no hint
 _MAX_RETRY_AFTER: Final = 86_400
 DEFAULT_MAX_REQUEST_BYTES: Final = 8192
+SERVICE_REQUESTS_PATH: Final = "/v1/service-requests"
 
 # The error codes of syncd.vat's exceptions (matched by their ``code``, see _vat_error).
 MALFORMED_CODE: Final = "malformed_vat_number"
@@ -93,7 +97,13 @@ _MESSAGES: Final[Mapping[str, str]] = {
     "parcel_list_unavailable": "No parcel-machine list has been loaded yet; try again later.",
     "not_found": "No such resource.",
     "method_not_allowed": "This method is not allowed here; see the Allow header.",
-    "request_too_large": "The request is too large; these endpoints take no request body.",
+    "request_too_large": "The request is too large (only POST /v1/service-requests takes a "
+    "body, up to api.max_upload_mb).",
+    "service_requests_disabled": "Service requests cannot be filed here: this syncd has no "
+    "outbox configured.",
+    "unknown_service_request": "No service request was filed with this key.",
+    "unsupported_media_type": "The body must be multipart/form-data with a boundary.",
+    "length_required": "The request needs a Content-Length (or chunked transfer encoding).",
     "internal_error": "An internal error occurred; it has been logged.",
     "bad_request": "The request could not be understood.",
     "forbidden_host": "This API answers only requests addressed to localhost or a loopback "
@@ -149,6 +159,18 @@ class LocationSource(Protocol):
         ...
 
 
+class ServiceRequestDesk(Protocol):
+    """Files service requests and reports their status (``syncd.intake``)."""
+
+    def file_multipart(self, key: str, body: IO[bytes], boundary: bytes, length: int) -> Receipt:
+        """File the request in ``body``; raises :class:`~syncd.intake.IntakeError`."""
+        ...
+
+    def status(self, key: str) -> Mapping[str, Any] | None:
+        """The ``ServiceRequestStatus`` JSON of the request filed under ``key``, or None."""
+        ...
+
+
 class HealthSource(Protocol):
     """Health of the daemon: ``(healthy, details)``; details become the body of ``/healthz``
     (a ``status`` of ``ok`` or ``degraded`` in details is kept when healthy)."""
@@ -171,12 +193,22 @@ class ApiError(Exception):
         message: str | None = None,
         *,
         headers: Sequence[tuple[str, str]] = (),
+        field: str | None = None,
     ) -> None:
         super().__init__(code)
         self.status = status
         self.code = code
         self.message = message if message is not None else _MESSAGES[code]
         self.headers = tuple(headers)
+        self.field = field
+
+    @classmethod
+    def from_intake(cls, error: IntakeError) -> ApiError:
+        """The answer for a request refused at the outbox's door."""
+        headers = []
+        if error.retry_after is not None:
+            headers.append(("Retry-After", str(retry_after_seconds(error.retry_after))))
+        return cls(error.status, error.code, error.message, headers=headers, field=error.field)
 
 
 def _json(status: int, payload: object, headers: Iterable[tuple[str, str]] = ()) -> Response:
@@ -192,11 +224,10 @@ def _json(status: int, payload: object, headers: Iterable[tuple[str, str]] = ())
 
 
 def _error(error: ApiError) -> Response:
-    return _json(
-        error.status,
-        {"error": {"code": error.code, "message": error.message}},
-        error.headers,
-    )
+    body: dict[str, str] = {"code": error.code, "message": error.message}
+    if error.field is not None:
+        body["field"] = error.field
+    return _json(error.status, {"error": body}, error.headers)
 
 
 def retry_after_seconds(value: object) -> int:
@@ -250,6 +281,12 @@ _URLS: Final = Map(
     [
         Rule("/v1/vat/<rest:number>", endpoint="vat", methods=["GET"]),
         Rule("/v1/parcel-machines", endpoint="parcel_machines", methods=["GET"]),
+        Rule(SERVICE_REQUESTS_PATH, endpoint="service_request_post", methods=["POST"]),
+        Rule(
+            f"{SERVICE_REQUESTS_PATH}/<rest:key>",
+            endpoint="service_request_status",
+            methods=["GET"],
+        ),
         Rule("/healthz", endpoint="healthz", methods=["GET"]),
         Rule("/metrics", endpoint="metrics", methods=["GET"]),
     ],
@@ -261,14 +298,29 @@ _URLS: Final = Map(
 )
 
 
-def _loopback_host(host: str) -> bool:
-    """Whether a Host header names this host by a loopback name (a port may follow)."""
-    name = host.strip().lower()
-    if name.startswith("["):  # [::1]:8787
-        name = name[1 : name.find("]")] if "]" in name else name
-    else:
-        name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
-    if name in ("", "localhost"):
+# A Host header the API answers: a loopback name or address with an optional port, in ASCII,
+# nothing else (no user info, no second value, no look-alike letters). Anything that does not
+# match is refused: the check fails closed.
+_HOST_HEADER: Final = re.compile(
+    r"(?P<name>localhost|[0-9.]{7,15}|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?", re.ASCII
+)
+
+
+def _loopback_host(environ: Mapping[str, Any]) -> bool:
+    """Whether a request is addressed to this host by a loopback name: an origin-form target
+    (``/path``, not ``http://evil.example/path``) and a Host header that is empty, absent, or
+    ``localhost``/a loopback address with an optional port."""
+    target = str(environ.get("REQUEST_URI") or environ.get("PATH_INFO") or "/")
+    if not target.startswith("/"):
+        return False
+    host = environ.get("HTTP_HOST")
+    if host is None or host == "":
+        return True  # no authority to rebind (HTTP/1.0, or an empty Host)
+    match = _HOST_HEADER.fullmatch(str(host))
+    if match is None:
+        return False
+    name = match.group("name").lower().strip("[]")
+    if name == "localhost":
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
@@ -284,15 +336,21 @@ class _Api:
         health: HealthSource,
         max_request_bytes: int,
         metrics: MetricsSource | None,
+        service_requests: ServiceRequestDesk | None,
+        max_upload_bytes: int,
     ) -> None:
         self._vat = vat
         self._locations = locations
         self._health = health
         self._max_request_bytes = max_request_bytes
         self._metrics = metrics
+        self._desk = service_requests
+        self._max_upload_bytes = max_upload_bytes
         self._handlers: Mapping[str, Callable[..., Response]] = {
             "vat": self._vat_lookup,
             "parcel_machines": self._parcel_machines,
+            "service_request_post": self._file_service_request,
+            "service_request_status": self._service_request_status,
             "healthz": self._healthz,
             "metrics": self._metrics_text,
         }
@@ -320,9 +378,11 @@ class _Api:
         endpoint = ""
         try:
             length = request.content_length
-            if length is not None and length > self._max_request_bytes:
+            upload = request.method == "POST" and request.path == SERVICE_REQUESTS_PATH
+            limit = self._max_upload_bytes if upload else self._max_request_bytes
+            if length is not None and length > limit:
                 raise ApiError(413, "request_too_large")
-            if not _loopback_host(request.host):
+            if not _loopback_host(request.environ):
                 # A web page in the portal user's browser may resolve its own name to 127.0.0.1
                 # (DNS rebinding); the portal itself calls localhost or a loopback address.
                 raise ApiError(403, "forbidden_host")
@@ -331,6 +391,8 @@ class _Api:
             return endpoint, self._handlers[endpoint](request, **values)
         except ApiError as error:
             return endpoint or error.code, _error(error)
+        except IntakeError as error:
+            return endpoint, _error(ApiError.from_intake(error))
         except MethodNotAllowed as exc:
             allow = ", ".join(sorted(exc.valid_methods or ()))
             refusal = ApiError(405, "method_not_allowed", headers=[("Allow", allow)])
@@ -412,6 +474,41 @@ class _Api:
             },
         )
 
+    def _file_service_request(self, request: Request) -> Response:
+        _check_params(request, frozenset())
+        if self._desk is None:
+            raise ApiError(503, "service_requests_disabled")
+        key = canonical_key(request.headers.get("Idempotency-Key"))
+        mimetype, options = parse_options_header(request.headers.get("Content-Type", ""))
+        boundary = options.get("boundary", "")
+        if mimetype != "multipart/form-data" or not boundary or not boundary.isascii():
+            raise ApiError(415, "unsupported_media_type")
+        length = request.content_length
+        if length is None:
+            raise ApiError(411, "length_required")
+        receipt = self._desk.file_multipart(key, request.stream, boundary.encode(), length)
+        headers = [("Location", receipt.status_url)]
+        if not receipt.created:
+            headers.append(("Idempotent-Replayed", "true"))
+        return _json(
+            202,
+            {
+                "id": receipt.id,
+                "idempotency_key": receipt.idempotency_key,
+                "status_url": receipt.status_url,
+            },
+            headers,
+        )
+
+    def _service_request_status(self, request: Request, key: str) -> Response:
+        _check_params(request, frozenset())
+        if self._desk is None:
+            raise ApiError(503, "service_requests_disabled")
+        found = self._desk.status(canonical_key(key))
+        if found is None:
+            raise ApiError(404, "unknown_service_request")
+        return _json(200, found)
+
     def _healthz(self, request: Request) -> Response:
         _check_params(request, frozenset())
         try:
@@ -459,6 +556,8 @@ def make_app(
     *,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     metrics: MetricsSource | None = None,
+    service_requests: ServiceRequestDesk | None = None,
+    max_upload_bytes: int = 0,
 ) -> WSGIApplication:
     """The API as a WSGI application.
 
@@ -467,7 +566,18 @@ def make_app(
     request whose body is larger than ``max_request_bytes`` is refused with 413 (the server
     refuses it first; this is the application's own guard). With ``metrics``, every request is
     recorded there and ``/metrics`` serves it (Prometheus text); without, ``/metrics`` is 404.
+    With ``service_requests``, ``POST /v1/service-requests`` (a body of up to
+    ``max_upload_bytes``) files a request and ``GET /v1/service-requests/{key}`` reports it;
+    without, both answer 503 ``service_requests_disabled``.
     """
     if max_request_bytes < 0:
         raise ValueError("max_request_bytes must not be negative")
-    return _Api(vat, locations, health, max_request_bytes, metrics)
+    return _Api(
+        vat,
+        locations,
+        health,
+        max_request_bytes,
+        metrics,
+        service_requests,
+        max(max_upload_bytes, max_request_bytes),
+    )

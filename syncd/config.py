@@ -244,6 +244,9 @@ class OutboxSettings(BaseModel):
     max_video_mb: int = Field(default=500, ge=1, le=2000)
     max_document_mb: int = Field(default=50, ge=1, le=2000)
     max_files_per_request: int = Field(default=20, ge=1, le=100)
+    # The free space the spool's file system keeps: a request that would leave less is refused
+    # at the door (507) rather than filling the disk.
+    min_free_mb: int = Field(default=1024, ge=0)
     # What a rejected file (wrong type, too large, missing, outside the spool) does to its
     # request: "dead" stops the request with the reason; "skip" delivers it without the file.
     on_bad_file: Literal["dead", "skip"] = "dead"
@@ -334,6 +337,11 @@ class ApiSettings(BaseModel):
     threads: int = Field(default=8, ge=1, le=64)
     max_request_bytes: int = Field(default=8192, ge=0, le=1_048_576)
     request_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # POST /v1/service-requests: the largest body (all files of one request), and how many
+    # requests and megabytes the portal may file per hour (a runaway portal cannot fill the disk).
+    max_upload_mb: int = Field(default=1024, ge=1, le=16_384)
+    max_service_requests_per_hour: int = Field(default=300, ge=1)
+    max_upload_mb_per_hour: int = Field(default=4096, ge=1)
 
     @field_validator("listen")
     @classmethod

@@ -40,6 +40,7 @@ from syncd.push import OutboxDelivery, wait_for_outbox_change
 from syncd.runtime import (
     build_budget,
     build_engine,
+    build_intake,
     build_pusher,
     build_vat_service,
     open_cache,
@@ -47,6 +48,7 @@ from syncd.runtime import (
 )
 from syncd.sdnotify import Notifier
 from syncd.services_lane import ServicesLane
+from syncd.spool import MIB
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +182,16 @@ class PushLane:
         if released:
             log.info("%d service request(s) interrupted by the previous run resume now", released)
         self.delivery.options.spool.mkdir(parents=True, exist_ok=True)
+        intake = build_intake(self.settings, lambda: conn)
         last_retention = 0.0
         try:
             while not self.stop.is_set():
                 self.job.run(conn)
                 if time.monotonic() - last_retention > self.RETENTION_EVERY_SECONDS:
                     self.delivery.forget_old_messages()
+                    removed = intake.sweep_orphans()
+                    if removed:
+                        log.info("removed %d abandoned upload(s) from the spool", removed)
                     last_retention = time.monotonic()
                 idle = self.MAX_IDLE_SECONDS
                 if not self.job.ready():
@@ -351,17 +357,20 @@ class Daemon:
         from syncd.metrics import MetricsSource  # prometheus_client: only when the API runs
 
         api = self.settings.api
+        max_upload_bytes = api.max_upload_mb * MIB
         app = make_app(
             self.vat,
             CachedLocations(self._api_connections),
             DaemonHealth(self._api_connections),
             metrics=MetricsSource(self._api_connections.get),
+            service_requests=build_intake(self.settings, self._api_connections.get, api=True),
+            max_upload_bytes=max_upload_bytes,
         )
         self.api = ApiServer(
             app,
             listen=api.listen,
             threads=api.threads,
-            max_request_bytes=api.max_request_bytes,
+            max_request_bytes=max(api.max_request_bytes, max_upload_bytes),
             channel_timeout=api.request_timeout_seconds,
             unix_socket_mode=int(api.unix_socket_mode, 8),
         )

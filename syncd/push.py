@@ -17,6 +17,7 @@ A crash anywhere leaves a state from which the next attempt continues without du
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -43,7 +44,6 @@ from syncd.spool import (
     ValidatedFile,
     open_in_spool,
     remove_spool_file,
-    sanitise_name,
     validate_file,
 )
 
@@ -65,6 +65,9 @@ class PushOptions:
     lease_seconds: float = 300.0
     message_retention_days: int = 90
     skip_bad_files: bool = False  # deliver without a rejected file instead of failing
+    request_types: frozenset[str] = frozenset(
+        ("repair", "maintenance", "installation", "training", "other")
+    )
 
 
 def utc_now() -> datetime:
@@ -116,6 +119,11 @@ class OutboxDelivery:
             raise
         except SyncdError as error:
             self._fail(request, str(error), permanent=False)
+        except OSError as error:
+            # The spool's file system failed us (not the request's fault as far as we know):
+            # this request waits and retries, the others go on.
+            reason = errno.errorcode.get(error.errno or 0, type(error).__name__)
+            self._fail(request, f"local file system error ({reason})", permanent=False)
         else:
             if outbox.ack(
                 self.conn, request.id, worker=self.worker_id, crm_id=crm_id, now=self.clock()
@@ -139,6 +147,7 @@ class OutboxDelivery:
     # -- one attempt ----------------------------------------------------------------------------
 
     def _deliver(self, request: outbox.OutboxRequest) -> str:
+        self._check_stored(request)
         draft = self._draft(request)
         validated = self._validate_files(request)
         crm_id = (
@@ -171,6 +180,34 @@ class OutboxDelivery:
         if request.files:
             self.pusher.attach_files(crm_id, file_ids)
         return crm_id
+
+    def _check_stored(self, request: outbox.OutboxRequest) -> None:
+        """The door's field checks once more, on the row as stored: a row that did not come
+        through the door (written into the table by hand) is dead with its reason, never sent."""
+        stored = {
+            "idempotency_key": request.idempotency_key,
+            "request_type": request.request_type,
+            "message": request.message,
+            "contact_phone": request.contact_phone,
+            "contact_email": request.contact_email,
+            "contact_address": request.contact_address,
+            "device_crm_id": request.device_crm_id,
+            "contact_crm_id": request.contact_crm_id,
+            "created_at": request.created_at,
+            "files": [
+                {
+                    "path": f.path,
+                    "original_name": f.original_name,
+                    "declared_type": f.declared_type,
+                    "size": f.size,
+                }
+                for f in request.files
+            ],
+        }
+        try:
+            outbox.validate_request(stored, request_types=self.options.request_types)
+        except outbox.OutboxValidationError as error:
+            raise PermanentDeliveryError(f"refused as stored: {error}") from None
 
     def _draft(self, request: outbox.OutboxRequest) -> ServiceRequestDraft:
         device = None
@@ -226,8 +263,8 @@ class OutboxDelivery:
             try:
                 if file.size is None:
                     raise PermanentDeliveryError(
-                        f"{sanitise_name(file.original_name)}: the portal did not record the "
-                        "file's size (needed to tell a complete file from a half-written one)"
+                        f"file #{file.position}: no size was recorded (needed to tell a "
+                        "complete file from a half-written one)"
                     )
                 checked[file.id] = validate_file(
                     self.options.spool,
@@ -236,6 +273,7 @@ class OutboxDelivery:
                     file.declared_type or "",
                     file.size,
                     self.options.limits,
+                    label=f"file #{file.position}",
                 )
             except SkippableError as error:
                 with write_transaction(self.conn):
@@ -244,9 +282,7 @@ class OutboxDelivery:
                         (str(error), file.id),
                     )
                 if not self.options.skip_bad_files:
-                    raise PermanentDeliveryError(
-                        f"file #{file.position} rejected: {error}"
-                    ) from None
+                    raise PermanentDeliveryError(f"rejected {error}") from None
                 log.warning(
                     "service request #%d: file #%d left out: %s", request.id, file.position, error
                 )

@@ -18,6 +18,7 @@ from mappings.outbound import load_service_request_mapping
 from state.db import connect
 from syncd.config import Settings
 from syncd.errors import ConfigError
+from syncd.intake import IntakeOptions, ServiceRequestIntake, UploadBudget
 from syncd.mirror import MirrorEngine, MirrorOptions, ProgressCallback
 from syncd.push import PushOptions
 from syncd.spool import MIB, FileLimits
@@ -128,6 +129,31 @@ def push_options(settings: Settings) -> PushOptions:
             max_files_per_request=settings.outbox.max_files_per_request,
         ),
         skip_bad_files=settings.outbox.on_bad_file == "skip",
+        request_types=frozenset(settings.outbox.request_types),
+    )
+
+
+def build_intake(
+    settings: Settings, connection: Callable[[], sqlite3.Connection], *, api: bool = False
+) -> ServiceRequestIntake:
+    """The outbox's door with the configured checks; ``api`` adds the per-hour upload budget
+    the local API enforces (an admin's ``outbox enqueue`` has none)."""
+    options = push_options(settings)
+    budget = None
+    if api:
+        budget = UploadBudget(
+            settings.api.max_service_requests_per_hour,
+            settings.api.max_upload_mb_per_hour * MIB,
+        )
+    return ServiceRequestIntake(
+        connection,
+        IntakeOptions(
+            spool=options.spool,
+            request_types=frozenset(settings.outbox.request_types),
+            limits=options.limits,
+            min_free_bytes=settings.outbox.min_free_mb * MIB,
+        ),
+        budget=budget,
     )
 
 

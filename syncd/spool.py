@@ -46,6 +46,7 @@ __all__ = [
     "SpoolFileError",
     "ValidatedFile",
     "check_file_count",
+    "declared_type_fits",
     "open_in_spool",
     "remove_spool_file",
     "resolve_in_spool",
@@ -381,7 +382,12 @@ def _spool_root(spool_dir: Path) -> Path:
 def _check_real_path(root: Path, parts: tuple[str, ...], label: str) -> Path:
     """The lexical path of ``parts`` under ``root`` after checking that no symlink is involved."""
     candidate = root.joinpath(*parts)
-    real = Path(os.path.realpath(candidate))
+    try:
+        real = Path(os.path.realpath(candidate))
+    except OSError:
+        # realpath lstat()s then readlink()s each component: a link swapped for a file in
+        # between fails with EINVAL. The file is being changed under us; refuse it.
+        raise SpoolFileError(label, "the file changed while it was being checked") from None
     if not real.is_relative_to(root):
         raise SpoolFileError(label, "path escapes the spool directory (through a symbolic link)")
     if real != candidate:
@@ -539,6 +545,16 @@ def _declared_kind(declared_type: str, label: str) -> Kind | None:
     raise SpoolFileError(label, f"declared as {_label(mime)[:60]}, which is not an allowed type")
 
 
+def declared_type_fits(declared_type: str, kind: Kind) -> bool:
+    """Whether a client's declared MIME type fits content of ``kind``; a missing or generic type
+    (``application/octet-stream``) makes no claim and fits."""
+    try:
+        claimed = _declared_kind(declared_type, "")
+    except SpoolFileError:
+        return False
+    return claimed is None or claimed == kind
+
+
 def _check_declared_size(declared_size: int, actual: int, label: str) -> None:
     """Raise unless the portal's declared size is exactly the file's size."""
     if isinstance(declared_size, bool) or not isinstance(declared_size, int) or declared_size < 0:
@@ -583,15 +599,18 @@ def validate_file(
     declared_type: str,
     declared_size: int,
     limits: FileLimits,
+    *,
+    label: str | None = None,
 ) -> ValidatedFile:
     """Check one spool file against every rule and describe it for upload.
 
     Checks, in order: the path (:func:`resolve_in_spool`), that the file is not empty, that its
     size is the declared size, that its sniffed type is allowed and of the declared kind, and that
-    it is within the limit for its kind. Raises :class:`SpoolFileError` naming the file by its
-    sanitised original name.
+    it is within the limit for its kind. Raises :class:`SpoolFileError` naming the file by
+    ``label`` (``file #2``: the outbox refers to files by position, since a client's file name
+    may hold personal data), or else by its sanitised original name.
     """
-    label = _name_label(original_name)
+    label = _name_label(original_name) if label is None else label
     try:
         with _open_checked(spool_dir, relative) as opened:
             head = os.pread(opened.fd, SNIFF_BYTES, 0)
