@@ -197,7 +197,7 @@ def _validate(schema: Mapping[str, Any], instance: object) -> None:
     assert not errors, errors
 
 
-def check(response: httpx.Response, path: str | None = None) -> Any:
+def check(response: httpx.Response, path: str | None = None, method: str = "get") -> Any:
     """Assert the answer is JSON with the API's headers and matches the document: the response
     documented for ``path`` (an OpenAPI path template) and its status, or the Error schema for
     answers outside any operation (404, 405, server-level errors). Returns the body."""
@@ -209,7 +209,7 @@ def check(response: httpx.Response, path: str | None = None) -> Any:
     if path is None:
         _validate({"$ref": "#/components/schemas/Error"}, body)
         return body
-    responses = DOC["paths"][path]["get"]["responses"]
+    responses = DOC["paths"][path][method]["responses"]
     assert str(response.status_code) in responses, f"{response.status_code} undocumented"
     documented = _resolve(responses[str(response.status_code)])
     for name, header in documented.get("headers", {}).items():
@@ -780,6 +780,31 @@ def test_other_host_names_are_refused_against_dns_rebinding(tcp_api: Api, host: 
     assert headers["content-type"] == JSON
     assert yaml.safe_load(body)["error"]["code"] == "forbidden_host"
     assert tcp_api.vat.calls == []  # refused before the lookup
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: evil.com localhost\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nHost: evil.example\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: evil.example\r\nHost: localhost\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: localhost:80@evil.com\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: l\u043ecalhost\r\n".encode(),  # a Cyrillic o
+        b"GET /healthz HTTP/1.1\r\nHost: localhost.\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1.evil.example\r\n",
+        b"GET http://evil.example/healthz HTTP/1.1\r\nHost: localhost\r\n",
+        b"GET http://localhost/healthz HTTP/1.1\r\nHost: localhost\r\n",
+    ],
+    ids=["space", "two-hosts", "two-hosts-reversed", "userinfo", "cyrillic", "trailing-dot",
+         "suffix", "absolute-form", "absolute-form-local"],
+)
+def test_malformed_host_or_target_fails_closed(tcp_api: Api, head: bytes) -> None:
+    request = head + b"Connection: close\r\n\r\n"
+    status, headers, body = raw_exchange(tcp_api.server.address, request)
+    assert status in (400, 403), status
+    assert headers["content-type"] == JSON
+    if status == 403:
+        assert yaml.safe_load(body)["error"]["code"] == "forbidden_host"
 
 
 def test_no_vat_number_in_any_log_line(api: Api, caplog: pytest.LogCaptureFixture) -> None:

@@ -19,6 +19,7 @@ from schemathesis.checks import positive_data_acceptance
 from state.db import ThreadConnections, connect
 from syncd.api import make_app
 from syncd.api_server import ApiServer
+from syncd.intake import IntakeOptions, ServiceRequestIntake
 from syncd.metrics import MetricsSource
 from tests.test_api import (
     AS_OF,
@@ -112,13 +113,23 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     add_location(conn, "LV9001", "LV", "parcel_machine", "Rīga Origo pakomāts")
     set_list_checked(conn, AS_OF)
     connections = ThreadConnections(lambda: connect(path))
+    intake = ServiceRequestIntake(
+        connections.get,
+        IntakeOptions(
+            spool=path.parent / "spool",
+            request_types=frozenset({"repair", "other"}),
+            min_free_bytes=0,
+        ),
+    )
     app = make_app(
         FuzzVat(),
         CacheLocations(conn),
         StubHealth(),
         metrics=MetricsSource(connections.get),
+        service_requests=intake,
+        max_upload_bytes=1024 * 1024,
     )
-    server = ApiServer(app, listen="127.0.0.1:0", threads=4)
+    server = ApiServer(app, listen="127.0.0.1:0", threads=4, max_request_bytes=1024 * 1024)
     server.start()
     yield f"http://{server.address}"
     server.stop(timeout=2)
@@ -136,7 +147,9 @@ def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 )
 def test_api_conforms_to_its_document(case: schemathesis.Case, api_url: str) -> None:
     # A well-shaped VAT number may still be refused by the service (an unknown country prefix:
-    # 400; VIES's INVALID_INPUT: 422), both documented; the check that valid input is accepted
-    # applies to the other operations.
-    excluded = [positive_data_acceptance] if case.operation.path == "/v1/vat/{number}" else []
+    # 400; VIES's INVALID_INPUT: 422), and a well-shaped service request by the door (random
+    # bytes are not an allowed file type; a request type must be a configured one), all
+    # documented; the check that valid input is accepted applies to the other operations.
+    refusable = ("/v1/vat/{number}", "/v1/service-requests")
+    excluded = [positive_data_acceptance] if case.operation.path in refusable else []
     case.call_and_validate(base_url=api_url, excluded_checks=excluded)
