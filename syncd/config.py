@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -620,9 +621,11 @@ def _config_file_path(config_file: Path | None) -> Path | None:
             return None
         config_file = Path(from_env)
     path = Path(config_file).expanduser()
-    if not path.exists():
-        raise ConfigError(f"cannot read config file {path}: No such file or directory")
-    if not path.is_file():
+    try:
+        info = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
         raise ConfigError(f"cannot read config file {path}: not a regular file")
     return path
 

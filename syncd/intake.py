@@ -146,9 +146,9 @@ class IncomingFile:
     declared_type: str = ""
 
 
-def canonical_key(raw: str | None) -> str:
-    """The idempotency key in canonical lower-case form; raises :class:`IntakeError` (400) for
-    anything that is not a hyphenated UUID."""
+def canonical_key(raw: str | None, *, field: str = "Idempotency-Key") -> str:
+    """The idempotency key in canonical lower-case form; raises :class:`IntakeError` (400,
+    naming ``field``) for anything that is not a hyphenated UUID."""
     text = (raw or "").strip()
     try:
         parsed = uuid.UUID(text)
@@ -158,9 +158,8 @@ def canonical_key(raw: str | None) -> str:
         raise IntakeError(
             400,
             "invalid_idempotency_key",
-            "The Idempotency-Key must be a UUID in its hyphenated form "
-            "(e.g. 3f2a6c1e-8d4b-4c1a-9e7f-0b1c2d3e4f5a).",
-            field="Idempotency-Key",
+            "must be a UUID in its hyphenated form (e.g. 3f2a6c1e-8d4b-4c1a-9e7f-0b1c2d3e4f5a).",
+            field=field,
         )
     return str(parsed)
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
+import stat
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,9 +16,11 @@ from typing import Any
 
 from state import audit, outbox
 from syncd.config import Settings
+from syncd.intake import FORM_FIELDS, IncomingFile, IntakeError, canonical_key
+from syncd.runtime import build_intake
 from syncd.spool import remove_spool_file
 
-EX_OK, EX_FAILED, EX_USAGE, EX_DATAERR, EX_NOINPUT = 0, 1, 64, 65, 66
+EX_OK, EX_FAILED, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_NOPERM = 0, 1, 64, 65, 66, 77
 PERSONAL_FIELDS = ("message", "contact_phone", "contact_email", "contact_address")
 
 
@@ -65,11 +70,17 @@ def add_parser(commands: Any) -> None:
     drop.add_argument("id", type=int, help="the request's outbox ID")
     enqueue = sub.add_parser(
         "enqueue",
-        help="insert a request from a JSON file",
-        description="Validate FILE as the outbox contract says and insert "
-        "it exactly as the portal would (docs/portal-contract"
-        ".md). An already queued idempotency key is not "
-        "inserted twice.",
+        help="file a request from a JSON file (with local files)",
+        description="File a service request described by FILE (JSON) through the same door "
+        "and checks as the portal's POST /v1/service-requests: the fields, each attached "
+        "file's type by its content and its size; the files are copied into the spool. An "
+        "idempotency key filed before is not filed twice. Run it as the daemon's user "
+        "(sudo -u syncd), who owns the spool. The JSON: {\"idempotency_key\": UUID, "
+        "\"request_type\": ..., \"message\", \"contact_phone\", \"contact_email\", "
+        "\"contact_address\", \"device_crm_id\", \"contact_crm_id\" (optional), \"files\": "
+        "[{\"path\": local path, \"name\": name for the CRM (default: the file's), "
+        "\"type\": declared MIME type (optional)}]}. Exit status 65 when refused, 66 when a "
+        "file is missing, 77 when not run as the spool's owner.",
     )
     enqueue.add_argument("file", type=Path, help="the request as JSON ('-' for stdin)")
 
@@ -180,6 +191,10 @@ def _drop(settings: Settings, conn: sqlite3.Connection, request_id: int) -> int:
     return EX_OK
 
 
+_ENQUEUE_KEYS = frozenset({"idempotency_key", *FORM_FIELDS, "files"})
+_FILE_KEYS = frozenset({"path", "name", "type"})
+
+
 def _enqueue(settings: Settings, conn: sqlite3.Connection, path: Path) -> int:
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
@@ -194,13 +209,80 @@ def _enqueue(settings: Settings, conn: sqlite3.Connection, path: Path) -> int:
             file=sys.stderr,
         )
         return EX_DATAERR
-    try:
-        request_id, created = outbox.enqueue(
-            conn, data, request_types=frozenset(settings.outbox.request_types), now=_now()
+    intake = build_intake(settings, lambda: conn)
+    spool_owner = _owner(intake.options.spool.parent)
+    if spool_owner is not None and spool_owner != os.geteuid():
+        print(
+            f"run this as the owner of {intake.options.spool.parent} (the daemon's user, "
+            "e.g. sudo -u syncd syncd outbox enqueue ...): files it copied into the spool "
+            "must be the daemon's to delete",
+            file=sys.stderr,
         )
-    except outbox.OutboxValidationError as error:
+        return EX_NOPERM
+    try:
+        request, files = _parse_request(data)
+        key = canonical_key(request.pop("idempotency_key", None), field="idempotency_key")
+        receipt = intake.file_request(key, request, files)
+    except IntakeError as error:
         print(f"refused: {error}", file=sys.stderr)
         return EX_DATAERR
-    audit.record(conn, "outbox.enqueue", target=str(request_id), details={"created": created})
-    print(f"request {request_id} {'queued' if created else 'was already queued'}")
+    except _MissingFile as error:
+        print(f"cannot read {error}", file=sys.stderr)
+        return EX_NOINPUT
+    audit.record(
+        conn, "outbox.enqueue", target=str(receipt.id), details={"created": receipt.created}
+    )
+    print(f"request {receipt.id} {'queued' if receipt.created else 'was already queued'}")
     return EX_OK
+
+
+class _MissingFile(Exception):
+    """A file the request names cannot be read (the message names it: an admin's own path)."""
+
+
+def _owner(directory: Path) -> int | None:
+    try:
+        return directory.stat().st_uid
+    except FileNotFoundError:
+        return None
+
+
+def _parse_request(data: Any) -> tuple[dict[str, Any], list[IncomingFile]]:
+    """The JSON's fields and files; raises IntakeError for a shape the door would refuse."""
+    if not isinstance(data, dict):
+        raise IntakeError(422, "invalid_request", "the request must be a JSON object")
+    unknown = sorted(set(data) - _ENQUEUE_KEYS)
+    if unknown:
+        raise IntakeError(422, "unknown_field", f"unknown field {unknown[0]!r}")
+    fields = {k: (None if v is None else str(v)) for k, v in data.items() if k != "files"}
+    entries = data.get("files", [])
+    if not isinstance(entries, list):
+        raise IntakeError(422, "invalid_files", "must be a list", field="files")
+    files = []
+    for position, entry in enumerate(entries):
+        label = f"files[{position}]"
+        if not isinstance(entry, dict) or set(entry) - _FILE_KEYS or "path" not in entry:
+            raise IntakeError(
+                422, "invalid_files", "must be an object with path, name and type", field=label
+            )
+        local = Path(str(entry["path"]))
+        files.append(
+            IncomingFile(
+                chunks=_read_chunks(local),
+                name=str(entry.get("name") or local.name),
+                declared_type=str(entry.get("type") or ""),
+            )
+        )
+    return fields, files
+
+
+def _read_chunks(path: Path, size: int = 1024 * 1024) -> Iterator[bytes]:
+    try:
+        handle = path.open("rb")
+    except OSError as error:
+        raise _MissingFile(f"{path}: {error.strerror}") from None
+    with handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise _MissingFile(f"{path}: not a regular file")
+        while chunk := handle.read(size):
+            yield chunk

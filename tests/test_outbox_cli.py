@@ -25,24 +25,29 @@ def syncd(config: Path, *args: str, stdin: str | None = None) -> subprocess.Comp
                           cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=60)
 
 
+JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 8
+
+
 def request_file(tmp_path: Path, **fields: object) -> Path:
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(JPEG)
     data = {"idempotency_key": str(uuid.uuid4()), "request_type": "repair",
             "message": "Handpiece overheats after 10 minutes", "contact_email": "mari@example.ee",
             "device_crm_id": "17", "contact_crm_id": "5",
-            "files": [{"path": "req/photo.jpg", "original_name": "photo.jpg",
-                       "declared_type": "image/jpeg", "size": 4}], **fields}
+            "files": [{"path": str(photo), "name": "Mari photo.jpg", "type": "image/jpeg"}],
+            **fields}
     path = tmp_path / f"{data['idempotency_key']}.json"
     path.write_text(json.dumps(data))
     return path
 
 
 def test_enqueue_list_show_drop(config: Path, tmp_path: Path) -> None:
-    spool_file = tmp_path / "state" / "spool" / "req" / "photo.jpg"
-    spool_file.parent.mkdir(parents=True)
-    spool_file.write_bytes(b"\xff\xd8\xff\xe0")
     path = request_file(tmp_path)
     first = syncd(config, "outbox", "enqueue", str(path))
-    assert first.returncode == 0 and "request 1 queued" in first.stdout
+    assert first.returncode == 0 and "request 1 queued" in first.stdout, first.stderr
+    key = json.loads(path.read_text())["idempotency_key"]
+    spool_file = tmp_path / "state" / "spool" / key / "0.jpg"
+    assert spool_file.read_bytes() == JPEG  # copied into the spool by syncd
     again = syncd(config, "outbox", "enqueue", str(path))
     assert again.returncode == 0 and "already queued" in again.stdout
 
@@ -52,7 +57,7 @@ def test_enqueue_list_show_drop(config: Path, tmp_path: Path) -> None:
     assert "mari@example.ee" not in listing.stdout and "overheats" not in listing.stdout
 
     shown = syncd(config, "outbox", "show", "1")
-    assert "photo.jpg" in shown.stdout and "mari@example.ee" not in shown.stdout
+    assert "image/jpeg" in shown.stdout and "mari@example.ee" not in shown.stdout
     revealed = syncd(config, "outbox", "show", "1", "--reveal")
     assert "mari@example.ee" in revealed.stdout
 
@@ -71,10 +76,16 @@ def test_enqueue_list_show_drop(config: Path, tmp_path: Path) -> None:
     [
         ('{"idempotency_key": ', "is not valid JSON"),
         (json.dumps({"idempotency_key": "nope", "request_type": "repair"}),
-         "idempotency_key: not a UUID"),
+         "idempotency_key: must be a UUID"),
         (json.dumps({"idempotency_key": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
                      "request_type": "coffee"}),
          "request_type: must be one of"),
+        (json.dumps({"idempotency_key": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+                     "request_type": "repair", "message": "x" * 20_000}),
+         "message: must be text of at most"),
+        (json.dumps({"idempotency_key": "1b4e28ba-2fa1-41d2-883f-0016d3cca427",
+                     "request_type": "repair", "colour": "blue"}),
+         "unknown field 'colour'"),
     ],
 )
 def test_enqueue_refuses_bad_input(config: Path, tmp_path: Path, content: str,
@@ -91,6 +102,23 @@ def test_enqueue_from_stdin_and_missing_file(config: Path, tmp_path: Path) -> No
     assert syncd(config, "outbox", "enqueue", "-", stdin=body).returncode == 0
     missing = syncd(config, "outbox", "enqueue", str(tmp_path / "nope.json"))
     assert missing.returncode == 66 and "cannot read" in missing.stderr
+    gone = request_file(tmp_path, files=[{"path": str(tmp_path / "gone.jpg")}])
+    missing_attachment = syncd(config, "outbox", "enqueue", str(gone))
+    assert missing_attachment.returncode == 66, missing_attachment.stderr
+    assert "gone.jpg" in missing_attachment.stderr
+
+
+def test_enqueue_refuses_a_disguised_executable_at_the_door(config: Path, tmp_path: Path) -> None:
+    exe = tmp_path / "holiday.jpg"
+    exe.write_bytes(b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 9000)
+    path = request_file(tmp_path)
+    data = json.loads(path.read_text())
+    data["files"] = [{"path": str(exe), "type": "image/jpeg"}]
+    path.write_text(json.dumps(data))
+    refused = syncd(config, "outbox", "enqueue", str(path))
+    assert refused.returncode == 65
+    assert "files[0]: The content is not an allowed type" in refused.stderr
+    assert [p for p in (tmp_path / "state" / "spool").rglob("*") if p.is_file()] == []
 
 
 def test_retry_dead_requests(config: Path, tmp_path: Path) -> None:
