@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import sqlite3
@@ -578,6 +579,8 @@ class ServiceRequestIntake:
 
 
 _READ_BYTES: Final = 64 * 1024
+# File parts: "files", or PHP's and HTML's array spellings "files[]" and "files[3]".
+_FILE_PART: Final = re.compile(r"files(?:\[[0-9]{0,3}\])?")
 
 
 def _read_form(draft: _Draft, body: IO[bytes], boundary: bytes) -> dict[str, str | None]:
@@ -608,7 +611,7 @@ def _read_form(draft: _Draft, body: IO[bytes], boundary: bytes) -> dict[str, str
                     finished = True
                     break
                 if isinstance(event, FilePart):
-                    if event.name != FILE_FIELD:
+                    if not _FILE_PART.fullmatch(event.name or ""):
                         raise _unknown_field()
                     writer = draft.open_file(event.filename, event.headers.get("content-type", ""))
                 elif isinstance(event, FieldPart):
@@ -655,7 +658,7 @@ def _unknown_field() -> IntakeError:
         "unknown_field",
         "The form has a part that is not a request field; fields: "
         + ", ".join(FORM_FIELDS)
-        + f"; files: parts named {FILE_FIELD} with a file name.",
+        + f"; files: parts named {FILE_FIELD} (or {FILE_FIELD}[]) with a file name.",
     )
 
 

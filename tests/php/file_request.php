@@ -1,17 +1,17 @@
 <?php
-// Files a service request through the documented contract (docs/portal-contract.md, section 10).
-//   php tests/php/file_request.php CACHE_PATH KEY DEVICE_CRM_ID CONTACT_CRM_ID SPOOL_RELATIVE_PATH SIZE
-// Prints one JSON line: {"id": N} (N null when the key was filed before).
+// Files a service request through the documented contract (docs/portal-contract.md, section 10):
+// the local API over its unix socket, with php-curl.
+//   php tests/php/file_request.php SOCKET KEY DEVICE_CRM_ID CONTACT_CRM_ID FILE [NAME [TYPE]]
+// Prints one JSON line: {"status": HTTP status, "body": the decoded answer}.
 declare(strict_types=1);
 require __DIR__ . '/portal_examples.php';
 
-[$script, $cache, $key, $device, $contact, $path, $size] = $argv;
-$writer = new PDO('sqlite:' . $cache, null, null, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
-$writer->exec('PRAGMA busy_timeout = 5000');
-$id = syncd_file_service_request(
-    $writer, $key, 'repair', 'Laser stops after ten minutes', $device, $contact,
-    ['email' => 'client@example.ee'],
-    [['path' => $path, 'original_name' => 'handpiece.jpg', 'declared_type' => 'image/jpeg',
-      'size' => (int) $size]]
+[$script, $socket, $key, $device, $contact, $file] = $argv;
+[$status, $body] = syncd_file_service_request(
+    $socket, $key,
+    ['request_type' => 'repair', 'message' => 'Laser stops after ten minutes',
+     'contact_email' => 'client@example.ee', 'device_crm_id' => $device,
+     'contact_crm_id' => $contact],
+    [['path' => $file, 'name' => $argv[6] ?? 'handpiece.jpg', 'type' => $argv[7] ?? 'image/jpeg']]
 );
-echo json_encode(['id' => $id]), "\n";
+echo json_encode(['status' => $status, 'body' => $body]), "\n";

@@ -163,47 +163,83 @@ function syncd_parcel_machines(PDO $db, string $country, ?string $kind = 'parcel
 }
 
 /**
- * File a service request with its files in one transaction. $files are arrays with 'path'
- * (relative to the spool directory, already written there), 'original_name', 'declared_type'
- * and 'size'. Returns the outbox row ID; an already filed $idempotencyKey returns null.
+ * A new idempotency key: a random (version 4) UUID. Make one per service request, when the
+ * form is opened, and send it with every attempt to file that request.
  */
-function syncd_file_service_request(PDO $writer, string $idempotencyKey, string $type,
-                                    ?string $message, ?string $deviceCrmId,
-                                    ?string $contactCrmId, array $contact, array $files): ?int
+function syncd_new_key(): string
 {
-    $writer->beginTransaction();
-    try {
-        $insert = $writer->prepare(
-            'INSERT INTO outbox_requests (idempotency_key, request_type, message, contact_phone,
-                 contact_email, contact_address, device_crm_id, contact_crm_id, created_at)
-             VALUES (:key, :type, :message, :phone, :email, :address, :device, :contact, :created)
-             ON CONFLICT (idempotency_key) DO NOTHING'
-        );
-        $insert->execute([
-            ':key' => strtolower($idempotencyKey), ':type' => $type, ':message' => $message,
-            ':phone' => $contact['phone'] ?? null, ':email' => $contact['email'] ?? null,
-            ':address' => $contact['address'] ?? null, ':device' => $deviceCrmId,
-            ':contact' => $contactCrmId, ':created' => gmdate('Y-m-d\TH:i:s.v\Z'),
-        ]);
-        if ($insert->rowCount() === 0) {
-            $writer->rollBack();
-            return null; // filed before: the same request is not filed twice
-        }
-        $requestId = (int) $writer->lastInsertId();
-        $file = $writer->prepare(
-            'INSERT INTO outbox_files (request_id, position, path, original_name, declared_type, size)
-             VALUES (?, ?, ?, ?, ?, ?)'
-        );
-        foreach (array_values($files) as $position => $f) {
-            $file->execute([$requestId, $position, $f['path'], $f['original_name'],
-                            $f['declared_type'] ?? null, $f['size']]);
-        }
-        $writer->commit();
-        return $requestId;
-    } catch (Throwable $e) {
-        $writer->rollBack();
-        throw $e;
+    $bytes = random_bytes(16);
+    $bytes[6] = chr((ord($bytes[6]) & 0x0f) | 0x40);
+    $bytes[8] = chr((ord($bytes[8]) & 0x3f) | 0x80);
+    return vsprintf('%s%s-%s-%s-%s-%s%s%s', str_split(bin2hex($bytes), 4));
+}
+
+/**
+ * Call syncd's local API over its unix socket (php-curl). Returns [HTTP status, decoded JSON
+ * body]; error answers are JSON too. Throws RuntimeException when syncd cannot be reached or
+ * did not answer in time: try again later (a POST with the same Idempotency-Key).
+ */
+function syncd_api_call(string $socket, string $method, string $path, array $options = []): array
+{
+    $curl = curl_init('http://localhost' . $path);
+    curl_setopt_array($curl, $options + [
+        CURLOPT_UNIX_SOCKET_PATH => $socket,
+        CURLOPT_CUSTOMREQUEST => $method,
+        CURLOPT_RETURNTRANSFER => true,
+        CURLOPT_CONNECTTIMEOUT => 5,
+        CURLOPT_TIMEOUT => 30,
+    ]);
+    $body = curl_exec($curl);
+    $status = (int) curl_getinfo($curl, CURLINFO_RESPONSE_CODE);
+    $error = curl_error($curl);
+    curl_close($curl);
+    if ($body === false || $status === 0) {
+        throw new RuntimeException('syncd API unreachable: ' . $error);
     }
+    return [$status, json_decode($body, true, 16, JSON_THROW_ON_ERROR)];
+}
+
+/**
+ * File a service request with its files. $fields: 'request_type' (required), 'message',
+ * 'contact_phone', 'contact_email', 'contact_address', 'device_crm_id', 'contact_crm_id'.
+ * $files: arrays with 'path' (a local file, e.g. $_FILES['photo']['tmp_name']), 'name' (the
+ * client's file name) and 'type' (the browser's MIME type). Returns [status, body]: 202 with
+ * 'id' and 'status_url'; a 4xx with body['error']['field'] naming the field or file to correct;
+ * 429/503/507 mean "later, with the same key".
+ */
+function syncd_file_service_request(string $socket, string $key, array $fields,
+                                    array $files): array
+{
+    $post = [];
+    foreach ($fields as $name => $value) {
+        if ($value !== null && $value !== '') {
+            $post[$name] = (string) $value;
+        }
+    }
+    foreach (array_values($files) as $position => $file) {
+        $post["files[$position]"] = new CURLFile(
+            $file['path'], $file['type'] ?? 'application/octet-stream',
+            $file['name'] ?? basename($file['path'])
+        );
+    }
+    return syncd_api_call($socket, 'POST', '/v1/service-requests', [
+        CURLOPT_POSTFIELDS => $post,
+        CURLOPT_HTTPHEADER => ['Idempotency-Key: ' . $key, 'Expect:'],
+        CURLOPT_TIMEOUT => 900, // several hundred megabytes of video over a local socket
+    ]);
+}
+
+/** Where a filed request stands (status, attempts, last_error, crm_id, files), or null. */
+function syncd_service_request_status(string $socket, string $key): ?array
+{
+    [$status, $body] = syncd_api_call($socket, 'GET', '/v1/service-requests/' . rawurlencode($key));
+    if ($status === 404) {
+        return null;
+    }
+    if ($status !== 200) {
+        throw new RuntimeException($body['error']['code'] ?? 'unexpected answer');
+    }
+    return $body;
 }
 
 /**
