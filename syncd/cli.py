@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from syncd import __version__
 from syncd.errors import ConfigError, FatalError, ResyncBusyError, RetriableError
@@ -29,10 +30,28 @@ EX_OK, EX_UNHEALTHY, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_TEMPFAIL, EX_CONF
 )
 RESYNC_TARGETS = ("contacts", "companies", "devices", "all")
 log = logging.getLogger("syncd")
+# A CRM record ID as --record takes it: the CRM's own ID, as text (digits with Bitrix24).
+_RECORD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with sysexits: a usage error exits 64 (EX_USAGE), not argparse's 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EX_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _record_id(value: str) -> str:
+    if not _RECORD_ID.fullmatch(value):
+        raise argparse.ArgumentTypeError(
+            "must be a CRM record ID (letters, digits, '-' or '_', at most 64 characters)"
+        )
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="syncd",
         description="CRM synchronisation daemon for the Baltic Lasers client portal: mirrors the "
         "CRM into a local SQLite cache the portal reads, delivers service requests, validates "
@@ -58,10 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--record",
         metavar="ID",
+        type=_record_id,
         help="with --resync: only this CRM record (re-fetched; removed from the "
         "cache if the CRM no longer has it)",
     )
-    parser.add_argument("--json", action="store_true", help="with --resync: print JSON")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="with --resync: print only the result as JSON on stdout (progress and prose go to "
+        "stderr)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     commands.add_parser(
@@ -132,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.resync and args.command:
         parser.error("--resync cannot be combined with a command")
+    if args.json and not args.resync and args.command is None:
+        parser.error("--json before a command needs --resync; put it after the command")
     if args.record and not args.resync:
         parser.error("--record needs --resync ENTITY")
     if args.record and args.resync == "all":
@@ -192,6 +219,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 conn,
                 args.resync,
                 args.record,
+                out=sys.stderr if args.json else sys.stdout,
                 emit_json=_print_json if args.json else None,
             )
         if args.command == "status":

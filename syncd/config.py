@@ -77,6 +77,7 @@ CREDENTIALS_ENV_VAR: Final = "CREDENTIALS_DIRECTORY"
 STATE_DIRECTORY_ENV_VAR: Final = "STATE_DIRECTORY"
 DEFAULT_STATE_DIRECTORY: Final = Path("/var/lib/syncd")
 CACHE_FILE_NAME: Final = "cache.sqlite3"
+MAX_SECRET_BYTES: Final = 64 * 1024  # a token, a client secret or a PEM certificate fits
 
 # Secrets syncd knows: (section, key) of the forbidden inline setting -> systemd credential name.
 # The file setting is always "<key>_file" in the same section.
@@ -572,9 +573,21 @@ def read_secret(name: str, file_setting: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        raw = path.read_bytes()
+        # O_NONBLOCK: a FIFO must not hang start-up; the size cap: /dev/zero must not fill memory.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ConfigError(f"secret file {path} is not a regular file")
+            raw = os.read(fd, MAX_SECRET_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ConfigError(f"cannot read secret file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ConfigError(
+            f"secret file {path} is larger than {MAX_SECRET_BYTES // 1024} KiB; it should hold "
+            "one secret"
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

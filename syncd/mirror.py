@@ -189,6 +189,7 @@ class MirrorEngine:
         self.stop = stop or threading.Event()
         self.progress = progress
         self.prefetcher = Prefetcher()
+        self._announced_resume: list[Entity] | None = None
 
     # -- the scheduled job --------------------------------------------------------------------
 
@@ -198,8 +199,13 @@ class MirrorEngine:
         more changes than it holds in memory)."""
         pending = self.pending_resync()
         if pending:
-            log.info("resuming the interrupted full resync of %s", ", ".join(pending))
-            return self.run_full(pending, resume=True)
+            # Said once per interrupted resync, not at every cycle that retries a failing one.
+            level = logging.DEBUG if self._announced_resume == pending else logging.INFO
+            log.log(level, "resuming the interrupted full resync of %s", ", ".join(pending))
+            self._announced_resume = pending
+            report = self.run_full(pending, resume=True)
+            self._announced_resume = None
+            return report
         unsynced = [e for e in ENTITY_ORDER if self.store.cursor(e) is None]
         if unsynced:
             return self.run_full(unsynced)

@@ -10,13 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from connectors.crm.base import Entity
 from state import audit, control
 from syncd import lock
 from syncd.config import Settings
-from syncd.errors import ResyncBusyError
+from syncd.errors import ResyncBusyError, SyncdError
 from syncd.mirror import CycleReport, iso, utc_now
 from syncd.runtime import build_budget, build_engine
 
@@ -115,6 +116,10 @@ def _foreground(
             engine = build_engine(settings, conn, progress=progress, budget=build_budget(settings))
             try:
                 report = _run(engine, entity, record_id)
+            except SyncdError as error:
+                if emit_json:
+                    emit_json({"ok": False, "error": str(error)})
+                raise
             finally:
                 engine.adapter.close()
     finally:
@@ -141,5 +146,6 @@ def _bar(out: TextIO) -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         transient=False,
+        console=Console(file=out),
         disable=not out.isatty(),
     )

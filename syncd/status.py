@@ -123,7 +123,13 @@ def render(report: dict[str, Any]) -> str:
     lines = [f"syncd status: {'HEALTHY' if report['healthy'] else 'NEEDS ATTENTION'}"]
     cache = report["cache"]
     lines.append(f"cache   {cache['path']} (schema {cache['schema_version']})")
-    lines.append(f"daemon  {report['daemon'] or 'not running'}")
+    holder = report["daemon"]
+    if holder is None:
+        lines.append("daemon  not running")
+    elif "daemon" in holder:
+        lines.append(f"daemon  {holder}")
+    else:  # the lock is held by a foreground resync (syncd --resync with no daemon running)
+        lines.append(f"daemon  not running; a foreground resync is running ({holder})")
     lines.append("")
     lines.append("jobs")
     if not report["jobs"]:
@@ -132,8 +138,9 @@ def render(report: dict[str, Any]) -> str:
         line = f"  {job['job']:<12} {job['state']:<8} last success {_ago(job['last_success_at'])}"
         if job["state"] in ("failing", "stopped"):
             line += f"; {job['consecutive_failures']} failure(s), last: {job['last_error']}"
-            if job["next_run_at"]:
-                line += f"; retry after {job['next_run_at']}"
+            wait = _seconds_until(job["next_run_at"])
+            if job["state"] == "failing" and wait is not None:
+                line += f"; next try in {wait}s" if wait > 0 else "; next try at its next run"
         lines.append(line)
     lines.append("")
     lines.append("data")
@@ -176,14 +183,16 @@ def render(report: dict[str, Any]) -> str:
             f"resync #{r['id']} ({r['entity']}) {r['status']}: {r['progress_done']}{total} records"
         )
     elif report["resync_in_progress"]:
-        lines.append("")
-        lines.append(
-            "an interrupted full resync will resume: "
-            + ", ".join(
-                f"{e} ({p['records']} records staged)"
-                for e, p in report["resync_in_progress"].items()
-            )
+        staged = ", ".join(
+            f"{e} ({p['records']} records staged)" for e, p in report["resync_in_progress"].items()
         )
+        lines.append("")
+        if holder is not None and "daemon" not in holder:
+            lines.append(f"a full resync is running in the foreground: {staged}")
+        elif holder is not None:
+            lines.append(f"a full resync is in progress: {staged}")
+        else:
+            lines.append(f"an interrupted full resync resumes when the daemon starts: {staged}")
     if report["problems"]:
         lines.append("")
         lines.append("problems")
@@ -194,11 +203,14 @@ def render(report: dict[str, Any]) -> str:
 def _render_services(report: dict[str, Any]) -> list[str]:
     vies = report["vies"]
     ratio = vies["hit_ratio"]
-    shown_ratio = "no lookups yet" if ratio is None else f"hit ratio {ratio:.0%}"
-    lines = [
-        f"vies    {vies['entries']:,} cached answer(s); {vies['lookups_24h']:,} lookup(s) in "
-        f"24 h, {shown_ratio}"
-    ]
+    lookups = vies["lookups_24h"]
+    shown_lookups = (
+        "no lookups in 24 h"
+        if not lookups
+        else f"{lookups:,} lookup(s) in 24 h"
+        + ("" if ratio is None else f", hit ratio {ratio:.0%}")
+    )
+    lines = [f"vies    {vies['entries']:,} cached answer(s); {shown_lookups}"]
     lines.extend(
         f"        circuit OPEN ({c['scope']}, {c['reason']}) until {c['open_until']}"
         for c in vies["open_circuits"]
@@ -223,6 +235,14 @@ def _render_services(report: dict[str, Any]) -> list[str]:
             f"{parcels['refused_reason']} (the stored list was kept)"
         )
     return lines
+
+
+def _seconds_until(stamp: str | None) -> int | None:
+    """Whole seconds from now until ``stamp`` (negative when past), or None."""
+    if not stamp:
+        return None
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return int((moment - datetime.now(UTC)).total_seconds())
 
 
 def _utc(value: str) -> str:

@@ -418,17 +418,36 @@ def test_token_with_junk_is_refused_without_echo(tmp_path: Path) -> None:
     assert str(token_file) in str(info.value) and TOKEN not in str(info.value)
 
 
-def test_unreadable_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreadable_secret_file(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-
-    def deny(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
-
-    monkeypatch.setattr(Path, "read_bytes", deny)
+    token_file.chmod(0)
+    if os.access(token_file, os.R_OK):  # root reads anything: make it unreadable otherwise
+        token_file.unlink()
+        token_file.mkdir()
+        with pytest.raises(ConfigError) as info:
+            read_secret("crm_webhook_token", token_file)
+        assert str(info.value) == f"secret file {token_file} is not a regular file"
+        return
     with pytest.raises(ConfigError) as info:
         read_secret("crm_webhook_token", token_file)
     assert str(info.value) == f"cannot read secret file {token_file}: Permission denied"
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/urandom"])
+def test_a_device_as_secret_file_is_refused_without_reading_it(device: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        read_secret("crm_webhook_token", Path(device))
+    assert str(info.value) == f"secret file {device} is not a regular file"
+
+
+def test_a_huge_secret_file_is_refused_reading_only_its_cap(tmp_path: Path) -> None:
+    huge = tmp_path / "token"
+    with huge.open("wb") as handle:
+        handle.truncate(1 << 32)  # 4 GiB, sparse: reading it whole would take gigabytes
+    with pytest.raises(ConfigError) as info:
+        read_secret("crm_webhook_token", huge)
+    assert str(info.value) == f"secret file {huge} is larger than 64 KiB; it should hold one secret"
 
 
 def test_read_secret_generic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -25,15 +25,13 @@ def test_the_daemon_delivers_a_filed_request(tmp_path: Path) -> None:
                                   cwd=ROOT, stderr=subprocess.PIPE, text=True)
         try:
             wait_for(lambda: count(cache, "devices") == 30, 30, "the first mirror")
-            photo = tmp_path / "state" / "spool" / "req" / "photo.jpg"
-            photo.parent.mkdir(parents=True, exist_ok=True)
-            photo.write_bytes(JPEG)
+            upload = tmp_path / "photo.jpg"
+            upload.write_bytes(JPEG)
             key = str(uuid.uuid4())
             request = {"idempotency_key": key, "request_type": "repair",
                        "device_crm_id": sorted(fake.records("devices"), key=int)[0],
                        "contact_crm_id": sorted(fake.records("contacts"), key=int)[0],
-                       "files": [{"path": "req/photo.jpg", "original_name": "photo.jpg",
-                                  "declared_type": "image/jpeg", "size": len(JPEG)}]}
+                       "files": [{"path": str(upload), "type": "image/jpeg"}]}
             filed = syncd(config, "outbox", "enqueue", "-", stdin=json.dumps(request))
             assert filed.returncode == 0, filed.stderr
 
@@ -44,7 +42,7 @@ def test_the_daemon_delivers_a_filed_request(tmp_path: Path) -> None:
             wait_for(delivered, 30, "the request to be delivered")
             items = [i for i in fake.service_requests().values() if i.get("xmlId") == key]
             assert len(items) == 1 and len(items[0]["_disk_files"]) == 1
-            assert not photo.exists()
+            assert not (tmp_path / "state" / "spool" / key).exists()  # syncd's copy is gone
         finally:
             daemon.send_signal(signal.SIGTERM)
             assert daemon.wait(timeout=15) == 0
