@@ -353,7 +353,21 @@ class ApiServer:
             self._server = server
             self._thread = threading.Thread(target=self._serve, name="syncd-api", daemon=True)
             self._thread.start()
-        logger.info("api: listening on %s", self._address)
+        logger.debug("api: bound to %s", self._address)
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The server loop's thread (None before :meth:`start`)."""
+        return self._thread
+
+    def ping(self, callback: Any) -> None:
+        """Ask the server loop to call ``callback`` (from any thread): a loop that is stuck or
+        gone never does, which is how the daemon's watchdog notices it."""
+        server = self._server
+        if server is None or self._stopped:
+            return
+        with contextlib.suppress(OSError):  # the trigger is closed: the loop is gone
+            server.trigger.pull_trigger(callback)
 
     def _serve(self) -> None:
         try:

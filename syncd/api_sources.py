@@ -5,6 +5,7 @@ block the lanes' writers)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from state import health, omniva, vies_cache
@@ -54,8 +55,14 @@ class DaemonHealth:
     """``/healthz``: healthy while no job has stopped for good; degraded while one is failing or
     VIES has blocked us (an open circuit: VAT checks answer from the cache or 503)."""
 
-    def __init__(self, connections: ThreadConnections) -> None:
+    def __init__(
+        self,
+        connections: ThreadConnections,
+        *,
+        lanes: Callable[[], dict[str, str]] | None = None,
+    ) -> None:
         self._connections = connections
+        self._lanes = lanes
 
     def __call__(self) -> tuple[bool, dict[str, Any]]:
         conn = self._connections.get()
@@ -63,10 +70,14 @@ class DaemonHealth:
         stopped = sorted(name for name, state in jobs.items() if state == "stopped")
         failing = sorted(name for name, state in jobs.items() if state == "failing")
         circuits = vies_cache.open_circuits(conn, utc_now())
-        status = "unhealthy" if stopped else "degraded" if failing or circuits else "ok"
-        return not stopped, {
+        lanes = self._lanes() if self._lanes is not None else {}
+        hung = any(state != "ok" for state in lanes.values())
+        unhealthy = bool(stopped) or hung
+        status = "unhealthy" if unhealthy else "degraded" if failing or circuits else "ok"
+        return not unhealthy, {
             "status": status,
             "jobs": jobs,
+            "lanes": lanes,
             "vies_circuits": [
                 {"scope": c.scope, "reason": c.reason, "open_until": c.open_until} for c in circuits
             ],

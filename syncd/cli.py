@@ -201,6 +201,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         from syncd.daemon import Daemon
 
+        settings.check_complete()
         return Daemon(settings).run()
     if args.command == "vat":
         from syncd.vat_cli import run as run_vat
@@ -245,7 +246,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _check_config(settings: Any, *, as_json: bool) -> int:
     from syncd.runtime import load_mappings
 
-    settings.check_secrets()
+    settings.check_complete()
     mappings = load_mappings(settings)
     effective = settings.redacted()
     effective["mappings"] = {

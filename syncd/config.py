@@ -500,6 +500,37 @@ class Settings(BaseSettings):
         """Read every configured secret once, raising ConfigError for any unusable one."""
         self.crm_webhook_token()
 
+    def check_complete(self) -> None:
+        """Raise :class:`ConfigError` (one line naming the setting) for anything ``syncd run``
+        would refuse: an unusable secret, a CRM half configured, an upload limit that no
+        allowed file fits. A CRM not configured at all is fine: the daemon then serves VIES,
+        Omniva and the API only."""
+        self.check_secrets()
+        token = secret_source("crm_webhook_token", self.crm.webhook_token_file)
+        if self.crm.url and token is None:
+            raise ConfigError(
+                "crm.webhook_token_file: no webhook token (set crm.webhook_token_file or "
+                "provide the systemd credential crm_webhook_token)"
+            )
+        if not self.crm.url and self.crm.webhook_token_file is not None:
+            raise ConfigError(
+                "crm.url: not set, although crm.webhook_token_file is (the CRM webhook base "
+                "URL, e.g. https://example.bitrix24.eu/rest/1/)"
+            )
+        largest = max(
+            self.outbox.max_image_mb, self.outbox.max_video_mb, self.outbox.max_document_mb
+        )
+        if self.api.enabled and self.api.max_upload_mb < largest:
+            raise ConfigError(
+                f"api.max_upload_mb: {self.api.max_upload_mb} is below the largest file "
+                f"limit in [outbox] ({largest} MB); such a file could never be filed"
+            )
+
+    @property
+    def spool_directory(self) -> Path:
+        """Where attached files wait for delivery (``outbox.spool_directory`` or the default)."""
+        return self.outbox.spool_directory or self.state.default_spool
+
     def _secret_files(self) -> Iterator[tuple[str, str, str, Path | None]]:
         """(section, key, credential name, file setting) for every known secret."""
         for (section, key), credential in _SECRETS.items():
@@ -517,7 +548,12 @@ class Settings(BaseSettings):
         for section, key, credential, file_setting in self._secret_files():
             source = secret_source(credential, file_setting)
             data[section][key] = "<not set>" if source is None else f"<set: from {source}>"
+            if file_setting is None:  # the path it is read from, not null
+                data[section][f"{key}_file"] = str(source) if source else "<not set>"
         data["state"]["cache_path"] = str(self.state.cache_path)
+        data["outbox"]["spool_directory"] = str(self.spool_directory)
+        if data["crm"]["url"] is None:
+            data["crm"]["url"] = "<not set: no CRM; mirror and service requests off>"
         return data
 
     def describe_sources(self) -> dict[str, str]:

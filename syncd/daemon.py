@@ -34,6 +34,7 @@ from syncd.api_sources import CachedLocations, DaemonHealth
 from syncd.config import Settings
 from syncd.errors import ConfigError
 from syncd.jobs import Job
+from syncd.liveness import DEADLINES, Heartbeat, Liveness
 from syncd.lock import ProcessLock
 from syncd.mirror import MirrorEngine, iso, utc_now
 from syncd.push import OutboxDelivery, wait_for_outbox_change
@@ -68,11 +69,16 @@ class CrmLane:
     time; a task already queued or running is not queued twice."""
 
     def __init__(
-        self, settings: Settings, stop: threading.Event, budget: RequestBudget | None = None
+        self,
+        settings: Settings,
+        stop: threading.Event,
+        budget: RequestBudget | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.settings = settings
         self.stop = stop
         self.budget = budget
+        self.heartbeat = heartbeat or Heartbeat("crm", DEADLINES["crm"])
         self._queue: queue.Queue[_Task | None] = queue.Queue()
         self._pending: set[str] = set()
         self._lock = threading.Lock()
@@ -82,6 +88,7 @@ class CrmLane:
         self.ready = threading.Event()
         self.failed_to_start: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="crm-lane", daemon=True)
+        self.heartbeat.thread = self._thread
 
     def start(self) -> None:
         self._thread.start()
@@ -109,7 +116,13 @@ class CrmLane:
     def _loop(self) -> None:
         try:
             self.conn = open_cache(self.settings)
-            self.engine = build_engine(self.settings, self.conn, stop=self.stop, budget=self.budget)
+            self.engine = build_engine(
+                self.settings,
+                self.conn,
+                stop=self.stop,
+                budget=self.budget,
+                on_request=self.heartbeat.beat,
+            )
         except BaseException as error:  # reported by the main thread
             self.failed_to_start = error
             self.ready.set()
@@ -121,7 +134,8 @@ class CrmLane:
                 break
             self.busy_with = task.name
             try:
-                task.run(self.conn, self.engine)
+                with self.heartbeat.working(task.name):
+                    task.run(self.conn, self.engine)
             finally:
                 self.busy_with = None
                 with self._lock:
@@ -149,14 +163,20 @@ class PushLane:
     MAX_IDLE_SECONDS = 5.0  # re-check retry_wait rows at least this often
 
     def __init__(
-        self, settings: Settings, stop: threading.Event, budget: RequestBudget | None = None
+        self,
+        settings: Settings,
+        stop: threading.Event,
+        budget: RequestBudget | None = None,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
         self.settings = settings
         self.stop = stop
         self.budget = budget
+        self.heartbeat = heartbeat or Heartbeat("push", DEADLINES["push"])
         self.job = Job("push", self._drain)
         self.delivery: OutboxDelivery | None = None
         self._thread = threading.Thread(target=self._loop, name="push-lane", daemon=True)
+        self.heartbeat.thread = self._thread
 
     def start(self) -> None:
         self._thread.start()
@@ -170,11 +190,14 @@ class PushLane:
         delivered = 0
         while not self.stop.is_set() and self.delivery.deliver_next() is not None:
             delivered += 1
+            self.heartbeat.beat()
         return f"push: {delivered} attempt(s)" if delivered else None
 
     def _loop(self) -> None:
         conn = open_cache(self.settings)
-        pusher = build_pusher(self.settings, stop=self.stop, budget=self.budget)
+        pusher = build_pusher(
+            self.settings, stop=self.stop, budget=self.budget, on_request=self.heartbeat.beat
+        )
         self.delivery = OutboxDelivery(conn, pusher, push_options(self.settings))
         released = outbox.release_dead_leases(
             conn, host=os.uname().nodename, is_alive=_process_alive, now=utc_now()
@@ -186,7 +209,8 @@ class PushLane:
         last_retention = 0.0
         try:
             while not self.stop.is_set():
-                self.job.run(conn)
+                with self.heartbeat.working("delivering service requests"):
+                    self.job.run(conn)
                 if time.monotonic() - last_retention > self.RETENTION_EVERY_SECONDS:
                     self.delivery.forget_old_messages()
                     removed = intake.sweep_orphans()
@@ -209,13 +233,26 @@ class Daemon:
         self.settings = settings
         self.notifier = notifier or Notifier.from_env()
         self.stop = threading.Event()
+        self.liveness = Liveness()
+        # Without [crm] url the daemon serves VIES, Omniva and the API only: no CRM lanes.
+        self.crm_enabled = settings.crm.url is not None
         # One CRM request budget for the process: the mirror and push lanes share the CRM's
         # rate limit, and push goes first (crm.push_reserve).
-        self.budget = build_budget(settings)
-        self.lane = CrmLane(settings, self.stop, self.budget)
-        self.push = PushLane(settings, self.stop, self.budget)
+        self.budget = build_budget(settings) if self.crm_enabled else None
+        self.lane: CrmLane | None = None
+        self.push: PushLane | None = None
+        if self.crm_enabled:
+            self.lane = CrmLane(
+                settings, self.stop, self.budget, self.liveness.heartbeat("crm")
+            )
+            self.push = PushLane(
+                settings, self.stop, self.budget, self.liveness.heartbeat("push")
+            )
         self.vat = build_vat_service(settings, stop=self.stop) if settings.api.enabled else None
-        self.services = ServicesLane(settings, self.stop, self.vat)
+        self.services = ServicesLane(
+            settings, self.stop, self.vat, self.liveness.heartbeat("services")
+        )
+        self._hung_reported = False
         self.api: ApiServer | None = None
         self._api_connections = ThreadConnections(lambda: open_cache(settings))
         self.jobs = {
@@ -298,16 +335,27 @@ class Daemon:
             )
         self._install_signal_handlers()
         self._start_api()  # first: a port already taken stops start-up before any work begins
-        self.lane.start()
-        self.lane.ready.wait()
-        if self.lane.failed_to_start is not None:
-            raise self.lane.failed_to_start
-        self.push.start()
+        if self.lane is not None and self.push is not None:
+            self.lane.start()
+            self.lane.ready.wait()
+            if self.lane.failed_to_start is not None:
+                raise self.lane.failed_to_start
+            self.push.start()
         self.services.start()
         self._schedule_jobs()
         audit.record(conn, "daemon.start", details={"pid_user": audit.os_user()})
-        self.notifier.ready("syncd running; first mirror cycle started")
-        log.info("syncd daemon ready (cache %s)", self.settings.state.cache_path)
+        self.notifier.ready(
+            "syncd running; first mirror cycle started"
+            if self.crm_enabled
+            else "syncd running without a CRM (crm.url not set): VIES, Omniva and the API only"
+        )
+        if self.api is not None:
+            log.info("local API listening on %s", self.api.address)
+        log.info(
+            "syncd daemon ready (cache %s%s)",
+            self.settings.state.cache_path,
+            "" if self.crm_enabled else "; no CRM configured: mirror and service requests off",
+        )
         # Everything loaded so far lives as long as the process: move it out of the garbage
         # collector's way, so full collections (which stall the API's threads) stay short.
         gc.collect()
@@ -318,11 +366,17 @@ class Daemon:
         self._submit(self.jobs["mirror"])
         watchdog_every = self.notifier.watchdog_interval()
         last_watchdog = 0.0
+        api_beat = self.liveness.heartbeat("api") if self.api is not None else None
+        if self.api is not None and api_beat is not None:
+            api_beat.thread = self.api.thread
+            api_beat.busy_with = "its server loop"  # always: a loop that stops answering hangs
         while not self.stop.is_set():
             self.scheduler.run_pending()
             self._poll_control(conn)
+            if self.api is not None and api_beat is not None:
+                self.api.ping(api_beat.beat)
             now = time.monotonic()
-            if watchdog_every and now - last_watchdog >= watchdog_every:
+            if watchdog_every and now - last_watchdog >= watchdog_every and self._all_alive():
                 self.notifier.watchdog()
                 last_watchdog = now
             idle = self.scheduler.idle_seconds
@@ -332,12 +386,14 @@ class Daemon:
             self.budget.wake()  # a lane waiting for a CRM request token sees the stop at once
         log.info("stopping (waiting up to %.0fs for the running task)", STOP_GRACE_SECONDS)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
-        self.lane.request_stop()  # the lanes wind down at once, within one grace period
+        if self.lane is not None:
+            self.lane.request_stop()  # the lanes wind down at once, within one grace period
         if self.api is not None:
             self.api.stop(max(0.0, deadline - time.monotonic()))
         stopped = [
             lane.shutdown(max(0.0, deadline - time.monotonic()))
             for lane in (self.push, self.services, self.lane)
+            if lane is not None
         ]
         if self.vat is not None:
             self.vat.close()
@@ -358,12 +414,17 @@ class Daemon:
 
         api = self.settings.api
         max_upload_bytes = api.max_upload_mb * MIB
+        intake = (
+            build_intake(self.settings, self._api_connections.get, api=True)
+            if self.crm_enabled
+            else None
+        )
         app = make_app(
             self.vat,
             CachedLocations(self._api_connections),
-            DaemonHealth(self._api_connections),
+            DaemonHealth(self._api_connections, lanes=self.liveness.report),
             metrics=MetricsSource(self._api_connections.get),
-            service_requests=build_intake(self.settings, self._api_connections.get, api=True),
+            service_requests=intake,
             max_upload_bytes=max_upload_bytes,
         )
         self.api = ApiServer(
@@ -381,9 +442,25 @@ class Daemon:
             raise ConfigError(
                 f"api.listen: cannot listen on {api.listen}: {error.strerror or error}"
             ) from None
-        log.info("local API listening on %s", self.api.address)
+
+    def _all_alive(self) -> bool:
+        """Whether every lane is making progress; says so once when one stops, and once when
+        all are well again (the watchdog is not pinged meanwhile: systemd restarts syncd)."""
+        hung = self.liveness.hung()
+        if hung and not self._hung_reported:
+            for lane in hung:
+                log.error("%s; no more watchdog pings: systemd will restart syncd", lane.why)
+            self.notifier.status("HUNG: " + "; ".join(lane.why for lane in hung))
+            self._hung_reported = True
+        elif not hung and self._hung_reported:
+            log.warning("every lane is making progress again")
+            self._hung_reported = False
+            self._update_status()
+        return not hung
 
     def _schedule_jobs(self) -> None:
+        if not self.crm_enabled:
+            return
         # schedule draws jittered intervals with randint, so they are whole seconds/minutes.
         m = self.settings.mirror
         low = max(1, round(m.interval_seconds - m.jitter_seconds))
@@ -396,10 +473,12 @@ class Daemon:
             self.scheduler.every(minutes).minutes.do(self._submit, self.jobs["full_resync"])
 
     def _submit(self, job: Job) -> None:
-        if job.ready():
+        if self.lane is not None and job.ready():
             self.lane.submit(self._job_task(job))
 
     def _poll_control(self, conn: sqlite3.Connection) -> None:
+        if self.lane is None:  # no CRM: `syncd --resync` refuses before asking
+            return
         # A plain read first: the main loop must not queue for the write lock every half
         # second (it would sit in SQLite's busy wait while a lane writes, deaf to signals).
         if (
@@ -430,7 +509,8 @@ class Daemon:
         ]
 
     def _update_status(self) -> None:
-        jobs = (*self.jobs.values(), self.push.job, *self.services.jobs.values())
+        crm_jobs = (*self.jobs.values(), self.push.job) if self.push is not None else ()
+        jobs = (*crm_jobs, *self.services.jobs.values())
         parts = [f"{job.name} {job.state}" for job in jobs]
         self.notifier.status("; ".join(parts))
 

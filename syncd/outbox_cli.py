@@ -174,7 +174,7 @@ def _drop(settings: Settings, conn: sqlite3.Connection, request_id: int) -> int:
             file=sys.stderr,
         )
         return EX_FAILED
-    spool = settings.outbox.spool_directory or settings.state.default_spool
+    spool = settings.spool_directory
     removed = 0
     for file in dropped.files:
         try:

@@ -17,7 +17,7 @@ from connectors.crm.base import Entity
 from state import audit, control
 from syncd import lock
 from syncd.config import Settings
-from syncd.errors import ResyncBusyError, SyncdError
+from syncd.errors import ConfigError, ResyncBusyError, SyncdError
 from syncd.mirror import CycleReport, iso, utc_now
 from syncd.runtime import build_budget, build_engine
 
@@ -34,6 +34,8 @@ def run_resync(
     emit_json: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
     """Returns an exit code: 0 done, 1 failed, 75 busy (another resync or lock holder)."""
+    if not settings.crm.url:
+        raise ConfigError("crm.url: not set; there is no CRM to resync from")
     state_dir = settings.state.cache_path.parent
     target = entity + (f" record {record_id}" if record_id else "")
     audit.record(conn, "resync.request", target=target)

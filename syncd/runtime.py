@@ -59,6 +59,7 @@ def _crm_client(
     stop: threading.Event | None,
     budget: RequestBudget | None = None,
     priority: Priority = "mirror",
+    on_request: Callable[[], None] | None = None,
 ) -> Bitrix24Client:
     crm = settings.crm
     if not crm.url:
@@ -78,6 +79,7 @@ def _crm_client(
         retry=RetryPolicy(max_attempts=crm.max_attempts, stop=stop),
         budget=budget,
         priority=priority,
+        on_request=on_request,
     )
 
 
@@ -87,11 +89,15 @@ def build_adapter(
     *,
     stop: threading.Event | None = None,
     budget: RequestBudget | None = None,
+    on_request: Callable[[], None] | None = None,
 ) -> Bitrix24Adapter:
     """The configured CRM adapter; a missing URL or credential is a ConfigError. Its client
-    draws from ``budget`` (when given) at mirror priority."""
+    draws from ``budget`` (when given) at mirror priority and calls ``on_request`` before each
+    request."""
     return Bitrix24Adapter(
-        _crm_client(settings, stop=stop, budget=budget, priority="mirror"),
+        _crm_client(
+            settings, stop=stop, budget=budget, priority="mirror", on_request=on_request
+        ),
         mappings,
         devices_entity_type_id=settings.crm.devices_entity_type_id,
         deletion_events=settings.crm.deletion_events == "auto",
@@ -103,11 +109,14 @@ def build_pusher(
     *,
     stop: threading.Event | None = None,
     budget: RequestBudget | None = None,
+    on_request: Callable[[], None] | None = None,
 ) -> Bitrix24Pusher:
     """The configured CRM's service-request pusher (its own HTTP client: the push lane never
     waits on the mirror's connections; it draws from ``budget`` at push priority)."""
     crm = settings.crm
-    adapter_client = _crm_client(settings, stop=stop, budget=budget, priority="push")
+    adapter_client = _crm_client(
+        settings, stop=stop, budget=budget, priority="push", on_request=on_request
+    )
     return Bitrix24Pusher(
         adapter_client,
         load_service_request_mapping(crm.vendor),
@@ -118,7 +127,7 @@ def build_pusher(
 
 def push_options(settings: Settings) -> PushOptions:
     return PushOptions(
-        spool=settings.outbox.spool_directory or settings.state.default_spool,
+        spool=settings.spool_directory,
         max_attempts=settings.outbox.max_attempts,
         lease_seconds=settings.outbox.lease_seconds,
         message_retention_days=settings.outbox.message_retention_days,
@@ -172,9 +181,10 @@ def build_engine(
     stop: threading.Event | None = None,
     progress: ProgressCallback | None = None,
     budget: RequestBudget | None = None,
+    on_request: Callable[[], None] | None = None,
 ) -> MirrorEngine:
     mappings = load_mappings(settings)
-    adapter = build_adapter(settings, mappings, stop=stop, budget=budget)
+    adapter = build_adapter(settings, mappings, stop=stop, budget=budget, on_request=on_request)
     return MirrorEngine(
         conn, adapter, mappings, mirror_options(settings), stop=stop, progress=progress
     )

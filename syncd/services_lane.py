@@ -20,6 +20,7 @@ from state import omniva as omniva_store
 from state.db import close as close_cache
 from syncd.config import Settings
 from syncd.jobs import Job
+from syncd.liveness import DEADLINES, Heartbeat
 from syncd.mirror import iso, utc_now
 from syncd.omniva_sync import refresh_locations
 from syncd.runtime import build_omniva_client, open_cache
@@ -40,10 +41,17 @@ class _Scheduled:
 class ServicesLane:
     """Runs the Omniva refresh and the VIES purge on their intervals, on one thread."""
 
-    def __init__(self, settings: Settings, stop: threading.Event, vat: VatService | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stop: threading.Event,
+        vat: VatService | None,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
         self.settings = settings
         self.stop = stop
         self.vat = vat
+        self.heartbeat = heartbeat or Heartbeat("services", DEADLINES["services"])
         self.conn: sqlite3.Connection | None = None
         self._omniva_client = build_omniva_client(settings) if settings.omniva.enabled else None
         self.jobs: dict[str, Job] = {}
@@ -57,6 +65,7 @@ class ServicesLane:
             purge_every = settings.vies.purge_interval_minutes * 60
             self._add(Job("vies_purge", self._purge_vies), purge_every)
         self._thread = threading.Thread(target=self._loop, name="services-lane", daemon=True)
+        self.heartbeat.thread = self._thread
 
     def _add(self, job: Job, every_seconds: float) -> None:
         self.jobs[job.name] = job
@@ -111,7 +120,8 @@ class ServicesLane:
             close_cache(self.conn)
 
     def _run(self, job: Job, conn: sqlite3.Connection) -> None:
-        job.run(conn)
+        with self.heartbeat.working(job.name):
+            job.run(conn)
         if job.last_result and job.state == "ok":
             log.info("%s", job.last_result)
 

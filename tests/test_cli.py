@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -86,4 +87,91 @@ def test_check_config_redacts_the_token(tmp_path: Path) -> None:
 def test_resync_record_needs_one_entity() -> None:
     with pytest.raises(SystemExit) as caught:
         main(["--resync", "all", "--record", "5"])
-    assert caught.value.code == 2
+    assert caught.value.code == 64
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--resync", "planets"],
+        ["--resync", "devices", "--record", "5; rm -rf /"],
+        ["--resync", "devices", "--record", ""],
+        ["--resync", "devices", "--record", "x" * 65],
+        ["--record", "5"],
+        ["--json"],
+        ["status", "--colour"],
+        ["outbox", "list", "--limit", "many"],
+        ["outbox"],
+        ["deletes", "apply", "planets"],
+        ["no-such-command"],
+    ],
+)
+def test_usage_errors_exit_64(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    assert caught.value.code == 64
+    assert "usage:" in capsys.readouterr().err
+
+
+def _syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "syncd", "--config", str(config), *args],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+@pytest.mark.parametrize(
+    ("toml", "setting"),
+    [
+        ('[crm]\nurl = "https://b24.example/rest/1/"\n', "crm.webhook_token_file"),
+        ('[crm]\nwebhook_token_file = "TOKEN"\n', "crm.url"),
+        ('[crm]\nwebhook_token_file = "/dev/zero"\nurl = "https://b24.example/rest/1/"\n',
+         "/dev/zero"),
+        ("[api]\nmax_upload_mb = 10\n", "api.max_upload_mb"),
+    ],
+    ids=["url-without-token", "token-without-url", "token-from-a-device", "upload-below-video"],
+)
+def test_check_config_refuses_what_run_refuses(tmp_path: Path, toml: str, setting: str) -> None:
+    token = tmp_path / "token"
+    token.write_text("t0k3n")
+    config = tmp_path / "syncd.toml"
+    config.write_text(toml.replace("TOKEN", str(token))
+                      + f'[state]\ndirectory = "{tmp_path / "state"}"\n')
+    for command in (["check-config"], ["run"]):
+        result = _syncd(config, *command)
+        assert result.returncode == 78, (command, result.stderr)
+        assert setting in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_check_config_prints_effective_paths(tmp_path: Path) -> None:
+    config = tmp_path / "syncd.toml"
+    config.write_text(f'[state]\ndirectory = "{tmp_path / "state"}"\n')
+    result = _syncd(config, "check-config", "--json")
+    assert result.returncode == 0, result.stderr
+    effective = json.loads(result.stdout)
+    assert effective["outbox"]["spool_directory"] == str(tmp_path / "state" / "spool")
+    assert effective["state"]["cache_path"] == str(tmp_path / "state" / "cache.sqlite3")
+    assert effective["crm"]["webhook_token_file"] == "<not set>"
+    assert "no CRM" in effective["crm"]["url"]
+
+
+def test_resync_json_prints_only_json_on_stdout(tmp_path: Path) -> None:
+    from connectors.crm.bitrix24.fake import FakeBitrix24
+    from tests.conftest import write_config
+
+    with FakeBitrix24(seed=5, companies=5, contacts=10, devices=5, token="t") as fake:
+        config = write_config(tmp_path, fake)
+        result = _syncd(config, "--resync", "devices", "--json")
+        assert result.returncode == 0, result.stderr
+        answer = json.loads(result.stdout)  # nothing else on stdout
+        assert answer["ok"] is True
+        assert "full" in result.stderr  # the prose summary went to stderr
+        failed = _syncd(config, "--resync", "devices", "--record", "999999", "--json")
+        assert json.loads(failed.stdout)["ok"] in (True, False)
+
+
+def test_resync_without_a_crm_is_a_configuration_error(tmp_path: Path) -> None:
+    config = tmp_path / "syncd.toml"
+    config.write_text(f'[state]\ndirectory = "{tmp_path / "state"}"\n')
+    result = _syncd(config, "--resync", "devices")
+    assert result.returncode == 78
+    assert "crm.url" in result.stderr

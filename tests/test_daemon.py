@@ -140,3 +140,56 @@ def test_foreground_resync_refused_while_another_holds_the_lock(
         result = syncd(config, "--resync", "devices")
     assert result.returncode == 75
     assert "foreground resync" in result.stderr
+
+
+def test_the_daemon_runs_without_a_crm(tmp_path: Path, short_dir: Path) -> None:
+    """VIES, Omniva and the API only: no CRM lanes, service requests refused plainly."""
+    from tests.conftest import make_api_client
+
+    socket_path = short_dir / "api.sock"
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        f'[state]\ndirectory = "{tmp_path / "state"}"\n[api]\nlisten = "unix:{socket_path}"\n'
+        "[omniva]\nenabled = false\n"
+        '[vies]\nendpoint = "http://127.0.0.1:9/taxation_customs/vies/services/checkVatService"\n'
+    )
+    daemon = subprocess.Popen([sys.executable, "-m", "syncd", "--config", str(config), "run"],
+                              cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(socket_path.exists, 30, "the API socket")
+        with make_api_client(f"unix:{socket_path}") as client:
+            wait_for(lambda: client.get("/healthz").status_code == 200, 30, "a healthy daemon")
+            health = client.get("/healthz").json()
+            assert set(health["lanes"]) == {"services", "api"}  # no CRM lanes
+            local = client.get("/v1/vat/EE123")  # fails the checksum: answered without VIES
+            assert local.status_code == 200 and local.json()["source"] == "local"
+            key = "1b4e28ba-2fa1-41d2-883f-0016d3cca427"
+            refused = client.post("/v1/service-requests", headers={"Idempotency-Key": key},
+                                  files=[("request_type", (None, "repair", None))])
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "service_requests_disabled"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        _, stderr = daemon.communicate(timeout=30)
+    assert daemon.returncode == 0, stderr
+    assert "no CRM configured" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_listening_is_logged_only_once_start_up_succeeded(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        f'[state]\ndirectory = "{tmp_path / "state"}"\n[api]\nlisten = "127.0.0.1:{port}"\n'
+        "[omniva]\nenabled = false\n"
+    )
+    try:
+        result = syncd(config, "run", timeout=60)
+    finally:
+        taken.close()
+    assert result.returncode == 78
+    assert "api.listen" in result.stderr
+    assert "listening" not in result.stderr.replace("cannot listen", "")

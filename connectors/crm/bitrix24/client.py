@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -96,7 +96,7 @@ class Bitrix24Client:
 
     ``webhook_url`` is ``https://<portal>/rest/<user>/<token>/``; it is a secret and never logged.
     ``budget`` (shared with the other lanes' clients) is drawn from once before every HTTP
-    request, at ``priority``.
+    request, at ``priority``; ``on_request`` is called then too (the lane's heartbeat).
     """
 
     def __init__(
@@ -109,6 +109,7 @@ class Bitrix24Client:
         operating_budget_seconds: float = 400.0,
         budget: RequestBudget | None = None,
         priority: Priority = "mirror",
+        on_request: Callable[[], None] | None = None,
     ) -> None:
         if not webhook_url.endswith("/"):
             webhook_url += "/"
@@ -121,6 +122,7 @@ class Bitrix24Client:
         self.requests_sent = 0
         self.budget = budget
         self.priority: Priority = priority
+        self.on_request = on_request
 
     def close(self) -> None:
         self._http.close()
@@ -274,6 +276,8 @@ class Bitrix24Client:
         # token). Raises RetriableError when shutdown interrupts the wait.
         if self.budget is not None:
             self.budget.acquire(self.priority, self.retry.stop)
+        if self.on_request is not None:
+            self.on_request()
 
     # -- the operating-time budget -----------------------------------------------------------
 
