@@ -65,6 +65,7 @@ __all__ = [
     "Settings",
     "StateSettings",
     "ViesSettings",
+    "WatchdogSettings",
     "load_settings",
     "read_secret",
     "secret_source",
@@ -386,6 +387,27 @@ def _http_url(value: str) -> str:
     return value
 
 
+class WatchdogSettings(BaseModel):
+    """``[watchdog]``: how long each lane may be inside one piece of work without progress
+    before syncd stops pinging systemd's watchdog (which then restarts it)."""
+
+    model_config = _SECTION_CONFIG
+
+    crm_lane_seconds: float = Field(default=900.0, ge=1)
+    push_lane_seconds: float = Field(default=900.0, ge=1)
+    services_lane_seconds: float = Field(default=300.0, ge=1)
+    api_loop_seconds: float = Field(default=60.0, ge=1)
+
+    def deadlines(self) -> dict[str, float]:
+        """Deadline per lane name (``crm``, ``push``, ``services``, ``api``)."""
+        return {
+            "crm": self.crm_lane_seconds,
+            "push": self.push_lane_seconds,
+            "services": self.services_lane_seconds,
+            "api": self.api_loop_seconds,
+        }
+
+
 class LogSettings(BaseModel):
     """``[log]``: log level and format (the log goes to stderr, i.e. the journal)."""
 
@@ -462,6 +484,7 @@ class Settings(BaseSettings):
     vies: ViesSettings = Field(default_factory=ViesSettings)
     omniva: OmnivaSettings = Field(default_factory=OmnivaSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 

@@ -233,7 +233,7 @@ class Daemon:
         self.settings = settings
         self.notifier = notifier or Notifier.from_env()
         self.stop = threading.Event()
-        self.liveness = Liveness()
+        self.liveness = Liveness(settings.watchdog.deadlines())
         # Without [crm] url the daemon serves VIES, Omniva and the API only: no CRM lanes.
         self.crm_enabled = settings.crm.url is not None
         # One CRM request budget for the process: the mirror and push lanes share the CRM's

@@ -22,9 +22,10 @@ from typing import Final
 
 __all__ = ["DEADLINES", "Heartbeat", "Hung", "Liveness"]
 
-#: Seconds a lane may spend inside one piece of work without a beat. Generous: a CRM request may
-#: wait out Bitrix24's operating-time pause (up to 10 minutes), an upload of a 500 MB video over a
-#: slow line takes minutes; the API loop answers a ping within a second when it is well.
+#: Seconds a lane may spend inside one piece of work without a beat (the defaults of the
+#: ``[watchdog]`` settings). Generous: a CRM request may wait out Bitrix24's operating-time pause
+#: (up to 10 minutes), an upload of a 500 MB video over a slow line takes minutes; the API loop
+#: answers a ping within a second when it is well.
 DEADLINES: Final = {"crm": 900.0, "push": 900.0, "services": 300.0, "api": 60.0}
 
 
@@ -86,15 +87,23 @@ class Heartbeat:
 class Liveness:
     """The heartbeats of every lane of one daemon."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        deadlines: dict[str, float] | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._deadlines = {**DEADLINES, **(deadlines or {})}
         self._clock = clock
         self._beats: dict[str, Heartbeat] = {}
 
     def heartbeat(self, name: str, deadline: float | None = None) -> Heartbeat:
-        """The heartbeat of lane ``name`` (made on first use, deadline from :data:`DEADLINES`)."""
+        """The heartbeat of lane ``name`` (made on first use; its deadline from the daemon's
+        settings, else :data:`DEADLINES`)."""
         if name not in self._beats:
             self._beats[name] = Heartbeat(
-                name, DEADLINES.get(name, 300.0) if deadline is None else deadline,
+                name,
+                self._deadlines.get(name, 300.0) if deadline is None else deadline,
                 clock=self._clock,
             )
         return self._beats[name]
