@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import logging
 import sqlite3
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -237,3 +240,57 @@ def test_a_rate_limited_create_is_retried_within_the_attempt(
     assert stored is not None and stored.status == "done" and stored.attempts == 1
     assert len(crm_items_with_key(fake, key)) == 1
     assert len(stop.waits) == 3  # the policy's pauses, none of them slept for real
+
+
+def test_a_file_name_holding_personal_data_stays_out_of_errors_and_logs(
+    delivery: OutboxDelivery, fake: FakeBitrix24, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = "Mari Tamm +372 5555 1234 mari@example.ee.jpg"
+    bad = spool_file(delivery, "pd/x.jpg", b"\x7fELF\x02\x01\x01" + b"\x00" * 100)
+    bad["original_name"] = name
+    with caplog.at_level(logging.DEBUG):
+        request_id, _ = enqueue(delivery, fake, [bad])
+        delivery.deliver_next()
+    stored = outbox.get(delivery.conn, request_id)
+    assert stored is not None and stored.status == "dead"
+    assert stored.last_error is not None and "file #0" in stored.last_error
+    for text in (stored.last_error, stored.files[0].error or "",
+                 *(r.getMessage() for r in caplog.records)):
+        assert "Mari" not in text and "5555" not in text and "example.ee" not in text
+
+
+def test_control_characters_never_reach_the_crm_disk_name(
+    delivery: OutboxDelivery, fake: FakeBitrix24
+) -> None:
+    photo = spool_file(delivery, "cc/a.jpg", JPEG)
+    photo["original_name"] = "\x1b[31mred\x1b[0m\u202egpj.exe\x07\x9b.jpg"
+    _, key = enqueue(delivery, fake, [photo])
+    delivery.deliver_next()
+    [item] = crm_items_with_key(fake, key)
+    [disk] = item["_disk_files"]  # type: ignore[misc]
+    assert not any(unicodedata.category(ch) in ("Cc", "Cf") for ch in disk["name"]), disk["name"]
+    assert disk["name"].endswith("-0-[31mred[0mgpj.exe.jpg")
+
+
+def test_a_file_system_error_is_a_retried_failure_of_that_request_only(
+    delivery: OutboxDelivery, fake: FakeBitrix24, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import syncd.push
+
+    real = syncd.push.validate_file
+    broken_id, _ = enqueue(delivery, fake, [spool_file(delivery, "io/a.jpg", JPEG)])
+    good_id, _ = enqueue(delivery, fake, [spool_file(delivery, "ok/a.jpg", JPEG)],
+                         contact_crm_id=sorted(fake.records("contacts"), key=int)[1])
+
+    def failing(spool: Path, relative: str, *args: object, **kwargs: object) -> object:
+        if relative.startswith("io/"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real(spool, relative, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(syncd.push, "validate_file", failing)
+    delivery.deliver_next()
+    delivery.deliver_next()
+    broken = outbox.get(delivery.conn, broken_id)
+    assert broken is not None and broken.status == "retry_wait"  # not stuck in 'sending'
+    assert broken.last_error == "local file system error (EIO)"
+    assert outbox.get(delivery.conn, good_id).status == "done"  # type: ignore[union-attr]

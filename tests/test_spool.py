@@ -595,3 +595,43 @@ def test_remove_refuses_a_directory(spool: Path) -> None:
         remove_spool_file(spool, "d")
     assert str(info.value) == "d: not removed: not a regular file (a directory)"
     assert (spool / "d").is_dir()
+
+
+def test_a_file_swapped_with_a_symlink_while_being_checked_is_refused_never_crashes(
+    spool: Path, tmp_path: Path
+) -> None:
+    """Another process flips the spool file between a regular file and a symbolic link as fast
+    as it can while syncd checks it: every check ends in success or a SpoolFileError (the
+    realpath() of a path that changes under it raises EINVAL, which once escaped)."""
+    import threading
+
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(JPEG)
+    target = _put(spool, "req/photo.jpg", JPEG)
+    stop = threading.Event()
+
+    def flip() -> None:
+        link, plain = spool / "req" / ".link", spool / "req" / ".plain"
+        while not stop.is_set():
+            os.symlink(outside, link)
+            os.replace(link, target)
+            plain.write_bytes(JPEG)
+            os.replace(plain, target)
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    outcomes: dict[str, int] = {}
+    try:
+        for _ in range(3000):
+            try:
+                validate_file(spool, "req/photo.jpg", "photo.jpg", "image/jpeg", len(JPEG), LIMITS)
+                outcome = "accepted"
+            except SpoolFileError as error:
+                outcome = error.reason
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    finally:
+        stop.set()
+        flipper.join()
+    assert set(outcomes) - {"accepted"}, outcomes  # the race was met ...
+    assert all("symbolic link" in o or "changed" in o or "missing" in o or o == "accepted"
+               for o in outcomes), outcomes  # ... and always ended in a plain answer
