@@ -108,9 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate the configuration and print it",
         description="Validate settings, credentials and mapping files; "
         "print the effective configuration with secrets "
-        "redacted. Exits 78 on a bad configuration.",
+        "redacted. Exits 78 on a bad configuration (anything 'run' would refuse); with "
+        "--online, 69 when an upstream is unreachable or refuses syncd's credentials.",
     )
     check.add_argument("--json", action="store_true", help="print JSON instead of TOML-like text")
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also make one cheap call to each configured upstream (CRM, VIES, Omniva) and say "
+        "which is unreachable or refuses the credentials (exit 69 if any)",
+    )
     demo = commands.add_parser(
         "demo",
         help="run the demo against a built-in fake CRM",
@@ -197,7 +204,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     configure_logging(settings.log.level, settings.log.format)
     if args.command == "check-config":
-        return _check_config(settings, as_json=args.json)
+        return _check_config(settings, as_json=args.json, online=args.online)
     if args.command == "run":
         from syncd.daemon import Daemon
 
@@ -243,7 +250,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
-def _check_config(settings: Any, *, as_json: bool) -> int:
+def _check_config(settings: Any, *, as_json: bool, online: bool = False) -> int:
     from syncd.runtime import load_mappings
 
     settings.check_complete()
@@ -252,7 +259,15 @@ def _check_config(settings: Any, *, as_json: bool) -> int:
     effective["mappings"] = {
         e: f"mappings/{mappings.vendor}/{e}.toml (valid)" for e in mappings.entities
     }
+    failed = False
+    if online:
+        from syncd.online_check import check_upstreams
+
+        results = check_upstreams(settings)
+        failed = not all(r.ok for r in results)
     if as_json:
+        if online:
+            effective["online"] = {r.upstream: {"ok": r.ok, "detail": r.detail} for r in results}
         _print_json(effective)
     else:
         for section, values in effective.items():
@@ -263,8 +278,11 @@ def _check_config(settings: Any, *, as_json: bool) -> int:
             else:
                 print(json.dumps(values, default=str))
             print()
-        print("configuration OK")
-    return EX_OK
+        if online:
+            for result in results:
+                print(f"{'ok  ' if result.ok else 'FAIL'} {result.upstream}: {result.detail}")
+        print("configuration OK" + ("; an upstream check failed" if failed else ""))
+    return EX_UNAVAILABLE if failed else EX_OK
 
 
 def _deletes(conn: Any, args: argparse.Namespace) -> int:

@@ -175,3 +175,39 @@ def test_resync_without_a_crm_is_a_configuration_error(tmp_path: Path) -> None:
     result = _syncd(config, "--resync", "devices")
     assert result.returncode == 78
     assert "crm.url" in result.stderr
+
+
+def test_check_config_online_says_which_upstream_fails(tmp_path: Path) -> None:
+    from connectors.crm.bitrix24.fake import FakeBitrix24
+    from connectors.omniva.fake import FakeOmniva
+    from connectors.vies.fake import FakeVies
+
+    with (
+        FakeBitrix24(seed=5, companies=2, contacts=3, devices=2, token="right") as crm,
+        FakeVies() as vies,
+        FakeOmniva() as omniva,
+    ):
+        token = tmp_path / "token"
+        config = tmp_path / "syncd.toml"
+
+        def write(secret: str, omniva_url: str) -> None:
+            token.write_text(secret)
+            config.write_text(
+                f'[crm]\nurl = "{crm.base_url}"\nwebhook_token_file = "{token}"\n'
+                f'[vies]\nendpoint = "{vies.base_url}"\n[omniva]\nurl = "{omniva_url}"\n'
+                f'[state]\ndirectory = "{tmp_path / "state"}"\n')
+
+        write("right", omniva.locations_url)
+        good = _syncd(config, "check-config", "--online", "--json")
+        assert good.returncode == 0, good.stdout + good.stderr
+        assert {u: r["ok"] for u, r in json.loads(good.stdout)["online"].items()} == {
+            "crm": True, "vies": True, "omniva": True}
+
+        write("wrong", "http://127.0.0.1:9/locations.json")  # a closed loopback port
+        bad = _syncd(config, "check-config", "--online")
+        assert bad.returncode == 69, bad.stdout + bad.stderr
+        lines = bad.stdout.splitlines()
+        assert any(line.startswith("FAIL crm: credentials refused") for line in lines), lines
+        assert any(line.startswith("ok   vies: reachable") for line in lines), lines
+        assert any(line.startswith("FAIL omniva: unreachable") for line in lines), lines
+        assert "wrong" not in bad.stdout + bad.stderr  # the token is never shown

@@ -1,0 +1,115 @@
+"""``syncd check-config --online``: one cheap call to each configured upstream, to tell whether
+it is reachable and accepts syncd's credentials, before the daemon finds out the hard way.
+
+* the CRM: one ``crm.contact.list`` of a single ID (reachability, the webhook token and its
+  ``crm`` scope);
+* VIES: one ``checkVat`` of syncd's own VAT number (``vies.requester_vat``), else of a
+  well-formed test number; any answer from VIES, valid, invalid or "invalid input", proves it
+  reachable;
+* Omniva: a ``HEAD`` of the location list.
+
+Nothing is written to the cache. Each check is a :class:`CheckResult` whose ``detail`` holds no
+secret (the webhook URL with its token is never shown).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from syncd.config import Settings
+from syncd.errors import AuthError, ConfigError, RetriableError, SkippableError, SyncdError
+
+__all__ = ["CheckResult", "check_upstreams"]
+
+# A well-formed Estonian VAT number (python-stdnum accepts it) for when no requester is set.
+_PROBE_VAT = ("EE", "100931558")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One upstream's answer: ``ok`` and what was found, in plain words."""
+
+    upstream: str
+    ok: bool
+    detail: str
+
+
+def check_upstreams(settings: Settings) -> list[CheckResult]:
+    """Check every configured upstream once (not configured ones are reported as skipped)."""
+    checks: list[tuple[str, Callable[[Settings], str] | None, str]] = [
+        ("crm", _check_crm if settings.crm.url else None, "not configured (crm.url)"),
+        ("vies", _check_vies if settings.api.enabled else None, "off (api.enabled = false)"),
+        ("omniva", _check_omniva if settings.omniva.enabled else None, "off (omniva.enabled)"),
+    ]
+    results = []
+    for name, check, skipped in checks:
+        if check is None:
+            results.append(CheckResult(name, True, f"skipped: {skipped}"))
+            continue
+        try:
+            results.append(CheckResult(name, True, check(settings)))
+        except AuthError as error:
+            results.append(CheckResult(name, False, f"credentials refused: {error}"))
+        except RetriableError as error:
+            results.append(CheckResult(name, False, f"unreachable: {error}"))
+        except (ConfigError, SyncdError) as error:
+            results.append(CheckResult(name, False, str(error)))
+    return results
+
+
+def _check_crm(settings: Settings) -> str:
+    from connectors.http import RetryPolicy
+    from syncd.runtime import build_pusher
+
+    pusher = build_pusher(settings)
+    client = pusher.client
+    client.retry = RetryPolicy(max_attempts=1)
+    try:
+        client.call(
+            "crm.contact.list",
+            {"select": ["ID"], "order": {"ID": "ASC"}, "filter": {">ID": 0}, "start": -1},
+        )
+    finally:
+        pusher.close()
+    host = (settings.crm.url or "").split("/")[2]
+    return f"reachable at {host}; the webhook token is accepted with the crm scope"
+
+
+def _check_vies(settings: Settings) -> str:
+    from connectors.vies.client import ViesClient
+
+    vies = settings.vies
+    country, number = (
+        (vies.requester_vat[:2], vies.requester_vat[2:]) if vies.requester_vat else _PROBE_VAT
+    )
+    client = ViesClient(
+        vies.endpoint,
+        connect_timeout=vies.connect_timeout_seconds,
+        timeout=vies.timeout_seconds,
+    )
+    try:
+        answer = client.check(country, number)
+    except SkippableError:  # INVALID_INPUT: VIES answered
+        return "reachable (it answered a probe lookup)"
+    finally:
+        client.close()
+    return f"reachable (a probe lookup answered {'valid' if answer.valid else 'invalid'})"
+
+
+def _check_omniva(settings: Settings) -> str:
+    import httpx
+
+    from connectors.http import make_client, transport_error
+
+    omniva = settings.omniva
+    with make_client(
+        connect_timeout=omniva.connect_timeout_seconds, timeout=omniva.timeout_seconds
+    ) as http:
+        try:
+            response = http.head(omniva.url)
+        except httpx.TransportError as error:
+            raise transport_error(error, "HEAD of the location list") from None
+    if response.status_code != 200:
+        raise RetriableError(f"the location list answered HTTP {response.status_code}")
+    return "reachable (the location list answered 200)"
