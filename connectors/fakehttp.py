@@ -212,10 +212,14 @@ class Servable(Protocol):
     def stop(self) -> None: ...
 
 
-def serve_until_signalled(fake: Servable, ready_url: Callable[[], str]) -> int:
-    """Start ``fake``, print ``READY <ready_url()>`` and serve until SIGTERM/SIGINT; exit code 0.
-
-    ``ready_url`` is called after ``start()``, once the port is known.
+def serve_until_signalled(
+    fake: Servable,
+    ready_url: Callable[[], str],
+    details: Callable[[], list[str]] | None = None,
+) -> int:
+    """Start ``fake``, print ``READY <ready_url()>`` (then each line of ``details()``: what to
+    put in syncd's configuration, where the control API is) and serve until SIGTERM/SIGINT;
+    exit code 0. Both are called after ``start()``, once the port is known.
     """
     stop = threading.Event()
 
@@ -225,7 +229,8 @@ def serve_until_signalled(fake: Servable, ready_url: Callable[[], str]) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     fake.start()
-    sys.stdout.write(f"READY {ready_url()}\n")
+    lines = [f"READY {ready_url()}", *(details() if details else [])]
+    sys.stdout.write("".join(f"{line}\n" for line in lines))
     sys.stdout.flush()
     try:
         while not stop.wait(0.5):

@@ -211,3 +211,31 @@ def test_check_config_online_says_which_upstream_fails(tmp_path: Path) -> None:
         assert any(line.startswith("ok   vies: reachable") for line in lines), lines
         assert any(line.startswith("FAIL omniva: unreachable") for line in lines), lines
         assert "wrong" not in bad.stdout + bad.stderr  # the token is never shown
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["connectors.crm.bitrix24.fake", "connectors.vies.fake", "connectors.omniva.fake"],
+)
+def test_every_fake_option_is_described_with_its_default(module: str) -> None:
+    import argparse
+    import importlib
+
+    parser = importlib.import_module(f"{module}.__main__").build_parser()
+    assert parser.formatter_class is argparse.ArgumentDefaultsHelpFormatter  # shows defaults
+    assert parser.description
+    for action in parser._actions:
+        assert action.help, f"{module} {action.option_strings} has no description"
+    result = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0 and "(default:" in result.stdout, result.stderr
+
+
+def test_readme_enqueue_example_is_what_enqueue_accepts(tmp_path: Path) -> None:
+    from syncd.outbox_cli import _parse_request
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Try it by hand", 1)[1].split("\n## ", 1)[0]
+    [example] = re.findall(r"```json\n(.*?)```", section, flags=re.DOTALL)
+    fields, files = _parse_request(json.loads(example))
+    assert fields["request_type"] == "repair" and len(files) == 1

@@ -10,22 +10,38 @@ import sys
 
 from connectors.fakehttp import serve_until_signalled
 
-from .server import FakeOmniva, synthetic
+from .server import MODES, FakeOmniva, synthetic
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, every option described with its default."""
+    parser = argparse.ArgumentParser(
+        prog="python -m connectors.omniva.fake",
+        description="A fake of Omniva's locations.json on loopback: the real EE/LV sample or a "
+        "synthetic list, ETag/Last-Modified (304s), gzip, and broken answers on demand "
+        "(--mode, or its control API /_fake/).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
+    parser.add_argument(
+        "--synthetic", type=int, metavar="N",
+        help="serve N synthetic records instead of the sample (default: the sample)",
+    )
+    parser.add_argument(
+        "--countries", default="EE,LV,LT", help="countries of the synthetic records"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the synthetic records")
+    parser.add_argument(
+        "--mode", default="ok", help="the initial mode: " + ", ".join(MODES)
+    )
+    parser.add_argument("--no-gzip", action="store_true", help="never compress the list")
+    return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    parser = argparse.ArgumentParser(prog="python -m connectors.omniva.fake")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument(
-        "--synthetic", type=int, metavar="N", help="serve N synthetic records, not the sample"
-    )
-    parser.add_argument("--countries", default="EE,LV,LT", help="for --synthetic")
-    parser.add_argument("--seed", type=int, default=1, help="for --synthetic")
-    parser.add_argument("--mode", default="ok", help="the initial mode")
-    parser.add_argument("--no-gzip", action="store_true", help="never compress the list")
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         records = synthetic(args.synthetic, countries, seed=args.seed)
     fake = FakeOmniva(records, host=args.host, port=args.port, compress=not args.no_gzip)
     fake.set_mode(args.mode)
-    return serve_until_signalled(fake, lambda: fake.locations_url)
+    return serve_until_signalled(
+        fake,
+        lambda: fake.locations_url,
+        lambda: [f'omniva.url = "{fake.locations_url}"', f"control {fake.control_url}"],
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Run a fake Bitrix24 standalone: prints ``READY <webhook_url>`` and serves until SIGTERM/SIGINT.
+"""Run a fake Bitrix24 standalone: prints ``READY <webhook_url>``, then the ``crm.url``, the token
+and the control API's URL, one a line, and serves until SIGTERM/SIGINT.
 
     python -m connectors.crm.bitrix24.fake --seed 1 --companies 50 --contacts 200 --devices 100
 """
@@ -13,26 +14,49 @@ from connectors.fakehttp import serve_until_signalled
 from .server import FakeBitrix24
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Command-line options."""
-    parser = argparse.ArgumentParser(prog="python -m connectors.crm.bitrix24.fake")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--companies", type=int, default=50)
-    parser.add_argument("--contacts", type=int, default=200)
-    parser.add_argument("--devices", type=int, default=100)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--token", default="test-token")
-    parser.add_argument("--user-id", type=int, default=1)
-    parser.add_argument("--entity-type-id", type=int, default=1040)
-    parser.add_argument("--service-requests-entity-type-id", type=int, default=1044)
-    parser.add_argument("--disk-folder-id", type=int, default=1)
-    parser.add_argument("--events", action="store_true", help="allow event.offline.* (app context)")
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, every option described with its default."""
+    parser = argparse.ArgumentParser(
+        prog="python -m connectors.crm.bitrix24.fake",
+        description="A fake Bitrix24 portal on loopback (REST over an inbound webhook) with a "
+        "seeded Baltic dataset of companies, contacts and devices, the service-request smart "
+        "process, Disk uploads, and fault injection through its control API (/_fake/).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generated dataset")
+    parser.add_argument("--companies", type=int, default=50, help="companies to generate")
+    parser.add_argument("--contacts", type=int, default=200, help="contacts to generate")
+    parser.add_argument("--devices", type=int, default=100, help="devices to generate")
+    parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    parser.add_argument("--token", default="test-token", help="the webhook token it accepts")
+    parser.add_argument("--user-id", type=int, default=1, help="the webhook's user ID")
+    parser.add_argument(
+        "--entity-type-id", type=int, default=1040, help="entityTypeId of the devices SPA"
+    )
+    parser.add_argument(
+        "--service-requests-entity-type-id",
+        type=int,
+        default=1044,
+        help="entityTypeId of the service-requests SPA",
+    )
+    parser.add_argument(
+        "--disk-folder-id", type=int, default=1, help="Disk folder that takes uploads"
+    )
+    parser.add_argument(
+        "--events", action="store_true", help="allow event.offline.* (an app's context)"
+    )
     parser.add_argument(
         "--rate-limit", nargs=2, type=float, metavar=("BURST", "DRAIN"),
-        help="leaky bucket: refuse above BURST requests, draining DRAIN per second",
+        help="leaky bucket: refuse above BURST requests, draining DRAIN per second "
+        "(Bitrix24's real limit is 50 2); default: no limit",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +71,15 @@ def main(argv: list[str] | None = None) -> int:
         service_requests_entity_type_id=args.service_requests_entity_type_id,
         disk_folder_id=args.disk_folder_id,
     )
-    return serve_until_signalled(fake, lambda: fake.webhook_url)
+    return serve_until_signalled(
+        fake,
+        lambda: fake.webhook_url,
+        lambda: [
+            f'crm.url = "{fake.base_url}"',
+            f"token {args.token} (put it in the file crm.webhook_token_file names)",
+            f"control {fake.control_url}",
+        ],
+    )
 
 
 if __name__ == "__main__":
