@@ -16,21 +16,27 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
+import httpx
 from rich.console import Console
 from rich.table import Table
 
 from connectors.crm.base import Entity
 from connectors.crm.bitrix24.fake import FakeBitrix24
 from connectors.crm.bitrix24.fake_view import adapter_view
-from state import outbox
+from state.db import ThreadConnections
 from state.db import close as close_cache
-from syncd.config import load_settings
+from syncd.api import ApiServer, make_app
+from syncd.api_sources import CachedLocations, DaemonHealth
+from syncd.config import Settings, load_settings
 from syncd.demo_services import services_story
+from syncd.errors import RetriableError
 from syncd.logging_setup import configure_logging
 from syncd.mirror import CycleReport, MirrorEngine, apply_held_deletes
 from syncd.push import OutboxDelivery
-from syncd.runtime import build_engine, build_pusher, open_cache, push_options
+from syncd.runtime import build_engine, build_intake, build_pusher, open_cache, push_options
+from syncd.spool import MIB
 from syncd.status import collect, render
 from syncd.verify import differences
 
@@ -78,12 +84,12 @@ def run_demo(directory: Path, *, contacts: int = 2000) -> int:
 def _story(
     console: Console,
     fake: FakeBitrix24,
-    settings: object,
+    settings: Settings,
     conn: sqlite3.Connection,
     directory: Path,
     log_path: Path,
 ) -> int:
-    engine = build_engine(settings, conn)  # type: ignore[arg-type]
+    engine = build_engine(settings, conn)
     console.print(
         f"fake Bitrix24 listening on {fake.base_url} (webhook token from a file, as in "
         f"production); seeded {_counts_text(fake)}"
@@ -158,9 +164,9 @@ def _story(
 
 
 def _outbox_story(
-    console: Console, fake: FakeBitrix24, settings: object, conn: sqlite3.Connection
+    console: Console, fake: FakeBitrix24, settings: Settings, conn: sqlite3.Connection
 ) -> None:
-    options = push_options(settings)  # type: ignore[arg-type]
+    options = push_options(settings)
     shutil.rmtree(options.spool, ignore_errors=True)
     devices = sorted(fake.records("devices"), key=int)
     contacts = sorted(fake.records("contacts"), key=int)
@@ -175,42 +181,66 @@ def _outbox_story(
         ("maintenance", ["invoice.pdf"]),
         ("repair", ["notes.jpg"]),
     ]
-    keys = []
-    for number, (kind, names) in enumerate(plans):
-        key = str(uuid.UUID(int=DEMO_SEED * 1000 + number))
-        files = []
-        for name in names:
-            path = options.spool / key / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(samples[name])
-            files.append(
-                {
-                    "path": f"{key}/{name}",
-                    "original_name": name,
-                    "declared_type": None,
-                    "size": len(samples[name]),
-                }
-            )
-        outbox.enqueue(
-            conn,
-            {
-                "idempotency_key": key,
-                "request_type": kind,
-                "message": "Described by the client in the portal",
-                "device_crm_id": devices[number],
-                "contact_crm_id": contacts[number],
-                "files": files,
-            },
-            request_types=frozenset(settings.outbox.request_types),  # type: ignore[attr-defined]
-            now=datetime.now(UTC),
-        )
-        keys.append(key)
-    console.print(
-        f"{len(plans)} requests filed through the outbox (as the portal does); the CRM "
-        "will drop the connection right after creating the first one"
+    connections = ThreadConnections(lambda: open_cache(settings))
+    server = ApiServer(
+        make_app(
+            _NoVat(),
+            CachedLocations(connections),
+            DaemonHealth(connections),
+            service_requests=build_intake(settings, connections.get, api=True),
+            max_upload_bytes=settings.api.max_upload_mb * MIB,
+        ),
+        listen="127.0.0.1:0",
+        max_request_bytes=settings.api.max_upload_mb * MIB,
     )
+    server.start()
+    filed: list[tuple[str, str]] = []
+    try:
+        with httpx.Client(base_url=f"http://{server.address}", timeout=60) as api:
+            console.print(
+                f"the portal POSTs each request to the local API on {server.address} "
+                "(POST /v1/service-requests, multipart, an Idempotency-Key)"
+            )
+            for number, (kind, names) in enumerate(plans):
+                key = str(uuid.UUID(int=DEMO_SEED * 1000 + number))
+                parts: list[tuple[str, tuple[str | None, bytes | str, str | None]]] = [
+                    ("request_type", (None, kind, None)),
+                    ("message", (None, "Described by the client in the portal", None)),
+                    ("device_crm_id", (None, devices[number], None)),
+                    ("contact_crm_id", (None, contacts[number], None)),
+                ]
+                parts += [("files", (name, samples[name], "image/jpeg")) for name in names
+                          if name.endswith(".jpg")]
+                parts += [("files", (name, samples[name], None)) for name in names
+                          if not name.endswith(".jpg")]
+                answer = api.post(
+                    "/v1/service-requests", headers={"Idempotency-Key": key}, files=parts
+                )
+                body = answer.json()
+                if answer.status_code == 202:
+                    filed.append((key, kind))
+                    again = api.post(
+                        "/v1/service-requests", headers={"Idempotency-Key": key}, files=parts
+                    )
+                    replayed = again.headers.get("idempotent-replayed")
+                    console.print(
+                        f"  {kind} with {', '.join(names)}: {answer.status_code}, request "
+                        f"#{body['id']}; sent again (a retry): {again.status_code}, the same "
+                        f"#{again.json()['id']}, replayed={replayed}"
+                    )
+                else:
+                    error = body["error"]
+                    console.print(
+                        f"  {kind} with {', '.join(names)}: [yellow]{answer.status_code} "
+                        f"{error['code']}[/yellow] for {error.get('field')}: {error['message']} "
+                        "(refused at the door; nothing stored)"
+                    )
+    finally:
+        server.stop(5.0)
+        connections.close_all()
+    console.print("the CRM will drop the connection right after creating the first item")
     fake.faults.add("drop_after_processing", times=1, method="crm.item.add")
-    pusher = build_pusher(settings)  # type: ignore[arg-type]
+    pusher = build_pusher(settings)
     later = timedelta()
 
     def clock() -> datetime:
@@ -226,7 +256,7 @@ def _outbox_story(
     for column in ("request", "status", "CRM item", "files in the CRM", "why"):
         table.add_column(column)
     items = {item.get("xmlId"): item for item in fake.service_requests().values()}
-    for key in keys:
+    for key, _kind in filed:
         row = conn.execute(
             "SELECT id, status, crm_id, last_error FROM outbox_requests WHERE idempotency_key = ?",
             (key,),
@@ -238,12 +268,18 @@ def _outbox_story(
         table.add_row(f"#{row[0]}", str(row[1]), str(row[2] or "-"), shown, str(row[3] or ""))
     console.print(table)
     duplicates = len(fake.service_requests()) - len(items)
-    left = sum(1 for _ in options.spool.rglob("*.*"))
+    left = sum(1 for p in options.spool.rglob("*") if p.is_file())
     console.print(
-        f"CRM items per request: exactly one ({duplicates} duplicates, despite the "
-        f"dropped connection); local files left in the spool: {left} (the rejected "
-        "request keeps its file for the operator: syncd outbox show / drop)"
+        f"CRM items per request: exactly one ({duplicates} duplicates, despite the retried POST "
+        f"and the dropped connection); local files left in the spool: {left}"
     )
+
+
+class _NoVat:
+    """The outbox part of the demo runs the API without VIES (the next chapter has it)."""
+
+    def lookup(self, raw: str, *, fresh: bool = False) -> NoReturn:
+        raise RetriableError("VIES is shown in the next chapter")
 
 
 def _timed(console: Console, step: object, fake: FakeBitrix24) -> CycleReport:
