@@ -333,6 +333,12 @@ class Daemon:
             log.info(
                 "%d resync request(s) left running by a previous daemon were re-queued", requeued
             )
+        if self.crm_enabled:
+            # Before the API takes requests: whatever a killed predecessor left half-filed in
+            # the spool (a draft, or files whose row never committed) belongs to no request.
+            removed = build_intake(self.settings, lambda: conn).sweep_orphans(older_than=0)
+            if removed:
+                log.info("removed %d upload(s) a previous run left unfinished", removed)
         self._install_signal_handlers()
         self._start_api()  # first: a port already taken stops start-up before any work begins
         if self.lane is not None and self.push is not None:

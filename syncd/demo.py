@@ -144,7 +144,7 @@ def _story(
     console.rule("6. the portal files service requests with photos, a PDF and a video")
     _outbox_story(console, fake, settings, conn)
 
-    services_ok = services_story(console, settings, conn)  # type: ignore[arg-type]
+    services_ok = services_story(console, settings, conn)
 
     console.rule("syncd status")
     console.print(
