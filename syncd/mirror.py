@@ -300,6 +300,11 @@ class MirrorEngine:
                     continue
                 total = self.adapter.count(entity)
                 if worker is None and total - int(row[4]) >= self.options.map_worker_threshold:
+                    log.info(
+                        "full resync: mapping in a worker process (%s: %d records to go)",
+                        entity.value,
+                        total - int(row[4]),
+                    )
                     worker = MappingWorker(self.mappings)
                 self._stage_listing(
                     entity, resume_after=row[1], already=int(row[4]), total=total, worker=worker
