@@ -1,20 +1,23 @@
-"""Benchmark of the outbox push path (SPEC §7): enqueue -> CRM accepted, idle and during a resync.
+"""Benchmark of the outbox push path (SPEC §7): filed -> CRM accepted, idle and during a resync,
+and the local API's POST itself.
 
 Runs the fake Bitrix24 in its own process (one dataset for every phase, sized by the
 --resync-* flags) and the real daemon (`syncd run`, mirror interval one hour so it only mirrors
 once at start) as a subprocess, waits for the first mirror, then files service requests the way
-the portal does (`state.outbox.enqueue` on its own connection, each request's file written into
-the spool first) and measures:
+the portal does (`POST /v1/service-requests` over the daemon's unix socket, multipart with the
+file streamed from the portal's disk, an Idempotency-Key) and measures:
 
-* idle latency: N paced requests (one small JPEG each), `delivered_at - created_at`;
+* the POST itself (sent -> 202) for a 1 MB photo and a 200 MB video, p50/p95, with the daemon's
+  peak RSS while it takes them;
+* idle latency: N paced requests (one small JPEG each), POST sent -> `delivered_at`;
 * the same while full resyncs run through the daemon (`syncd --resync all`, handed over; a new
   one is started whenever the last one finished, so every request is filed during a resync);
 * backlog throughput: 1,000 requests filed at once, until all are delivered;
 * peak RSS of the daemon (and its children) while it pushes one large MP4, and its upload time;
   the fake's stored copy is checked by size and SHA-256.
 
-Latency is `delivered_at - created_at` from the outbox row (created_at is stamped just before the
-portal's enqueue call, so waits for the write lock count). A failed attempt (`retry_wait`) is
+Latency is from the moment the portal starts its POST to the outbox row's `delivered_at`, so
+the upload to syncd and syncd's checks count. A failed attempt (`retry_wait`) is
 counted and waited for; a dead request ends the run. The fake has no rate limit unless
 `--rate-limit BURST DRAIN` is given (a real portal: 50 2; then pace with e.g. `--spacing 5` and
 keep the counts small, every delivery costs six CRM requests).
@@ -56,7 +59,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import fake_process  # noqa: E402
 
-from state import outbox  # noqa: E402
 from state.db import close as close_cache  # noqa: E402
 from state.db import connect  # noqa: E402
 from syncd.config import load_settings  # noqa: E402
@@ -100,7 +102,10 @@ def write_config(base: Path, webhook: str, rate_limit: list[float] | None = None
         "[mirror]\ninterval_seconds = 3600\n"
         f'[state]\ndirectory = "{base / "state"}"\n'
         "[outbox]\n"
-        '[api]\nlisten = "127.0.0.1:0"\n[omniva]\nenabled = false\n'
+        f'[api]\nlisten = "unix:{base / "api.sock"}"\n'
+        # the backlog phase files a thousand requests at once: lift the hourly budget
+        "max_service_requests_per_hour = 1000000\nmax_upload_mb_per_hour = 1000000\n"
+        "[omniva]\nenabled = false\n"
     )
     return config
 
@@ -181,31 +186,42 @@ class RssSampler:
 
 
 class Portal:
-    """Files service requests like the portal: spool file first, then `outbox.enqueue`."""
+    """Files service requests like the portal: POST /v1/service-requests over the daemon's unix
+    socket, the file streamed from the portal's own directory."""
 
-    def __init__(self, conn: sqlite3.Connection, spool: Path, request_types: frozenset[str]):
+    def __init__(self, conn: sqlite3.Connection, socket: Path, work: Path) -> None:
         self.conn = conn
-        self.spool = spool
-        self.request_types = request_types
+        self.work = work
         self.rng = random.Random(7)
         self.pairs: list[tuple[str, str]] = conn.execute(
             "SELECT crm_id, contact_id FROM devices WHERE contact_id IS NOT NULL ORDER BY crm_id"
         ).fetchall()
         if not self.pairs:
             raise RuntimeError("the mirror has no device with a contact")
-        self.busy_retries = 0
+        self.api = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(socket)),
+            base_url="http://localhost",
+            timeout=httpx.Timeout(600, connect=10),
+            trust_env=False,
+        )
+        self.busy_retries = 0  # 429/503/507 answers retried
         self.keys: dict[int, str] = {}
+        self.filed_at: dict[int, datetime] = {}
 
-    def write_jpeg(self, relative: str) -> int:
-        path = self.spool / relative
+    def close(self) -> None:
+        self.api.close()
+
+    def write_jpeg(self, relative: str, size: int | None = None) -> int:
+        path = self.work / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        body = JPEG_HEAD + self.rng.randbytes(3000 + self.rng.randrange(2000)) + b"\xff\xd9"
+        length = size - len(JPEG_HEAD) - 2 if size else 3000 + self.rng.randrange(2000)
+        body = JPEG_HEAD + self.rng.randbytes(length) + b"\xff\xd9"
         path.write_bytes(body)
         return len(body)
 
     def write_video(self, relative: str, size: int) -> str:
         """An MP4-shaped file of ``size`` bytes written in 1 MiB chunks; returns its SHA-256."""
-        path = self.spool / relative
+        path = self.work / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         chunk = bytes(MIB)
@@ -221,34 +237,36 @@ class Portal:
         return digest.hexdigest()
 
     def file(self, relative: str, name: str, declared: str, size: int) -> tuple[int, float]:
-        """Enqueue one request with one file; returns its id and how long enqueue took."""
+        """POST one request with one file; returns its id and how long the POST took."""
         device, contact = self.rng.choice(self.pairs)
         key = str(uuid.uuid4())
-        request = {
-            "idempotency_key": key,
+        fields = {
             "request_type": "repair",
             "message": "The handpiece makes a clicking noise. Please call me back.",
             "device_crm_id": device,
             "contact_crm_id": contact,
-            "files": [
-                {"path": relative, "original_name": name, "declared_type": declared, "size": size}
-            ],
         }
-        now = datetime.now(UTC)  # created_at: when the portal filed it, lock waits included
+        now = datetime.now(UTC)
         started = time.perf_counter()
         for attempt in range(10):
-            try:
-                request_id, created = outbox.enqueue(
-                    self.conn, request, request_types=self.request_types, now=now
+            with (self.work / relative).open("rb") as content:
+                answer = self.api.post(
+                    "/v1/service-requests",
+                    headers={"Idempotency-Key": key},
+                    data=fields,
+                    files={"files": (name, content, declared)},
                 )
+            if answer.status_code == 202:
                 break
-            except sqlite3.OperationalError as error:  # busy beyond the 5 s busy_timeout
-                if "locked" not in str(error) or attempt == 9:
-                    raise
-                self.busy_retries += 1
-        assert created
+            if answer.status_code not in (429, 503, 507) or attempt == 9:
+                raise RuntimeError(f"POST refused: {answer.status_code} {answer.text[:300]}")
+            self.busy_retries += 1
+            time.sleep(1.0)
+        took = time.perf_counter() - started
+        request_id = int(answer.json()["id"])
         self.keys[request_id] = key
-        return request_id, time.perf_counter() - started
+        self.filed_at[request_id] = now
+        return request_id, took
 
     def file_jpeg(self, label: str) -> tuple[int, float]:
         relative = f"bench/{label}/photo.jpg"
@@ -271,6 +289,7 @@ class Tracker:
         self.retry_errors: collections.Counter[str] = collections.Counter()
         self.on_done: Callable[[int], None] | None = None
         self.patience = 1.0  # deadline multiplier (rate-limited runs are slow by design)
+        self.filed_at: dict[int, datetime] = {}  # the portal's, shared
 
     def add(self, request_id: int) -> None:
         self.open.add(request_id)
@@ -325,7 +344,11 @@ class Tracker:
             self.sleep(POLL_SECONDS)
 
     def latencies(self, ids: list[int]) -> list[float]:
-        return [(self.done[i][1] - self.done[i][0]).total_seconds() for i in ids]
+        return [(self.done[i][1] - self.filed(i)).total_seconds() for i in ids]
+
+    def filed(self, request_id: int) -> datetime:
+        """When the portal began filing ``request_id`` (its POST), else the row's created_at."""
+        return self.filed_at.get(request_id, self.done[request_id][0])
 
     def retried(self, ids: list[int]) -> int:
         """How many of ``ids`` needed more than one attempt."""
@@ -334,7 +357,7 @@ class Tracker:
     def pickups(self, ids: list[int]) -> list[float]:
         """created_at -> first seen `sending` (the push lane noticing), where it was seen."""
         return [
-            (self.seen_sending[i] - self.done[i][0]).total_seconds()
+            (self.seen_sending[i] - self.filed(i)).total_seconds()
             for i in ids
             if i in self.seen_sending
         ]
@@ -527,7 +550,7 @@ def phase_backlog(portal: Portal, tracker: Tracker, count: int) -> dict[str, Any
     delivered_while_filing = conn_count_done(portal.conn, ids[0], ids[-1])
     tracker.wait_all(120 + count, "the backlog")
     wall = time.perf_counter() - started
-    first = min(tracker.done[i][0] for i in ids)
+    first = min(tracker.filed(i) for i in ids)
     last = max(tracker.done[i][1] for i in ids)
     span = (last - first).total_seconds()
     return {
@@ -550,6 +573,43 @@ def conn_count_done(conn: sqlite3.Connection, low: int, high: int) -> int:
     return int(row[0])
 
 
+def phase_post(
+    portal: Portal, tracker: Tracker, daemon: psutil.Process, photos: int, videos: int,
+    video_mb: int,
+) -> dict[str, Any]:
+    """The POST itself (sent -> 202): 1 MB photos, then videos, with the daemon's peak RSS."""
+    results: dict[str, Any] = {}
+    for label, count, size in (("photo_1mb", photos, MIB), ("video", videos, video_mb * MIB)):
+        paths = []
+        for i in range(count):
+            relative = f"bench/post-{label}-{i}/file"
+            if label == "video":
+                portal.write_video(relative, size)
+            else:
+                portal.write_jpeg(relative, size)
+            paths.append(relative)
+        tracker.wait_all(600, "earlier requests")  # the daemon idle before measuring
+        before = tree_rss(daemon)
+        took = []
+        with RssSampler(daemon) as sampler:
+            for relative in paths:
+                name, declared = ("clip.mp4", "video/mp4") if label == "video" else (
+                    "photo.jpg", "image/jpeg")
+                request_id, seconds = portal.file(relative, name, declared, size)
+                took.append(seconds)
+                tracker.add(request_id)
+                if label == "video":  # one video at a time through syncd: the RSS is its own
+                    tracker.wait_all(600, "a video")
+        tracker.wait_all(600, f"the {label} posts")
+        results[label] = {
+            "bytes": size,
+            "post_seconds": summary(took),
+            "rss_before_mb": before / MIB,
+            "peak_rss_mb": sampler.peak / MIB,
+        }
+    return results
+
+
 def phase_video(
     portal: Portal, tracker: Tracker, daemon: psutil.Process, webhook: str, megabytes: int
 ) -> dict[str, Any]:
@@ -562,22 +622,24 @@ def phase_video(
     before = tree_rss(daemon)
     with RssSampler(daemon) as sampler:
         started = time.perf_counter()
-        request_id, _ = portal.file(relative, "clip.mp4", "video/mp4", size)
+        request_id, post_seconds = portal.file(relative, "clip.mp4", "video/mp4", size)
         tracker.add(request_id)
         tracker.wait_all(600, "the video")
         wall = time.perf_counter() - started
-    created, delivered = tracker.done[request_id]
+    _, delivered = tracker.done[request_id]
+    filed = tracker.filed(request_id)
     name = f"{portal.keys[request_id]}-0-clip.mp4"
     stored = [f for f in fake_get(webhook, "disk-files").values() if f["name"] == name]
     return {
         "bytes": size,
-        "write_to_spool_seconds": write_seconds,
+        "write_to_portal_disk_seconds": write_seconds,
+        "post_seconds": post_seconds,
         "rss_before_mb": before / MIB,
         "peak_rss_mb": sampler.peak / MIB,
         "rss_samples": sampler.samples,
-        "enqueue_to_delivered_seconds": (delivered - created).total_seconds(),
+        "enqueue_to_delivered_seconds": (delivered - filed).total_seconds(),
         "wall_seconds_observed": wall,
-        "throughput_mb_per_second": size / MIB / (delivered - created).total_seconds(),
+        "throughput_mb_per_second": size / MIB / (delivered - filed).total_seconds(),
         "fake_stored": stored[0] if stored else None,
         "fake_stored_ok": bool(
             len(stored) == 1 and stored[0]["size"] == size and stored[0]["sha256"] == sha256
@@ -616,6 +678,12 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=1000)
     parser.add_argument("--video-mb", type=int, default=200, help="video size in MiB")
     parser.add_argument(
+        "--post-photos", type=int, default=20, help="1 MB photos POSTed for the POST figures"
+    )
+    parser.add_argument(
+        "--post-videos", type=int, default=3, help="videos POSTed for the POST figures"
+    )
+    parser.add_argument(
         "--spacing", type=float, default=SPACING_SECONDS, help="seconds between paced requests"
     )
     parser.add_argument(
@@ -650,7 +718,7 @@ def main() -> None:
             config = write_config(base, webhook, args.rate_limit)
             settings = load_settings(config)
             cache = settings.state.cache_path
-            spool = settings.outbox.spool_directory or settings.state.default_spool
+            spool = settings.spool_directory
             daemon_log = base / "daemon.log"
             try:
                 with daemon_log.open("wb") as log:
@@ -665,8 +733,9 @@ def main() -> None:
                 results["first_mirror_seconds"] = time.perf_counter() - started
                 time.sleep(1.0)  # let the first cycle finish its bookkeeping
                 conn = connect(cache, migrate_schema=False)
-                portal = Portal(conn, spool, frozenset(settings.outbox.request_types))
+                portal = Portal(conn, base / "api.sock", base / "portal")
                 tracker = Tracker(conn)
+                tracker.filed_at = portal.filed_at
                 if args.rate_limit:
                     tracker.patience = 10.0
                 process = psutil.Process(daemon.pid)
@@ -689,13 +758,18 @@ def main() -> None:
                     results["backlog"] = phase_backlog(portal, tracker, args.backlog)
                 with cpu_meter(processes, cpu, "video"):
                     results["video"] = phase_video(portal, tracker, process, webhook, args.video_mb)
+                with cpu_meter(processes, cpu, "post"):
+                    results["post"] = phase_post(
+                        portal, tracker, process, args.post_photos, args.post_videos,
+                        args.video_mb,
+                    )
                 filed = len(portal.keys)
                 stats = fake_get(webhook, "stats")
                 results["checks"] = {
                     "requests_filed": filed,
                     "fake_service_requests": stats["counts"]["service_requests"],
                     "fake_disk_files": stats["counts"]["disk_files"],
-                    "enqueue_busy_retries": portal.busy_retries,
+                    "post_retries_429_503_507": portal.busy_retries,
                     "failed_attempts_by_error": dict(tracker.retry_errors),
                     "spool_files_left": sum(1 for p in spool.rglob("*") if p.is_file()),
                     "daemon_log_warnings": sum(
@@ -714,6 +788,8 @@ def main() -> None:
                     resync.kill()
                 if conn is not None:
                     close_cache(conn)
+                if "portal" in locals():
+                    portal.close()
                 if daemon is not None:
                     daemon.terminate()
                     try:
@@ -744,8 +820,26 @@ def print_table(results: dict[str, Any]) -> None:
     cpu = results["cpu_seconds"]
     rounds = during["resyncs"]
     stored = video["fake_stored"]
+    post = results["post"]
     rows = [
         ("dataset", ", ".join(f"{v:,} {k}" for k, v in results["dataset"].items()), ""),
+        (
+            "POST 1 MB photo: sent -> 202 p50/p95",
+            f"{post['photo_1mb']['post_seconds']['p50'] * 1000:.0f} / "
+            f"{post['photo_1mb']['post_seconds']['p95'] * 1000:.0f} ms "
+            f"({post['photo_1mb']['post_seconds']['count']} POSTs); daemon peak RSS "
+            f"{post['photo_1mb']['peak_rss_mb']:.0f} MB",
+            "",
+        ),
+        (
+            f"POST {post['video']['bytes'] // MIB} MiB video: sent -> 202 p50/p95",
+            f"{post['video']['post_seconds']['p50']:.2f} / "
+            f"{post['video']['post_seconds']['p95']:.2f} s "
+            f"({post['video']['post_seconds']['count']} POSTs); daemon peak RSS "
+            f"{post['video']['peak_rss_mb']:.0f} MB (before "
+            f"{post['video']['rss_before_mb']:.0f} MB)",
+            "flat",
+        ),
         (
             "pacing; fake's rate limit",
             f"{results['spacing_seconds']} s apart; "
@@ -758,19 +852,19 @@ def print_table(results: dict[str, Any]) -> None:
         ),
         ("first mirror (daemon start)", f"{results['first_mirror_seconds']:.1f} s", ""),
         (
-            "idle: enqueue -> accepted p50/p95/max",
+            "idle: POST -> accepted p50/p95/max",
             seconds(idle["latency_seconds"]) + f" ({idle['requests']} requests)",
             "p95 < 2 s",
         ),
-        ("idle: enqueue -> picked up p50/p95", _pickup(idle), ""),
+        ("idle: POST -> picked up p50/p95", _pickup(idle), ""),
         (
-            "resync: enqueue -> accepted p50/p95/max",
+            "resync: POST -> accepted p50/p95/max",
             seconds(during["latency_seconds"]) + f" ({during['requests']} requests)",
             "p95 < 5 s",
         ),
-        ("resync: enqueue -> picked up p50/p95", _pickup(during), ""),
+        ("resync: POST -> picked up p50/p95", _pickup(during), ""),
         (
-            "resync: portal enqueue call p50/max",
+            "resync: the portal's POST p50/max",
             f"{during['enqueue_seconds']['p50'] * 1000:.1f} / "
             f"{during['enqueue_seconds']['max'] * 1000:.0f} ms "
             f"(idle {idle['enqueue_seconds']['p50'] * 1000:.1f} / "
@@ -794,9 +888,10 @@ def print_table(results: dict[str, Any]) -> None:
             "",
         ),
         (
-            f"video {video['bytes'] // MIB} MiB: upload (enqueue -> accepted)",
+            f"video {video['bytes'] // MIB} MiB: POST -> accepted",
             f"{video['enqueue_to_delivered_seconds']:.1f} s "
-            f"({video['throughput_mb_per_second']:.0f} MiB/s)",
+            f"({video['throughput_mb_per_second']:.0f} MiB/s; "
+            f"the POST {video['post_seconds']:.1f} s)",
             "",
         ),
         (
