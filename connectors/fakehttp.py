@@ -8,6 +8,7 @@ connections on ``stop()``, a quiet HTTP/1.1 handler base, the start/stop lifecyc
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import signal
 import socket
@@ -210,6 +211,19 @@ class Servable(Protocol):
     def start(self) -> object: ...
 
     def stop(self) -> None: ...
+
+
+def fake_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A standalone fake's command line: its description, ``--host`` and ``--port``, and every
+    option's default shown in ``--help``."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
+    return parser
 
 
 def serve_until_signalled(

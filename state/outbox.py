@@ -25,6 +25,16 @@ from state.db import write_transaction
 from syncd.errors import SkippableError
 
 STATUSES = ("pending", "sending", "done", "retry_wait", "dead")
+#: What a request says, besides its key, time and files: the fields every way in takes.
+REQUEST_FIELDS = (
+    "request_type",
+    "message",
+    "contact_phone",
+    "contact_email",
+    "contact_address",
+    "device_crm_id",
+    "contact_crm_id",
+)
 MAX_MESSAGE_LENGTH = 10_000
 MAX_FIELD_LENGTH = 500
 MAX_FILES = 20
@@ -100,18 +110,7 @@ def validate_request(data: Any, *, request_types: frozenset[str]) -> dict[str, A
     """
     if not isinstance(data, dict):
         raise OutboxValidationError("the request must be a JSON object")
-    unknown = set(data) - {
-        "idempotency_key",
-        "request_type",
-        "message",
-        "contact_phone",
-        "contact_email",
-        "contact_address",
-        "device_crm_id",
-        "contact_crm_id",
-        "created_at",
-        "files",
-    }
+    unknown = set(data) - {"idempotency_key", *REQUEST_FIELDS, "created_at", "files"}
     if unknown:
         raise OutboxValidationError(f"unknown field {sorted(unknown)[0]!r}")
     key = data.get("idempotency_key")

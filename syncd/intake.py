@@ -66,15 +66,7 @@ __all__ = [
 
 INCOMING: Final = ".incoming"
 #: The form fields a request may carry (files come as parts named ``files``).
-FORM_FIELDS: Final = (
-    "request_type",
-    "message",
-    "contact_phone",
-    "contact_email",
-    "contact_address",
-    "device_crm_id",
-    "contact_crm_id",
-)
+FORM_FIELDS: Final = outbox.REQUEST_FIELDS
 FILE_FIELD: Final = "files"
 MAX_FIELD_BYTES: Final = 4 * outbox.MAX_MESSAGE_LENGTH  # UTF-8: at most 4 bytes a character
 ORPHAN_AGE_SECONDS: Final = 3600.0

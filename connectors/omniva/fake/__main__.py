@@ -8,22 +8,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from connectors.fakehttp import serve_until_signalled
+from connectors.fakehttp import fake_parser, serve_until_signalled
 
 from .server import MODES, FakeOmniva, synthetic
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, every option described with its default."""
-    parser = argparse.ArgumentParser(
-        prog="python -m connectors.omniva.fake",
+    parser = fake_parser(
+        "python -m connectors.omniva.fake",
         description="A fake of Omniva's locations.json on loopback: the real EE/LV sample or a "
         "synthetic list, ETag/Last-Modified (304s), gzip, and broken answers on demand "
         "(--mode, or its control API /_fake/).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
-    parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
     parser.add_argument(
         "--synthetic", type=int, metavar="N",
         help="serve N synthetic records instead of the sample (default: the sample)",

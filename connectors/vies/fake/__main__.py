@@ -8,22 +8,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from connectors.fakehttp import serve_until_signalled
+from connectors.fakehttp import fake_parser, serve_until_signalled
 
 from .server import FakeVies
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, every option described with its default."""
-    parser = argparse.ArgumentParser(
-        prog="python -m connectors.vies.fake",
+    parser = fake_parser(
+        "python -m connectors.vies.fake",
         description="A fake VIES checkVatService (SOAP) on loopback, numbered like the EU's "
         "test service (100 valid, 200 invalid, 201.. faults), with invented traders and fault "
         "injection through its control API (/_fake/).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--seed", type=int, default=1, help="seed of checkVatApprox identifiers")
     return parser
 

@@ -9,26 +9,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from connectors.fakehttp import serve_until_signalled
+from connectors.fakehttp import fake_parser, serve_until_signalled
 
 from .server import FakeBitrix24
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line, every option described with its default."""
-    parser = argparse.ArgumentParser(
-        prog="python -m connectors.crm.bitrix24.fake",
+    parser = fake_parser(
+        "python -m connectors.crm.bitrix24.fake",
         description="A fake Bitrix24 portal on loopback (REST over an inbound webhook) with a "
         "seeded Baltic dataset of companies, contacts and devices, the service-request smart "
         "process, Disk uploads, and fault injection through its control API (/_fake/).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated dataset")
     parser.add_argument("--companies", type=int, default=50, help="companies to generate")
     parser.add_argument("--contacts", type=int, default=200, help="contacts to generate")
     parser.add_argument("--devices", type=int, default=100, help="devices to generate")
-    parser.add_argument("--port", type=int, default=0, help="TCP port (0: any free port)")
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
     parser.add_argument("--token", default="test-token", help="the webhook token it accepts")
     parser.add_argument("--user-id", type=int, default=1, help="the webhook's user ID")
     parser.add_argument(
