@@ -548,6 +548,12 @@ class Settings(BaseSettings):
                 f"api.max_upload_mb: {self.api.max_upload_mb} is below the largest file "
                 f"limit in [outbox] ({largest} MB); such a file could never be filed"
             )
+        if self.api.enabled and self.api.max_upload_mb_per_hour < self.api.max_upload_mb:
+            raise ConfigError(
+                f"api.max_upload_mb_per_hour: {self.api.max_upload_mb_per_hour} is below "
+                f"api.max_upload_mb ({self.api.max_upload_mb}); the largest request could never "
+                "be filed"
+            )
 
     @property
     def spool_directory(self) -> Path:

@@ -126,8 +126,10 @@ def _syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         ('[crm]\nwebhook_token_file = "/dev/zero"\nurl = "https://b24.example/rest/1/"\n',
          "/dev/zero"),
         ("[api]\nmax_upload_mb = 10\n", "api.max_upload_mb"),
+        ("[api]\nmax_upload_mb_per_hour = 600\n", "api.max_upload_mb_per_hour"),
     ],
-    ids=["url-without-token", "token-without-url", "token-from-a-device", "upload-below-video"],
+    ids=["url-without-token", "token-without-url", "token-from-a-device", "upload-below-video",
+         "hourly-below-one-request"],
 )
 def test_check_config_refuses_what_run_refuses(tmp_path: Path, toml: str, setting: str) -> None:
     token = tmp_path / "token"
