@@ -6,6 +6,7 @@ helpers."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -380,3 +381,35 @@ def test_a_request_written_into_the_table_by_hand_is_checked_before_delivery(
     assert row.last_error is not None and row.last_error.startswith("refused as stored:")
     assert "m" * 50 not in row.last_error
     conn.close()
+
+
+def test_a_post_whose_connection_dropped_after_the_commit_is_answered_on_retry(
+    tcp_desk: Desk,
+) -> None:
+    """The portal sent everything and lost the connection before the answer: syncd filed it;
+    the retry with the same key gets the first answer and files nothing twice."""
+    import socket
+
+    key = str(uuid.uuid4())
+    boundary = b"b0undary"
+    body = (b"--b0undary\r\nContent-Disposition: form-data; name=\"request_type\"\r\n\r\nrepair"
+            b"\r\n--b0undary\r\nContent-Disposition: form-data; name=\"files\"; "
+            b"filename=\"a.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n" + JPEG +
+            b"\r\n--b0undary--\r\n")
+    host, port = tcp_desk.server.address.rsplit(":", 1)
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall(b"POST /v1/service-requests HTTP/1.1\r\nHost: localhost\r\n"
+                    b"Idempotency-Key: " + key.encode() + b"\r\n"
+                    b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n"
+                    b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        raw.shutdown(socket.SHUT_RDWR)  # gone before the answer
+    deadline = time.monotonic() + 10
+    while not tcp_desk.rows():  # syncd files it although nobody waits for the answer
+        assert time.monotonic() < deadline, "the dropped POST was not filed"
+        time.sleep(0.02)
+    [first] = tcp_desk.rows()
+    retry = tcp_desk.post(key, [("a.jpg", JPEG, "image/jpeg")])
+    assert retry.status_code == 202
+    assert documented(retry)["id"] == first.id
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert len(tcp_desk.rows()) == 1 and tcp_desk.spool_files() == [f"{key}/0.jpg"]
