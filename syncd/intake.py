@@ -49,6 +49,7 @@ from syncd.spool import (
     FileLimits,
     Kind,
     declared_type_fits,
+    format_size,
     sanitise_name,
     sniff_bytes,
 )
@@ -280,11 +281,11 @@ class _FileWriter:
         kind = ALLOWED_TYPES[sniffed]
         if not declared_type_fits(self._declared, kind):
             raise IntakeError(
-                    415,
-                    "file_type_mismatch",
-                    f"The declared type does not match the content ({kind}).",
-                    field=self.label,
-                )
+                415,
+                "file_type_mismatch",
+                f"The declared type does not match the content ({kind}).",
+                field=self.label,
+            )
         self._mime, self._kind = sniffed, kind
 
     def _check_limit(self) -> None:
@@ -297,7 +298,7 @@ class _FileWriter:
             raise IntakeError(
                 413,
                 "file_too_large",
-                f"The file is over the limit of {limit // (1024 * 1024)} MiB for {what}.",
+                f"The file is over the limit of {format_size(limit)} for {what}.",
                 field=self.label,
             )
 

@@ -47,6 +47,7 @@ __all__ = [
     "ValidatedFile",
     "check_file_count",
     "declared_type_fits",
+    "format_size",
     "open_in_spool",
     "remove_spool_file",
     "resolve_in_spool",
@@ -514,7 +515,7 @@ def open_in_spool(spool_dir: Path, relative: str) -> BinaryIO:
 # Validation
 
 
-def _format_size(size: int) -> str:
+def format_size(size: int) -> str:
     """``size`` in bytes, KiB or MiB for messages."""
     if size < 1024:
         return f"{size} bytes"
@@ -586,7 +587,7 @@ def _check_limit(size: int, kind: Kind, limits: FileLimits, label: str) -> None:
     limit = limits.for_kind(kind)
     if size <= limit:
         return
-    shown, shown_limit = _format_size(size), _format_size(limit)
+    shown, shown_limit = format_size(size), format_size(limit)
     if shown == shown_limit:
         shown, shown_limit = f"{size} bytes", f"{limit} bytes"
     raise SpoolFileError(label, f"{shown} is over the {shown_limit} limit for {_PLURAL_KIND[kind]}")
