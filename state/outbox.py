@@ -104,7 +104,8 @@ def stamp(moment: datetime) -> str:
 
 
 def validate_request(data: Any, *, request_types: frozenset[str]) -> dict[str, Any]:
-    """Check a request as the portal would insert it; returns the normalised fields.
+    """Check a request's fields (every way in: the API's door, the CLI, and the push lane again
+    on the stored row); returns the normalised fields.
 
     Raises :class:`OutboxValidationError` naming the field (never echoing personal data).
     """

@@ -236,7 +236,7 @@ class OutboxSettings(BaseModel):
 
     model_config = _SECTION_CONFIG
 
-    # Where the portal writes attached files; None means <state.directory>/spool.
+    # Where syncd keeps attached files until the CRM has them; None means <state.directory>/spool.
     spool_directory: Path | None = None
     request_types: tuple[str, ...] = ("repair", "maintenance", "installation", "training",
                                       "other")

@@ -1,8 +1,11 @@
-"""Validating the files the portal leaves in the spool directory before they go to the CRM.
+"""Validating the files in the spool directory before they go to the CRM, and the checks that
+:mod:`syncd.intake` applies to files as they arrive (:func:`sniff_bytes`,
+:func:`declared_type_fits`, :func:`sanitise_name`).
 
-The portal writes each attached file into a spool directory and an outbox row naming it by a path
-*relative to that directory*, with the original file name, the declared MIME type and the declared
-size. All four are hostile until checked here:
+syncd writes each attached file into its spool and an outbox row naming it by a path *relative to
+that directory*, with the original file name, the type and the size. The push lane checks all four
+again before uploading, as hostile as when they arrived (a row may not have come through the door,
+a file may have changed since):
 
 * the path must stay inside the spool: no absolute paths, no ``..``, no NUL or backslash, no
   symbolic link anywhere below the spool root (not even one pointing inside), only regular files;
@@ -15,8 +18,8 @@ size. All four are hostile until checked here:
 Files are opened component by component below the spool root with ``O_NOFOLLOW`` (``openat``
 style, through ``dir_fd``), so a symbolic link swapped in between the check and the open is caught
 rather than followed. Every rejection is a :class:`SpoolFileError` (a
-:class:`~syncd.errors.SkippableError`) whose message names the file by its sanitised original name
-and never quotes its content.
+:class:`~syncd.errors.SkippableError`) whose message names the file by the caller's label (the
+outbox uses ``file #N``: a client's file name may hold personal data) and never quotes its content.
 """
 
 from __future__ import annotations
