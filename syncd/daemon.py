@@ -26,7 +26,7 @@ import schedule
 
 from connectors.budget import RequestBudget
 from connectors.crm.base import Entity
-from state import audit, control, outbox
+from state import audit, control, health, outbox
 from state.db import ThreadConnections
 from state.db import close as close_cache
 from syncd.api import ApiServer, make_app
@@ -339,6 +339,9 @@ class Daemon:
             removed = build_intake(self.settings, lambda: conn).sweep_orphans(older_than=0)
             if removed:
                 log.info("removed %d upload(s) a previous run left unfinished", removed)
+        previous = health.load(conn, "watchdog")
+        if previous is not None and previous.state != "ok":
+            self._record_watchdog(conn, None)  # a new process: its lanes start afresh
         self._install_signal_handlers()
         self._start_api()  # first: a port already taken stops start-up before any work begins
         if self.lane is not None and self.push is not None:
@@ -382,7 +385,7 @@ class Daemon:
             if self.api is not None and api_beat is not None:
                 self.api.ping(api_beat.beat)
             now = time.monotonic()
-            if watchdog_every and now - last_watchdog >= watchdog_every and self._all_alive():
+            if watchdog_every and now - last_watchdog >= watchdog_every and self._all_alive(conn):
                 self.notifier.watchdog()
                 last_watchdog = now
             idle = self.scheduler.idle_seconds
@@ -449,20 +452,48 @@ class Daemon:
                 f"api.listen: cannot listen on {api.listen}: {error.strerror or error}"
             ) from None
 
-    def _all_alive(self) -> bool:
-        """Whether every lane is making progress; says so once when one stops, and once when
-        all are well again (the watchdog is not pinged meanwhile: systemd restarts syncd)."""
+    def _all_alive(self, conn: sqlite3.Connection) -> bool:
+        """Whether every lane is making progress; says so once when one stops (journal,
+        ``STATUS=``, the ``watchdog`` row ``syncd status`` shows), and once when all are well
+        again. The watchdog is not pinged meanwhile, so systemd restarts syncd."""
         hung = self.liveness.hung()
         if hung and not self._hung_reported:
             for lane in hung:
                 log.error("%s; no more watchdog pings: systemd will restart syncd", lane.why)
             self.notifier.status("HUNG: " + "; ".join(lane.why for lane in hung))
+            self._record_watchdog(conn, "; ".join(lane.why for lane in hung))
             self._hung_reported = True
         elif not hung and self._hung_reported:
             log.warning("every lane is making progress again")
             self._hung_reported = False
+            self._record_watchdog(conn, None)
             self._update_status()
         return not hung
+
+    @staticmethod
+    def _record_watchdog(conn: sqlite3.Connection, problem: str | None) -> None:
+        """The ``watchdog`` row of job_health: failing with ``problem``, or ok again (keeping
+        the last problem for the record)."""
+        now = iso(utc_now())
+        try:
+            previous = health.load(conn, "watchdog")
+            health.save(
+                conn,
+                health.JobHealth(
+                    job="watchdog",
+                    state="ok" if problem is None else "failing",
+                    last_success_at=now if problem is None else (
+                        previous.last_success_at if previous else None),
+                    last_error_at=now if problem else (
+                        previous.last_error_at if previous else None),
+                    last_error=problem or (previous.last_error if previous else None),
+                    consecutive_failures=0 if problem is None else 1,
+                    next_run_at=None,
+                    updated_at=now,
+                ),
+            )
+        except sqlite3.Error as error:  # a hung lane may hold the write lock; the journal has it
+            log.warning("could not record the watchdog's state: %s", error)
 
     def _schedule_jobs(self) -> None:
         if not self.crm_enabled:

@@ -5,6 +5,7 @@ is hung (systemd then restarts it), says so once, and pings again once the lane 
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -111,3 +112,8 @@ def test_the_daemon_stops_pinging_the_watchdog_while_a_lane_hangs(
     assert "every lane is making progress again" in stderr  # ... and again after it recovered
     assert health_while_hung is not None and health_while_hung.status_code == 503
     assert health_while_hung.json()["lanes"]["crm"] != "ok"
+    status = subprocess.run([sys.executable, "-m", "syncd", "--config", str(config), "status",
+                             "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    [watchdog] = [j for j in json.loads(status.stdout)["jobs"] if j["job"] == "watchdog"]
+    assert watchdog["state"] == "ok"  # recovered, and the problem kept for the record
+    assert "no progress" in watchdog["last_error"]
