@@ -35,7 +35,7 @@ def test_readme_documents_every_command_and_flag() -> None:
     readme = (ROOT / "README.md").read_text()
     for command in commands():
         assert re.search(rf"syncd[^\n`]* {command}\b", readme), f"README lacks `syncd {command}`"
-    for flag in ("--resync", "--record", "--config", "--json"):
+    for flag in ("--resync", "--record", "--config", "--json", "--online", "--reveal"):
         assert flag in readme
 
 
