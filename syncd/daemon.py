@@ -16,6 +16,7 @@ import queue
 import signal
 import sqlite3
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -419,6 +420,12 @@ class Daemon:
     def _start_api(self) -> None:
         if not self.settings.api.enabled or self.vat is None:
             return
+        # waitress buffers a request body over 512 KiB in a temporary file before syncd reads
+        # it: keep those next to the spool (whose free space the door checks), not in /tmp,
+        # which may be a small tmpfs in memory.
+        body_buffers = self.settings.state.directory / "tmp"
+        body_buffers.mkdir(mode=0o700, exist_ok=True)
+        tempfile.tempdir = str(body_buffers)
         from syncd.metrics import MetricsSource  # prometheus_client: only when the API runs
 
         api = self.settings.api

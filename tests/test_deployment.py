@@ -78,6 +78,7 @@ def test_the_portal_files_requests_as_deployed_and_the_spool_ends_empty(
         assert mode(deployment.cache) == 0o640
         assert mode(deployment.socket) == 0o660
         assert mode(deployment.state / "spool") == 0o750
+        assert mode(deployment.state / "tmp") == 0o700  # where upload bodies are buffered
 
         run = subprocess.run(
             deployment.portal_command(
