@@ -81,10 +81,15 @@ def test_bad_input_to_the_running_daemon_is_refused_and_delays_nothing(
                                    files=parts)
 
             def raw(request: bytes) -> bytes:
+                """The whole answer to ``request`` (it asks the server to close after it)."""
                 with closing(sockets.socket(sockets.AF_UNIX)) as conn:
+                    conn.settimeout(30)
                     conn.connect(str(api_socket))
                     conn.sendall(request)
-                    return conn.recv(65536)
+                    answer = b""
+                    while chunk := conn.recv(65536):  # headers and body may come apart
+                        answer += chunk
+                    return answer
 
             with make_api_client(f"unix:{api_socket}", timeout=30) as client:
                 refusals = [
