@@ -325,6 +325,46 @@ def record_file_uploaded(
         )
 
 
+def reject_file(conn: sqlite3.Connection, file_id: int, *, error: str) -> None:
+    """A file that failed its checks: ``rejected`` with the reason (naming it by position)."""
+    with write_transaction(conn):
+        conn.execute(
+            "UPDATE outbox_files SET status = 'rejected', error = ? WHERE id = ?", (error, file_id)
+        )
+
+
+def mark_file_deleted(conn: sqlite3.Connection, file_id: int) -> None:
+    """The local copy is gone (after delivery); a rejected file keeps its status and reason."""
+    with write_transaction(conn):
+        conn.execute(
+            "UPDATE outbox_files SET status = 'deleted' WHERE id = ? AND status != 'rejected'",
+            (file_id,),
+        )
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A spool file of a request, to delete: its row, its request and where it lies."""
+
+    file_id: int
+    request_id: int
+    position: int
+    path: str
+
+
+def delivered_files_on_disk(conn: sqlite3.Connection) -> list[LocalFile]:
+    """Files of delivered requests whose local copy was not yet deleted (the process died
+    between the acknowledgement and the deletion)."""
+    return [
+        LocalFile(*row)
+        for row in conn.execute(
+            "SELECT f.id, f.request_id, f.position, f.path FROM outbox_files f "
+            "JOIN outbox_requests r ON r.id = f.request_id "
+            "WHERE r.status = 'done' AND f.status IN ('pending', 'uploaded')"
+        )
+    ]
+
+
 def record_crm_id(conn: sqlite3.Connection, request_id: int, *, crm_id: str, now: datetime) -> None:
     """Remember the CRM item as soon as it exists (before its files are attached)."""
     with write_transaction(conn):
@@ -466,12 +506,18 @@ def get(conn: sqlite3.Connection, request_id: int) -> OutboxRequest | None:
     return replace(OutboxRequest(*row), files=files)
 
 
-def get_by_key(conn: sqlite3.Connection, idempotency_key: str) -> OutboxRequest | None:
-    """The request filed under ``idempotency_key`` (canonical lower-case UUID), with its files."""
+def id_for_key(conn: sqlite3.Connection, idempotency_key: str) -> int | None:
+    """The ID of the request filed under ``idempotency_key`` (canonical lower-case UUID)."""
     row = conn.execute(
         "SELECT id FROM outbox_requests WHERE idempotency_key = ?", (idempotency_key,)
     ).fetchone()
-    return None if row is None else get(conn, int(row[0]))
+    return None if row is None else int(row[0])
+
+
+def get_by_key(conn: sqlite3.Connection, idempotency_key: str) -> OutboxRequest | None:
+    """The request filed under ``idempotency_key`` (canonical lower-case UUID), with its files."""
+    request_id = id_for_key(conn, idempotency_key)
+    return None if request_id is None else get(conn, request_id)
 
 
 def unknown_reference(conn: sqlite3.Connection, table: str, crm_id: str) -> bool:

@@ -382,10 +382,8 @@ class ServiceRequestIntake:
 
     def filed(self, key: str) -> Receipt | None:
         """The first answer for ``key`` if it was filed before, else None."""
-        row = self._connection().execute(
-            "SELECT id FROM outbox_requests WHERE idempotency_key = ?", (key,)
-        ).fetchone()
-        return None if row is None else Receipt(int(row[0]), key, created=False)
+        request_id = outbox.id_for_key(self._connection(), key)
+        return None if request_id is None else Receipt(request_id, key, created=False)
 
     def status(self, key: str) -> dict[str, Any] | None:
         """Where the request filed under ``key`` stands (the API's ``ServiceRequestStatus``),

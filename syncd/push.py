@@ -31,7 +31,6 @@ from typing import NoReturn
 
 from connectors.crm.base import ServiceRequestDraft, ServiceRequestPusher
 from state import outbox
-from state.db import write_transaction
 from syncd.errors import (
     FatalError,
     RetriableError,
@@ -217,14 +216,18 @@ class OutboxDelivery:
                 (request.device_crm_id,),
             ).fetchone()
             if device is None:
-                self._unknown("devices", f"the device {request.device_crm_id}")
+                self._unknown(
+                    "devices", request.device_crm_id, f"the device {request.device_crm_id}"
+                )
         company = device[3] if device else None
         if request.contact_crm_id:
             contact = self.conn.execute(
                 "SELECT company_id FROM contacts WHERE crm_id = ?", (request.contact_crm_id,)
             ).fetchone()
             if contact is None:
-                self._unknown("contacts", f"the contact {request.contact_crm_id}")
+                self._unknown(
+                    "contacts", request.contact_crm_id, f"the contact {request.contact_crm_id}"
+                )
             company = company or contact[0]
         what = " ".join(str(part) for part in device[:2] if part) if device else ""
         serial = f" (SN {device[2]})" if device and device[2] else ""
@@ -242,11 +245,10 @@ class OutboxDelivery:
             device_crm_id=request.device_crm_id,
         )
 
-    def _unknown(self, entity: str, what: str) -> NoReturn:
+    def _unknown(self, entity: str, crm_id: str, what: str) -> NoReturn:
         """A reference the mirror does not know: permanent once that entity has been mirrored,
         but only a wait while the first mirror after installation is still running."""
-        mirrored = self.conn.execute("SELECT 1 FROM cursors WHERE entity = ?", (entity,)).fetchone()
-        if mirrored is None:
+        if not outbox.unknown_reference(self.conn, entity, crm_id):
             raise RetriableError(f"waiting for the first mirror of {entity} to check {what}")
         raise PermanentDeliveryError(f"{what} is not in the CRM mirror")
 
@@ -276,11 +278,7 @@ class OutboxDelivery:
                     label=f"file #{file.position}",
                 )
             except SkippableError as error:
-                with write_transaction(self.conn):
-                    self.conn.execute(
-                        "UPDATE outbox_files SET status = 'rejected', error = ? WHERE id = ?",
-                        (str(error), file.id),
-                    )
+                outbox.reject_file(self.conn, file.id, error=str(error))
                 if not self.options.skip_bad_files:
                     raise PermanentDeliveryError(f"rejected {error}") from None
                 log.warning(
@@ -334,49 +332,30 @@ class OutboxDelivery:
     def _remove_local_files(self, request: outbox.OutboxRequest) -> None:
         """The CRM has the files now; the privacy policy says the local copies go."""
         for file in request.files:
-            try:
-                remove_spool_file(self.options.spool, file.path)
-            except (OSError, SyncdError) as error:
-                log.warning(
-                    "service request #%d: could not delete local file #%d: %s",
-                    request.id,
-                    file.position,
-                    type(error).__name__,
-                )
-                continue
-            with write_transaction(self.conn):
-                self.conn.execute(  # a rejected file keeps its status and reason
-                    "UPDATE outbox_files SET status = 'deleted' WHERE id = ? "
-                    "AND status != 'rejected'",
-                    (file.id,),
-                )
+            self._delete_local(outbox.LocalFile(file.id, request.id, file.position, file.path))
+
+    def _delete_local(self, file: outbox.LocalFile) -> None:
+        try:
+            remove_spool_file(self.options.spool, file.path)
+        except (OSError, SyncdError) as error:
+            log.warning(
+                "service request #%d: could not delete local file #%d: %s",
+                file.request_id,
+                file.position,
+                type(error).__name__,
+            )
+            return
+        outbox.mark_file_deleted(self.conn, file.file_id)
 
     # -- housekeeping -------------------------------------------------------------------------
 
     def clean_delivered_files(self) -> int:
         """Delete local copies left behind by a delivery that was acknowledged just before the
         process died (deletion follows the acknowledgement, so it must be repeatable)."""
-        rows = self.conn.execute(
-            "SELECT f.id, f.request_id, f.position, f.path FROM outbox_files f "
-            "JOIN outbox_requests r ON r.id = f.request_id "
-            "WHERE r.status = 'done' AND f.status IN ('pending', 'uploaded')"
-        ).fetchall()
-        for file_id, request_id, position, path in rows:
-            try:
-                remove_spool_file(self.options.spool, path)
-            except (OSError, SyncdError) as error:
-                log.warning(
-                    "service request #%d: could not delete local file #%d: %s",
-                    request_id,
-                    position,
-                    type(error).__name__,
-                )
-                continue
-            with write_transaction(self.conn):
-                self.conn.execute(
-                    "UPDATE outbox_files SET status = 'deleted' WHERE id = ?", (file_id,)
-                )
-        return len(rows)
+        left = outbox.delivered_files_on_disk(self.conn)
+        for file in left:
+            self._delete_local(file)
+        return len(left)
 
     def forget_old_messages(self) -> int:
         """Retention: drop message bodies of requests delivered long enough ago."""
