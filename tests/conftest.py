@@ -12,7 +12,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,19 @@ def make_settings(tmp_path: Path, fake: FakeBitrix24, **mirror: object) -> Setti
         api={"listen": "127.0.0.1:0"},
         omniva={"enabled": False},
     )
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, *, interval: float = 0.05
+) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds. For
+    state another process or thread changes (a file, a database) that offers nothing to wait
+    on; bounded, never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
 
 
 def run_and_kill(args: list[str], lines: int | None, jitter: float = 0.0) -> bool:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,13 +17,14 @@ import pytest
 from connectors.budget import Priority, RequestBudget
 from connectors.crm.bitrix24.client import Bitrix24Client
 from connectors.crm.bitrix24.fake import FakeBitrix24
+from connectors.http import RetryPolicy
 from state import outbox
 from syncd.config import Settings, load_settings
 from syncd.errors import ConfigError, RetriableError
 from syncd.mirror import MirrorEngine
 from syncd.push import OutboxDelivery
 from syncd.runtime import build_budget, build_pusher, push_options
-from tests.conftest import RecordingStop
+from tests.conftest import RecordingStop, wait_for
 from tests.test_push_e2e import JPEG, enqueue, spool_file
 
 SETTLE = 5.0  # upper bound on real waits for a thread to reach a state; never waited out
@@ -60,11 +60,8 @@ class Taker:
         self.thread.start()
 
 
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + SETTLE
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.001)
+def settled(condition: Callable[[], bool]) -> None:
+    wait_for(condition, SETTLE, "the threads to settle", interval=0.001)
 
 
 def push_waiters(budget: RequestBudget) -> int:
@@ -129,7 +126,7 @@ def test_a_waiting_push_goes_before_the_mirror() -> None:
     mirror = Taker(budget, "mirror", threading.Event())
     assert not mirror.done.wait(0.05)
     push = Taker(budget, "push", threading.Event())
-    wait_for(lambda: push_waiters(budget) == 1)
+    settled(lambda: push_waiters(budget) == 1)
     clock.advance(1.0)  # one token: the push gets it, the mirror keeps waiting
     budget.wake()
     assert push.done.wait(SETTLE)
@@ -216,12 +213,16 @@ def test_settings_reserve_must_be_below_the_burst() -> None:
 def test_a_client_with_a_budget_sends_at_most_burst_plus_rate_times_t(
     fake: FakeBitrix24,
 ) -> None:
-    rate, burst = 50.0, 10
-    budget = RequestBudget(rate, burst, 0)
-    client = Bitrix24Client(f"{fake.base_url}{fake.token}/", budget=budget, priority="push")
-    stop = threading.Event()
+    """On a controlled clock: the burst at once, then exactly rate x t more, never another."""
+    now = [0.0]
+    rate, burst, step = 40.0, 10, 0.125  # five tokens a step, exact in binary floating point
+    budget = RequestBudget(rate, burst, 0, clock=lambda: now[0])
+    stop = threading.Event()  # also ends the client's wait for a token that never comes
+    client = Bitrix24Client(
+        f"{fake.base_url}{fake.token}/", budget=budget, priority="push",
+        retry=RetryPolicy(max_attempts=1, stop=stop),
+    )
     before = fake.request_count
-    started = time.monotonic()
 
     def run() -> None:
         while not stop.is_set():
@@ -230,18 +231,24 @@ def test_a_client_with_a_budget_sends_at_most_burst_plus_rate_times_t(
             except RetriableError:
                 return
 
+    def blocked_after(expected: int) -> bool:
+        return push_waiters(budget) == 1 and fake.request_count - before == expected
+
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    time.sleep(0.4)
-    sent = fake.request_count - before
-    elapsed = time.monotonic() - started
-    stop.set()
-    budget.wake()
-    worker.join(SETTLE)
-    client.close()
-    assert sent <= burst + rate * elapsed + 1
-    assert sent >= burst  # the burst is granted at once
-    assert budget.granted["push"] >= sent
+    try:
+        settled(lambda: blocked_after(burst))  # the burst is granted at once, then it waits
+        for steps in range(1, 5):
+            now[0] += step
+            budget.wake()
+            settled(lambda steps=steps: blocked_after(burst + 5 * steps))  # type: ignore[misc]
+    finally:
+        stop.set()
+        budget.wake()
+        worker.join(SETTLE)
+        client.close()
+    assert fake.request_count - before == burst + 20  # rate x t on top of the burst, no more
+    assert budget.granted["push"] == burst + 20
 
 
 @pytest.fixture

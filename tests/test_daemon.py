@@ -11,7 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,17 +19,9 @@ import pytest
 from connectors.crm.bitrix24.fake import FakeBitrix24
 from state import control
 from state.db import connect
-from tests.conftest import write_config
+from tests.conftest import wait_for, write_config
 
 ROOT = Path(__file__).parents[1]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def syncd(config: Path, *args: str, timeout: float = 120,

@@ -16,8 +16,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from mappings.canonical import CANONICAL_FIELDS
 from mappings.loader import FieldRule, load_mapping_set
 from state.db import close, connect
 from state.migrations import current_version, latest_version
+from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "portal-contract.md"
@@ -248,15 +248,6 @@ def cache_state(conn: sqlite3.Connection, entity: str) -> dict[str, str]:
         )
         for crm_id, *values in conn.execute(f"SELECT crm_id, {columns} FROM {entity}")
     }
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def write_config(directory: Path, fake: Any, **mirror: float) -> Path:

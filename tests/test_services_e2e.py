@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,7 +43,7 @@ from syncd.mirror import iso, utc_now
 from syncd.runtime import build_vat_service, open_cache
 from syncd.status import collect, render
 from syncd.vat import VatService
-from tests.conftest import make_api_client
+from tests.conftest import make_api_client, wait_for
 
 ROOT = Path(__file__).parents[1]
 WAIT = 20.0  # an upper bound for waits on things that should happen within a second or two
@@ -53,15 +53,6 @@ ANSWER_KEYS = frozenset(DOC["components"]["schemas"]["VatAnswer"]["required"])
 
 def company(vies: FakeVies, country: str, index: int = 0) -> Company:
     return [c for c in vies.companies if c.country_code == country][index]
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` with quick retries until it holds (bounded; not a fixed sleep)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # ------------------------------------------------------------------------------------------
