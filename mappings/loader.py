@@ -171,37 +171,50 @@ def load_mapping_set(vendor: str, directory: Path | None = None) -> MappingSet:
     """
     entities: dict[str, EntityMapping] = {}
     for entity in CANONICAL_FIELDS:
-        name = f"{entity}.toml"
-        if directory is not None:
-            path = directory / name
-            label = str(path)
-            try:
-                content = path.read_text(encoding="utf-8")
-            except OSError as error:
-                raise ConfigError(f"mapping file {label}: {error.strerror}") from None
-        else:
-            resource = resources.files(__package__).joinpath(vendor, name)
-            label = f"mappings/{vendor}/{name}"
-            if not resource.is_file():
-                raise ConfigError(f"mapping file {label} is missing")
-            content = resource.read_text(encoding="utf-8")
+        content, label = read_mapping_file(vendor, entity, directory)
         entities[entity] = parse_mapping(content, label=label, vendor=vendor, entity=entity)
     return MappingSet(vendor, entities, directory)
 
 
-def parse_mapping(content: str, *, label: str, vendor: str, entity: str) -> EntityMapping:
-    """Parse and validate one mapping file's text."""
+def read_mapping_file(
+    vendor: str, entity: str, directory: Path | None = None
+) -> tuple[str, str]:
+    """The text of ``<entity>.toml`` for ``vendor`` (from ``directory``, else the packaged
+    ``mappings/<vendor>/``) and the label that names it in errors; a missing or unreadable file
+    is a :class:`ConfigError`."""
+    name = f"{entity}.toml"
+    if directory is not None:
+        path = directory / name
+        try:
+            return path.read_text(encoding="utf-8"), str(path)
+        except OSError as error:
+            raise ConfigError(f"mapping file {path}: {error.strerror}") from None
+    resource = resources.files(__package__).joinpath(vendor, name)
+    label = f"mappings/{vendor}/{name}"
+    if not resource.is_file():
+        raise ConfigError(f"mapping file {label} is missing")
+    return resource.read_text(encoding="utf-8"), label
+
+
+def load_mapping_toml(content: str, *, label: str, vendor: str, entity: str) -> dict[str, Any]:
+    """A mapping file's TOML, checked to declare ``vendor`` and ``entity``."""
     try:
         data = tomllib.loads(content)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"mapping file {label} is not valid TOML: {error}") from None
-    for key in data:
-        if key not in {"vendor", "entity", "id", "updated_at", "fields"}:
-            raise ConfigError(f"mapping file {label}: unknown key {key!r}")
     if data.get("vendor") != vendor or data.get("entity") != entity:
         raise ConfigError(
             f"mapping file {label}: must declare vendor={vendor!r}, entity={entity!r}"
         )
+    return data
+
+
+def parse_mapping(content: str, *, label: str, vendor: str, entity: str) -> EntityMapping:
+    """Parse and validate one mapping file's text."""
+    data = load_mapping_toml(content, label=label, vendor=vendor, entity=entity)
+    for key in data:
+        if key not in {"vendor", "entity", "id", "updated_at", "fields"}:
+            raise ConfigError(f"mapping file {label}: unknown key {key!r}")
     fields = data.get("fields")
     if not isinstance(fields, dict):
         raise ConfigError(f"mapping file {label}: missing [fields] table")

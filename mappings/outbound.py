@@ -6,11 +6,10 @@ the vendor field it is written to. Plain renames only; values are prepared by th
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
+from mappings.loader import load_mapping_toml, read_mapping_file
 from syncd.errors import ConfigError
 
 SERVICE_REQUEST_FIELDS = frozenset(
@@ -46,18 +45,8 @@ class OutboundMapping:
 
 def load_service_request_mapping(vendor: str) -> OutboundMapping:
     """Load and validate ``mappings/<vendor>/service_requests.toml``."""
-    label = f"mappings/{vendor}/service_requests.toml"
-    resource = resources.files(__package__).joinpath(vendor, "service_requests.toml")
-    if not resource.is_file():
-        raise ConfigError(f"mapping file {label} is missing")
-    try:
-        data = tomllib.loads(resource.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"mapping file {label} is not valid TOML: {error}") from None
-    if data.get("vendor") != vendor or data.get("entity") != "service_requests":
-        raise ConfigError(
-            f"mapping file {label}: must declare vendor={vendor!r}, entity='service_requests'"
-        )
+    content, label = read_mapping_file(vendor, "service_requests")
+    data = load_mapping_toml(content, label=label, vendor=vendor, entity="service_requests")
     fields = data.get("fields")
     if not isinstance(fields, dict) or not all(isinstance(v, str) and v for v in fields.values()):
         raise ConfigError(f"mapping file {label}: [fields] must map names to vendor fields")
