@@ -675,8 +675,8 @@ def load_worker(url: str) -> dict[str, Any]:
     from state import omniva as store
     from state.db import close as close_cache
     from state.db import connect
+    from syncd.clock import iso, utc_now
     from syncd.config import load_settings
-    from syncd.mirror import iso, utc_now
     from syncd.omniva_sync import refresh_locations
     from syncd.runtime import build_omniva_client
 

@@ -6,10 +6,11 @@ import getpass
 import json
 import os
 import sqlite3
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from state.db import write_transaction
+from syncd.clock import iso, utc_now
 
 RETENTION = timedelta(days=730)
 
@@ -37,7 +38,7 @@ def record(
         conn.execute(
             "INSERT INTO audit_log (at, actor, action, target, details) VALUES (?, ?, ?, ?, ?)",
             (
-                datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                iso(utc_now()),
                 actor or os_user(),
                 action,
                 target,
@@ -47,7 +48,7 @@ def record(
 
 
 def purge_older_than(conn: sqlite3.Connection, age: timedelta = RETENTION) -> int:
-    cutoff = (datetime.now(UTC) - age).strftime("%Y-%m-%dT%H:%M:%SZ")
+    cutoff = iso(utc_now() - age)
     with write_transaction(conn):
         cursor = conn.execute("DELETE FROM audit_log WHERE at < ?", (cutoff,))
     return cursor.rowcount

@@ -18,10 +18,11 @@ import sqlite3
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from state.db import write_transaction
+from syncd.clock import iso_ms, parse_iso
 from syncd.errors import SkippableError
 
 STATUSES = ("pending", "sending", "done", "retry_wait", "dead")
@@ -93,13 +94,6 @@ _REQUEST_COLUMNS = (
 _FILE_COLUMNS = "id, position, path, original_name, declared_type, size, status, crm_file_id, error"
 
 
-def stamp(moment: datetime) -> str:
-    """Timestamps in the outbox: UTC ISO 8601 with milliseconds (sortable as text)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{moment.microsecond // 1000:03d}Z"
-    )
-
-
 # -- the portal's side: enqueue ---------------------------------------------------------------
 
 
@@ -153,7 +147,7 @@ def validate_request(data: Any, *, request_types: frozenset[str]) -> dict[str, A
             raise OutboxValidationError("created_at: not an ISO 8601 timestamp") from None
         if moment.tzinfo is None:
             raise OutboxValidationError("created_at: needs a UTC offset")
-        out["created_at"] = stamp(moment)
+        out["created_at"] = iso_ms(moment)
     out["files"] = _validate_files(data.get("files", []))
     return out
 
@@ -215,7 +209,7 @@ def enqueue(
     """
     fields = validate_request(data, request_types=request_types)
     files = fields.pop("files")
-    fields.setdefault("created_at", stamp(now))
+    fields.setdefault("created_at", iso_ms(now))
     with write_transaction(conn):
         row = conn.execute(
             "SELECT id FROM outbox_requests WHERE idempotency_key = ?", (fields["idempotency_key"],)
@@ -228,7 +222,7 @@ def enqueue(
         cursor = conn.execute(
             f"INSERT INTO outbox_requests ({names}, updated_at) "
             f"VALUES ({', '.join('?' * len(fields))}, ?)",
-            (*fields.values(), stamp(now)),
+            (*fields.values(), iso_ms(now)),
         )
         request_id = int(cursor.lastrowid or 0)
         conn.executemany(
@@ -267,7 +261,7 @@ def claim(
     has used up ``max_attempts`` that way goes ``dead`` instead of being tried forever.
     Returns None when nothing is due.
     """
-    current = stamp(now)
+    current = iso_ms(now)
     with write_transaction(conn):
         conn.execute(
             "UPDATE outbox_requests SET status = 'dead', lease_owner = NULL, lease_until = NULL, "
@@ -295,7 +289,7 @@ def claim(
         conn.execute(
             "UPDATE outbox_requests SET status = 'sending', attempts = attempts + 1, "
             "lease_owner = ?, lease_until = ?, updated_at = ? WHERE id = ?",
-            (worker, stamp(now + timedelta(seconds=lease_seconds)), current, row[0]),
+            (worker, iso_ms(now + timedelta(seconds=lease_seconds)), current, row[0]),
         )
     return get(conn, int(row[0]))
 
@@ -308,7 +302,7 @@ def extend_lease(
         cursor = conn.execute(
             "UPDATE outbox_requests SET lease_until = ? WHERE id = ? AND status = 'sending' "
             "AND lease_owner = ?",
-            (stamp(now + timedelta(seconds=lease_seconds)), request_id, worker),
+            (iso_ms(now + timedelta(seconds=lease_seconds)), request_id, worker),
         )
     return cursor.rowcount == 1
 
@@ -370,7 +364,7 @@ def record_crm_id(conn: sqlite3.Connection, request_id: int, *, crm_id: str, now
     with write_transaction(conn):
         conn.execute(
             "UPDATE outbox_requests SET crm_id = ?, updated_at = ? WHERE id = ?",
-            (crm_id, stamp(now), request_id),
+            (crm_id, iso_ms(now), request_id),
         )
 
 
@@ -383,7 +377,7 @@ def ack(
             "UPDATE outbox_requests SET status = 'done', crm_id = ?, delivered_at = ?, "
             "last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = ? "
             "WHERE id = ? AND status = 'sending' AND lease_owner = ?",
-            (crm_id, stamp(now), stamp(now), request_id, worker),
+            (crm_id, iso_ms(now), iso_ms(now), request_id, worker),
         )
     return cursor.rowcount == 1
 
@@ -431,7 +425,7 @@ def fail(
         next_at = (
             None
             if dead
-            else stamp(
+            else iso_ms(
                 now + timedelta(seconds=backoff_seconds(attempts, retry_after=retry_after, rng=rng))
             )
         )
@@ -439,7 +433,7 @@ def fail(
         conn.execute(
             "UPDATE outbox_requests SET status = ?, next_attempt_at = ?, last_error = ?, "
             "lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?",
-            (status, next_at, error[:500], stamp(now), request_id),
+            (status, next_at, error[:500], iso_ms(now), request_id),
         )
     return status
 
@@ -454,7 +448,7 @@ def retry(conn: sqlite3.Connection, request_id: int | None, *, now: datetime) ->
         cursor = conn.execute(
             "UPDATE outbox_requests SET status = 'pending', attempts = 0, next_attempt_at = NULL,"
             f" updated_at = ? WHERE {where}",
-            (stamp(now), *(() if request_id is None else (request_id,))),
+            (iso_ms(now), *(() if request_id is None else (request_id,))),
         )
     return cursor.rowcount
 
@@ -482,7 +476,7 @@ def drop_message_bodies(
             "UPDATE outbox_requests SET message = NULL, contact_phone = NULL, "
             "contact_email = NULL, contact_address = NULL, message_dropped_at = ? "
             "WHERE status = 'done' AND delivered_at < ? AND message_dropped_at IS NULL",
-            (stamp(now), stamp(delivered_before)),
+            (iso_ms(now), iso_ms(delivered_before)),
         )
     return cursor.rowcount
 
@@ -566,7 +560,7 @@ def depth(conn: sqlite3.Connection, *, now: datetime) -> dict[str, Any]:
     ).fetchone()[0]
     age = None
     if oldest:
-        age = (now - datetime.fromisoformat(oldest.replace("Z", "+00:00"))).total_seconds()
+        age = (now - parse_iso(oldest)).total_seconds()
     return {"by_status": counts, "oldest_undelivered_age_seconds": age}
 
 
@@ -588,6 +582,6 @@ def release_dead_leases(
     with write_transaction(conn):
         conn.executemany(
             "UPDATE outbox_requests SET lease_until = ? WHERE id = ? AND status = 'sending'",
-            [(stamp(now), i) for i in dead],
+            [(iso_ms(now), i) for i in dead],
         )
     return len(dead)

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from state.db import write_transaction
+from syncd.clock import iso, parse_iso
 
 OUTCOMES = ("cache", "live", "stale", "local_invalid", "rejected", "unavailable")
 """The outcomes counted in ``vies_lookup_counts``."""
@@ -29,16 +30,6 @@ COUNTS_KEEP_DAYS = 30
 _ANSWER_COLUMNS = (
     "country_code, vat_number, valid, name, address, request_date, consultation_number, fetched_at"
 )
-
-
-def iso(moment: datetime) -> str:
-    """``moment`` as the tables store it: UTC ISO 8601 to the second."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_iso(value: str) -> datetime:
-    """A stored timestamp back as an aware UTC ``datetime``."""
-    return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
 
 
 def day_of(moment: datetime) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 from state import health, omniva, vies_cache
 from state.db import ThreadConnections
 from state.migrations import current_version
-from syncd.mirror import utc_now
+from syncd.clock import utc_now
 
 
 class CachedLocations:

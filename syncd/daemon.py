@@ -32,12 +32,13 @@ from state.db import ThreadConnections
 from state.db import close as close_cache
 from syncd.api import ApiServer, make_app
 from syncd.api_sources import CachedLocations, DaemonHealth
+from syncd.clock import iso, utc_now
 from syncd.config import Settings
 from syncd.errors import ConfigError
 from syncd.jobs import Job
 from syncd.liveness import DEADLINES, Heartbeat, Liveness
 from syncd.lock import ProcessLock
-from syncd.mirror import MirrorEngine, iso, utc_now
+from syncd.mirror import MirrorEngine
 from syncd.push import OutboxDelivery, wait_for_outbox_change
 from syncd.runtime import (
     build_budget,

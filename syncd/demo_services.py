@@ -21,9 +21,9 @@ from state import omniva as omniva_store
 from state.db import ThreadConnections
 from syncd.api import ApiServer, make_app
 from syncd.api_sources import CachedLocations, DaemonHealth
+from syncd.clock import iso, utc_now
 from syncd.config import Settings, load_settings
 from syncd.errors import MalformedResponseError
-from syncd.mirror import iso, utc_now
 from syncd.omniva_sync import refresh_locations
 from syncd.runtime import build_omniva_client, build_vat_service, open_cache
 

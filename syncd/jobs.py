@@ -12,17 +12,14 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from state import health
+from syncd.clock import iso, utc_now
 from syncd.errors import FatalError, RetriableError, SkippableError
 from syncd.mirror import StopRequested
 
 log = logging.getLogger(__name__)
-
-
-def _stamp(moment: datetime | None = None) -> str:
-    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Job:
@@ -89,13 +86,13 @@ class Job:
         self.state = "ok"
         self.consecutive_failures = 0
         self.backoff_until = 0.0
-        self.last_success_at = _stamp()
+        self.last_success_at = iso(utc_now())
 
     def _failed(self, error: BaseException, *, fatal: bool, label: str | None = None) -> None:
         message = label or str(error) or type(error).__name__
         self.consecutive_failures += 1
         self.last_error = message
-        self.last_error_at = _stamp()
+        self.last_error_at = iso(utc_now())
         if fatal:
             self.state = "stopped"
             log.error("job %s stopped: %s; fix the cause and restart syncd", self.name, message)
@@ -124,7 +121,7 @@ class Job:
 
     def _save(self, conn: sqlite3.Connection) -> None:
         wait = max(0.0, self.backoff_until - time.monotonic())
-        next_run = _stamp(datetime.now(UTC) + timedelta(seconds=wait)) if wait else None
+        next_run = iso(utc_now() + timedelta(seconds=wait)) if wait else None
         health.save(
             conn,
             health.JobHealth(
@@ -135,6 +132,6 @@ class Job:
                 last_error=self.last_error,
                 consecutive_failures=self.consecutive_failures,
                 next_run_at=next_run,
-                updated_at=_stamp(),
+                updated_at=iso(utc_now()),
             ),
         )

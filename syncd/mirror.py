@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from connectors.crm.base import (
@@ -35,6 +35,7 @@ from connectors.crm.base import (
 from mappings.loader import MappingSet
 from state.cache import CacheStore, RunCounts
 from state.db import write_transaction
+from syncd.clock import iso, utc_now
 from syncd.errors import SyncdError
 from syncd.mapworker import MappedPage, MappingWorker, map_page, resolve
 
@@ -152,14 +153,6 @@ class Prefetcher:
                 yield item  # type: ignore[misc]
         finally:
             abandoned.set()
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass

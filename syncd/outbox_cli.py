@@ -10,11 +10,11 @@ import stat
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from state import audit, outbox
+from syncd.clock import utc_now
 from syncd.config import Settings
 from syncd.intake import FORM_FIELDS, IncomingFile, IntakeError, canonical_key
 from syncd.runtime import build_intake
@@ -93,7 +93,7 @@ def run(settings: Settings, conn: sqlite3.Connection, args: argparse.Namespace) 
     if action == "show":
         return _show(conn, args)
     if action == "retry":
-        count = outbox.retry(conn, None if args.all_dead else args.id, now=_now())
+        count = outbox.retry(conn, None if args.all_dead else args.id, now=utc_now())
         audit.record(
             conn,
             "outbox.retry",
@@ -105,10 +105,6 @@ def run(settings: Settings, conn: sqlite3.Connection, args: argparse.Namespace) 
     if action == "drop":
         return _drop(settings, conn, args.id)
     return _enqueue(settings, conn, args.file)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _list(conn: sqlite3.Connection, args: argparse.Namespace) -> int:

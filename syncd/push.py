@@ -25,12 +25,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
 from connectors.crm.base import ServiceRequestDraft, ServiceRequestPusher
 from state import outbox
+from syncd.clock import utc_now
 from syncd.errors import (
     FatalError,
     RetriableError,
@@ -67,10 +68,6 @@ class PushOptions:
     request_types: frozenset[str] = frozenset(
         ("repair", "maintenance", "installation", "training", "other")
     )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class OutboxDelivery:

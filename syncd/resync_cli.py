@@ -16,9 +16,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from connectors.crm.base import Entity
 from state import audit, control
 from syncd import lock
+from syncd.clock import iso, utc_now
 from syncd.config import Settings
 from syncd.errors import ConfigError, ResyncBusyError, SyncdError
-from syncd.mirror import CycleReport, iso, utc_now
+from syncd.mirror import CycleReport
 from syncd.runtime import build_budget, build_engine
 
 FOLLOW_POLL_SECONDS = 0.25

@@ -14,14 +14,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 from state import omniva as omniva_store
 from state.db import close as close_cache
+from syncd.clock import iso, parse_iso, utc_now
 from syncd.config import Settings
 from syncd.jobs import Job
 from syncd.liveness import DEADLINES, Heartbeat
-from syncd.mirror import iso, utc_now
 from syncd.omniva_sync import refresh_locations
 from syncd.runtime import build_omniva_client, open_cache
 from syncd.vat import VatService
@@ -138,8 +137,7 @@ class ServicesLane:
         state = omniva_store.list_state(conn)
         if state.checked_at is None or state.record_count == 0:
             return
-        checked = datetime.fromisoformat(state.checked_at.replace("Z", "+00:00"))
-        age = (utc_now() - checked).total_seconds()
+        age = (utc_now() - parse_iso(state.checked_at)).total_seconds()
         for entry in self._schedule:
             if entry.job.name == "omniva" and 0 <= age < entry.every_seconds:
                 entry.due_at = time.monotonic() + entry.every_seconds - age

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from state.cache import ENTITIES
 from state.db import database
 from state.migrations import current_version, latest_version
 from syncd import lock
+from syncd.clock import iso, parse_iso, utc_now
 
 QUARANTINE_SHOWN = 5
 
@@ -51,14 +51,14 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
         row[0]: {"pages": row[1], "records": row[2]}
         for row in conn.execute("SELECT entity, pages, records FROM resync_progress")
     }
-    queue = outbox.depth(conn, now=datetime.now(UTC))
+    queue = outbox.depth(conn, now=utc_now())
     problems = [
         f"job {j['job']} is {j['state']}: {j['last_error']}"
         for j in jobs
         if j["state"] in ("failing", "stopped")
     ]
     problems += [f"{n} {e} deletions held by the delete guard" for e, n in held.items()]
-    vies = vies_cache.stats(conn, datetime.now(UTC))
+    vies = vies_cache.stats(conn, utc_now())
     problems += [
         f"VIES circuit open ({c['scope']}): VIES answered {c['reason']}; no VIES calls until "
         f"{c['open_until']}"
@@ -114,8 +114,7 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
 def _age_seconds(stamp: str | None) -> int | None:
     if not stamp:
         return None
-    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return int((datetime.now(UTC) - moment).total_seconds())
+    return int((utc_now() - parse_iso(stamp)).total_seconds())
 
 
 def render(report: dict[str, Any]) -> str:
@@ -241,19 +240,17 @@ def _seconds_until(stamp: str | None) -> int | None:
     """Whole seconds from now until ``stamp`` (negative when past), or None."""
     if not stamp:
         return None
-    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return int((moment - datetime.now(UTC)).total_seconds())
+    return int((parse_iso(stamp) - utc_now()).total_seconds())
 
 
 def _utc(value: str) -> str:
-    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return iso(parse_iso(value))
 
 
 def _ago(stamp: str | None) -> str:
     if not stamp:
         return "never"
-    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    seconds = int((utc_now() - parse_iso(stamp)).total_seconds())
     if seconds < 120:
         return f"{stamp} ({seconds}s ago)"
     if seconds < 7200:

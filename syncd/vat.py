@@ -54,8 +54,8 @@ from connectors.vies.errors import (
 )
 from state import vies_cache
 from state.db import ThreadConnections
+from syncd.clock import iso, parse_iso, utc_now
 from syncd.errors import RetriableError, SkippableError, SyncdError
-from syncd.mirror import iso, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -558,7 +558,7 @@ class VatService:
         )
 
     def _blocked(self, circuit: vies_cache.Circuit) -> VatUnavailableError:
-        remaining = (vies_cache.parse_iso(circuit.open_until) - self._clock()).total_seconds()
+        remaining = (parse_iso(circuit.open_until) - self._clock()).total_seconds()
         return VatUnavailableError(
             "vies_blocked",
             f"VIES has blocked this server ({circuit.reason}); no VIES lookups until "

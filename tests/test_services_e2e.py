@@ -37,9 +37,9 @@ from state.db import ThreadConnections
 from state.db import close as close_cache
 from syncd.api import ApiServer, make_app
 from syncd.api_sources import CachedLocations, DaemonHealth
+from syncd.clock import iso, utc_now
 from syncd.config import Settings, load_settings
 from syncd.daemon import STOP_GRACE_SECONDS
-from syncd.mirror import iso, utc_now
 from syncd.runtime import build_vat_service, open_cache
 from syncd.status import collect, render
 from syncd.vat import VatService

@@ -23,7 +23,7 @@ import yaml
 from connectors.vies.fake import Company, FakeVies
 from state import vies_cache
 from state.db import connect
-from syncd.mirror import iso, utc_now
+from syncd.clock import iso, utc_now
 
 ROOT = Path(__file__).parents[1]
 DOC: dict[str, Any] = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())

@@ -31,6 +31,7 @@ from connectors.vies.errors import (
 )
 from connectors.vies.fake import FakeVies
 from state import db, vies_cache
+from syncd.clock import iso
 from syncd.vat import (
     MalformedVatNumberError,
     VatOptions,
@@ -188,7 +189,7 @@ class Harness:
                     address="Seeded street 1",
                     request_date=fetched.strftime("%Y-%m-%d"),
                     consultation_number=None,
-                    fetched_at=vies_cache.iso(fetched),
+                    fetched_at=iso(fetched),
                 ),
                 fetched,
             )

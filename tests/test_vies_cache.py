@@ -11,6 +11,7 @@ import pytest
 
 from state import db, vies_cache
 from state.vies_cache import CachedAnswer
+from syncd.clock import iso, iso_ms, parse_iso
 
 NOW = datetime(2025, 3, 10, 12, 0, 0, tzinfo=UTC)
 
@@ -31,7 +32,7 @@ def answer(number: str = "100931558", *, valid: bool = True, **changes: object) 
         "address": "Tartu mnt 1\n10115 Tallinn",
         "request_date": "2025-03-10",
         "consultation_number": None,
-        "fetched_at": vies_cache.iso(NOW),
+        "fetched_at": iso(NOW),
     }
     fields.update(changes)
     return CachedAnswer(**fields)  # type: ignore[arg-type]
@@ -163,8 +164,11 @@ def test_stats_count_today_and_yesterday_and_list_open_circuits(
     ]
 
 
-def test_timestamps_round_trip_through_iso() -> None:
+def test_timestamps_round_trip_through_the_clock() -> None:
     moment = datetime(2025, 3, 10, 14, 30, 5, 999_000, tzinfo=UTC)
-    assert vies_cache.iso(moment) == "2025-03-10T14:30:05Z"
-    assert vies_cache.parse_iso("2025-03-10T14:30:05Z") == moment.replace(microsecond=0)
+    assert iso(moment) == "2025-03-10T14:30:05Z"
+    assert parse_iso("2025-03-10T14:30:05Z") == moment.replace(microsecond=0)
+    assert iso_ms(moment) == "2025-03-10T14:30:05.999Z"
+    assert parse_iso(iso_ms(moment)) == moment
+    assert parse_iso("2025-03-10T16:30:05+02:00") == moment.replace(microsecond=0)
     assert vies_cache.day_of(datetime(2025, 3, 10, 23, 59, tzinfo=UTC)) == "2025-03-10"
