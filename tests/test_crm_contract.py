@@ -188,3 +188,44 @@ class TestBitrix24Adapter(CRMAdapterContract):
     @pytest.fixture
     def upstream(self, bitrix24: tuple[Any, Any]) -> Any:
         return bitrix24[1]
+
+
+# -- the in-memory CRM ------------------------------------------------------------------------
+
+
+class MemoryUpstream:
+    vendor = "memory"
+
+    def __init__(self, records: Any) -> None:
+        self.records = records
+
+    def create(self, entity: Entity) -> str:
+        return str(self.records.create(entity, name="Created", last_name="Created"))
+
+    def touch(self, entity: Entity, record_id: str) -> None:
+        self.records.update(entity, record_id, location="Touched", last_name="Touched")
+
+    def delete(self, entity: Entity, record_id: str) -> None:
+        self.records.delete(entity, record_id)
+
+    def ids(self, entity: Entity) -> set[str]:
+        return set(self.records.records[entity])
+
+
+@pytest.fixture
+def memory() -> tuple[Any, Any]:
+    from connectors.crm.memory import MemoryAdapter, MemoryRecords
+
+    records = MemoryRecords()
+    records.seed(companies=60, contacts=120, devices=110, seed=9)
+    return MemoryAdapter(records), MemoryUpstream(records)
+
+
+class TestMemoryAdapter(CRMAdapterContract):
+    @pytest.fixture
+    def adapter(self, memory: tuple[Any, Any]) -> Any:
+        return memory[0]
+
+    @pytest.fixture
+    def upstream(self, memory: tuple[Any, Any]) -> Any:
+        return memory[1]
