@@ -89,11 +89,39 @@ class ReplyLike(Protocol):
 
 
 class QuietHandler(BaseHTTPRequestHandler):
-    """HTTP/1.1 keep-alive handler base that logs nothing; subclasses set ``server_version``."""
+    """HTTP/1.1 keep-alive handler base that logs nothing. Subclasses set ``server_version`` and
+    the ``verbs`` they answer, and implement :meth:`serve`; any other method gets a 501."""
 
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
     sys_version = ""
+    verbs: ClassVar[frozenset[str]] = frozenset({"GET", "POST", "DELETE"})
+
+    def serve(self, verb: str) -> None:
+        """Answer one request of method ``verb`` (one of :attr:`verbs`)."""
+        raise NotImplementedError
+
+    def _dispatch(self, verb: str) -> None:
+        if verb not in self.verbs:
+            self.send_error(501, f"Unsupported method ({verb!r})")
+            return
+        self.serve(verb)
+
+    def do_GET(self) -> None:
+        """Serve GET."""
+        self._dispatch("GET")
+
+    def do_HEAD(self) -> None:
+        """Serve HEAD."""
+        self._dispatch("HEAD")
+
+    def do_POST(self) -> None:
+        """Serve POST."""
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        """Serve DELETE."""
+        self._dispatch("DELETE")
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence logging: the default logs every request to stderr."""

@@ -633,19 +633,9 @@ class _Handler(QuietHandler):
     server_version = "nginx"
     server: TrackingHTTPServer[FakeOmniva]
 
-    def do_GET(self) -> None:
-        """Serve GET."""
-        self._serve("GET")
+    verbs = frozenset({"GET", "HEAD", "POST"})  # HEAD: the GET answer without its body
 
-    def do_HEAD(self) -> None:
-        """Serve HEAD (the GET answer without its body)."""
-        self._serve("HEAD")
-
-    def do_POST(self) -> None:
-        """Serve POST."""
-        self._serve("POST")
-
-    def _serve(self, verb: str) -> None:
+    def serve(self, verb: str) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length > 0 else b""
         try:

@@ -324,19 +324,7 @@ class _Handler(QuietHandler):
     server_version = "Apache"
     server: TrackingHTTPServer[FakeVies]
 
-    def do_GET(self) -> None:
-        """Serve GET."""
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        """Serve POST."""
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        """Serve DELETE."""
-        self._serve("DELETE")
-
-    def _serve(self, verb: str) -> None:
+    def serve(self, verb: str) -> None:
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:

@@ -533,19 +533,7 @@ class _Handler(QuietHandler):
     server_version = "nginx"
     server: _Server
 
-    def do_GET(self) -> None:
-        """Serve GET."""
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        """Serve POST."""
-        self._serve("POST")
-
-    def do_DELETE(self) -> None:
-        """Serve DELETE."""
-        self._serve("DELETE")
-
-    def _serve(self, verb: str) -> None:
+    def serve(self, verb: str) -> None:
         if verb == "POST" and self.path.startswith("/upload/"):
             self._serve_upload()
             return
