@@ -74,7 +74,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import fake_process  # noqa: E402
 
-from connectors.vies.fake.companies import COMPANIES  # noqa: E402
+from syncd.connectors.vies.fake.companies import COMPANIES  # noqa: E402
 
 SYNCD = ROOT / ".venv" / "bin" / "syncd"
 TOKEN = "bench-token"
@@ -326,7 +326,7 @@ def start_ready_process(argv: Sequence[str], what: str) -> tuple[subprocess.Pope
 
 
 def start_fake_omniva(size: str) -> tuple[subprocess.Popen[str], str]:
-    argv = [sys.executable, "-m", "connectors.omniva.fake"]
+    argv = [sys.executable, "-m", "syncd.connectors.omniva.fake"]
     if size != "sample":
         argv += ["--synthetic", size, "--countries", "EE,LV,LT"]
     return start_ready_process(argv, "the fake Omniva")
@@ -512,7 +512,7 @@ def api_phase(args: argparse.Namespace) -> dict[str, Any]:
     daemon: subprocess.Popen[bytes] | None = None
     try:
         vies, vies_url = start_ready_process(
-            [sys.executable, "-m", "connectors.vies.fake"], "the fake VIES"
+            [sys.executable, "-m", "syncd.connectors.vies.fake"], "the fake VIES"
         )
         omniva, omniva_url = start_fake_omniva(args.api_list)
         with tempfile.TemporaryDirectory() as tmp:
@@ -671,14 +671,14 @@ def measure_api(
 
 def load_worker(url: str) -> dict[str, Any]:
     """``--load-omniva URL``: refresh into a fresh cache in this fresh process; JSON out."""
-    from connectors.omniva.locations import parse_locations
-    from state import omniva as store
-    from state.db import close as close_cache
-    from state.db import connect
-    from syncd.clock import iso, utc_now
     from syncd.config import load_settings
-    from syncd.omniva_sync import refresh_locations
+    from syncd.connectors.omniva.locations import parse_locations
+    from syncd.core.clock import iso, utc_now
+    from syncd.engines.omniva import refresh_locations
     from syncd.runtime import build_omniva_client
+    from syncd.state import omniva as store
+    from syncd.state.db import close as close_cache
+    from syncd.state.db import connect
 
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(None, state={"directory": tmp}, omniva={"url": url})

@@ -25,7 +25,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from connectors.crm.bitrix24.fake import FakeBitrix24  # noqa: E402
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24  # noqa: E402
 
 
 def first_cycle_done(cache: Path) -> bool:

@@ -14,13 +14,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def start_fake(
     *, companies: int, contacts: int, devices: int, token: str, extra: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start ``python -m connectors.crm.bitrix24.fake`` seeded with 1; returns the process and
+    """Start ``python -m syncd.connectors.crm.bitrix24.fake`` seeded with 1; returns the process and
     the webhook URL it printed on its ``READY`` line."""
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
-            "connectors.crm.bitrix24.fake",
+            "syncd.connectors.crm.bitrix24.fake",
             "--seed",
             "1",
             "--companies",

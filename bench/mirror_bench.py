@@ -38,12 +38,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import fake_process  # noqa: E402
 
-from connectors.crm.base import ENTITY_ORDER, Entity, Page  # noqa: E402
-from connectors.crm.bitrix24.adapter import Bitrix24Adapter  # noqa: E402
-from connectors.crm.bitrix24.client import Bitrix24Client  # noqa: E402
-from mappings.loader import load_mapping_set  # noqa: E402
-from state.db import connect  # noqa: E402
-from syncd.mirror import MirrorEngine, MirrorOptions  # noqa: E402
+from syncd.connectors.crm.base import ENTITY_ORDER, Entity, Page  # noqa: E402
+from syncd.connectors.crm.bitrix24.adapter import Bitrix24Adapter  # noqa: E402
+from syncd.connectors.crm.bitrix24.client import Bitrix24Client  # noqa: E402
+from syncd.engines.mirror import MirrorEngine, MirrorOptions  # noqa: E402
+from syncd.mappings.loader import load_mapping_set  # noqa: E402
+from syncd.state.db import connect  # noqa: E402
 
 
 def start_fake(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:

@@ -59,9 +59,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import fake_process  # noqa: E402
 
-from state.db import close as close_cache  # noqa: E402
-from state.db import connect  # noqa: E402
 from syncd.config import load_settings  # noqa: E402
+from syncd.state.db import close as close_cache  # noqa: E402
+from syncd.state.db import connect  # noqa: E402
 
 SYNCD = ROOT / ".venv" / "bin" / "syncd"
 TOKEN = "bench-token"

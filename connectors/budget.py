@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Literal
 
-from syncd.errors import RetriableError
+from syncd.core.errors import RetriableError
 
 Priority = Literal["push", "mirror"]
 

@@ -1,5 +1,5 @@
 """HTTP plumbing shared by every connector: clients with timeouts, Retry-After parsing, and the
-retry policy (tenacity) driven by the error hierarchy in :mod:`syncd.errors`."""
+retry policy (tenacity) driven by the error hierarchy in :mod:`syncd.core.errors`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from syncd import __version__
-from syncd.errors import RetriableError, SyncdError, UpstreamUnavailableError
+from syncd.core.errors import RetriableError, SyncdError, UpstreamUnavailableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,8 +1,8 @@
 """Loading and applying declarative field mappings (``mappings/<vendor>/<entity>.toml``).
 
 A mapping file names, for each canonical field, the vendor field it comes from (a dotted path
-into the raw record) and a named transform from :mod:`mappings.transforms`. Files are validated
-when loaded; a bad file is a :class:`~syncd.errors.ConfigError` naming the file and key.
+into the raw record) and a named transform from :mod:`syncd.mappings.transforms`. Files are validated
+when loaded; a bad file is a :class:`~syncd.core.errors.ConfigError` naming the file and key.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from mappings.canonical import CANONICAL_FIELDS
-from mappings.transforms import REQUIRED_ARGS, TRANSFORMS, Transform
-from syncd.errors import ConfigError, RecordMappingError
+from syncd.mappings.canonical import CANONICAL_FIELDS
+from syncd.mappings.transforms import REQUIRED_ARGS, TRANSFORMS, Transform
+from syncd.core.errors import ConfigError, RecordMappingError
 
 _FIELD_KEYS = frozenset({"source", "transform", "args", "required"})
 

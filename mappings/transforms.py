@@ -2,7 +2,7 @@
 
 Each transform takes the raw value found at the mapping's source path (``None`` when absent) and
 the mapping's ``args``, and returns the canonical value or raises
-:class:`~syncd.errors.RecordMappingError`. Reasons name what is wrong, never the value itself
+:class:`~syncd.core.errors.RecordMappingError`. Reasons name what is wrong, never the value itself
 (values may be personal data).
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
-from syncd.errors import RecordMappingError
+from syncd.core.errors import RecordMappingError
 
 Transform = Callable[[Any, Mapping[str, Any]], Any]
 

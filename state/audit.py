@@ -9,8 +9,8 @@ import sqlite3
 from datetime import timedelta
 from typing import Any
 
-from state.db import write_transaction
-from syncd.clock import iso, utc_now
+from syncd.state.db import write_transaction
+from syncd.core.clock import iso, utc_now
 
 RETENTION = timedelta(days=730)
 

@@ -2,7 +2,7 @@
 held deletes and ``sync_runs``.
 
 Nothing here opens or commits a transaction: the engine decides a transaction's extent (see
-:func:`state.db.write_transaction`) so that data and the cursor covering it always commit together.
+:func:`syncd.state.db.write_transaction`) so that data and the cursor covering it always commit together.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mappings.canonical import CANONICAL_FIELDS
-from mappings.loader import MappedRecord
+from syncd.mappings.canonical import CANONICAL_FIELDS
+from syncd.mappings.loader import MappedRecord
 
 ENTITIES = tuple(CANONICAL_FIELDS)
 _BOOK_COLUMNS = ("crm_updated_at", "content_hash", "synced_at", "sync_run_id")

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from state.migrations import migrate
+from syncd.state.migrations import migrate
 
 if TYPE_CHECKING:
     import sqlite_utils

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from state.db import write_transaction
+from syncd.state.db import write_transaction
 
 
 @dataclass(frozen=True)

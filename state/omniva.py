@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Final
 
-from state.db import write_transaction
+from syncd.state.db import write_transaction
 
 if TYPE_CHECKING:
-    from connectors.omniva.locations import ParcelMachine
+    from syncd.connectors.omniva.locations import ParcelMachine
 
 KINDS: Final[tuple[str, ...]] = ("parcel_machine", "post_office")
 COLUMNS: Final[tuple[str, ...]] = (

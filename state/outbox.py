@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from state.db import write_transaction
-from syncd.clock import iso_ms, parse_iso
-from syncd.errors import SkippableError
+from syncd.state.db import write_transaction
+from syncd.core.clock import iso_ms, parse_iso
+from syncd.core.errors import SkippableError
 
 STATUSES = ("pending", "sending", "done", "retry_wait", "dead")
 #: What a request says, besides its key, time and files: the fields every way in takes.

@@ -5,7 +5,7 @@ Tables (state/migrations/003_vies_omniva.sql): ``vies_answers`` holds definite a
 number *we asked for*; ``vies_circuits`` holds circuits opened because VIES blocked us;
 ``vies_lookup_counts`` counts lookup outcomes per UTC day.
 
-Every writing function runs its own short write transaction (:func:`state.db.write_transaction`);
+Every writing function runs its own short write transaction (:func:`syncd.state.db.write_transaction`);
 nothing here talks to VIES. Times are aware ``datetime`` objects in the API and UTC ISO text
 (``YYYY-MM-DDTHH:MM:SSZ``) in the tables.
 """
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from state.db import write_transaction
-from syncd.clock import iso, parse_iso
+from syncd.state.db import write_transaction
+from syncd.core.clock import iso, parse_iso
 
 OUTCOMES = ("cache", "live", "stale", "local_invalid", "rejected", "unavailable")
 """The outcomes counted in ``vies_lookup_counts``."""
@@ -38,7 +38,7 @@ def day_of(moment: datetime) -> str:
 
 
 class AnswerFields(Protocol):
-    """What :func:`put` needs of an answer (``connectors.vies.client.ViesAnswer`` fits)."""
+    """What :func:`put` needs of an answer (``syncd.connectors.vies.client.ViesAnswer`` fits)."""
 
     @property
     def country_code(self) -> str: ...

@@ -14,7 +14,8 @@ Secrets are never settings values. They are read, lazily, from a file: a ``*_fil
 ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=crm_webhook_token:...``). A secret's value in the TOML
 file or in the environment is refused with a message saying where to put it instead.
 
-Every problem becomes one :class:`~syncd.errors.ConfigError` whose message is a single line naming
+Every problem becomes one :class:`~syncd.core.errors.ConfigError` whose message is a single line
+naming
 the setting (``crm.colour: unknown setting``) or the environment variable
 (``SYNCD_MIRROR__INTERVAL_SECONDS: must be greater than or equal to 1 (got 0)``). Messages never
 contain a secret's value; values of settings that could carry one (URLs) are never echoed.
@@ -51,7 +52,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from syncd.errors import ConfigError
+from syncd.core.errors import ConfigError
 
 __all__ = [
     "CONFIG_ENV_VAR",

@@ -1,6 +1,6 @@
 """Logging for syncd: one handler on stderr (the journal under systemd), text or JSON lines.
 
-* text: ``2026-11-21T12:00:00Z INFO syncd.mirror: message key=value``
+* text: ``2026-11-21T12:00:00Z INFO syncd.engines.mirror: message key=value``
 * json: one object per line with ``ts``, ``level``, ``logger``, ``msg``, any ``extra`` fields and,
   for exceptions, ``exc``.
 
@@ -33,7 +33,7 @@ __all__ = [
     "redact",
 ]
 
-OUR_LOGGERS: Final = ("syncd", "connectors", "state", "mappings")
+OUR_LOGGERS: Final = ("syncd",)
 THIRD_PARTY_LOGGERS: Final = ("httpx", "httpcore", "zeep", "urllib3", "waitress")
 # Loggers whose DEBUG output contains URLs/headers: never below INFO.
 _URL_LOGGERS: Final = frozenset({"httpx", "httpcore", "zeep"})

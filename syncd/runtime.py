@@ -7,25 +7,25 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from connectors.budget import Priority, RequestBudget
-from connectors.crm.bitrix24.adapter import Bitrix24Adapter
-from connectors.crm.bitrix24.client import Bitrix24Client
-from connectors.crm.bitrix24.push import Bitrix24Pusher
-from connectors.http import RetryPolicy
-from connectors.vies.answer import ViesAnswer
-from mappings.loader import MappingSet, load_mapping_set
-from mappings.outbound import load_service_request_mapping
-from state.db import connect
 from syncd.config import Settings
-from syncd.errors import ConfigError
-from syncd.intake import IntakeOptions, ServiceRequestIntake, UploadBudget
-from syncd.mirror import MirrorEngine, MirrorOptions, ProgressCallback
-from syncd.push import PushOptions
-from syncd.spool import MIB, FileLimits
-from syncd.vat import VatOptions, VatService, ViesClientLike
+from syncd.connectors.budget import Priority, RequestBudget
+from syncd.connectors.crm.bitrix24.adapter import Bitrix24Adapter
+from syncd.connectors.crm.bitrix24.client import Bitrix24Client
+from syncd.connectors.crm.bitrix24.push import Bitrix24Pusher
+from syncd.connectors.http import RetryPolicy
+from syncd.connectors.vies.answer import ViesAnswer
+from syncd.core.errors import ConfigError
+from syncd.engines.intake import IntakeOptions, ServiceRequestIntake, UploadBudget
+from syncd.engines.mirror import MirrorEngine, MirrorOptions, ProgressCallback
+from syncd.engines.push import PushOptions
+from syncd.engines.spool import MIB, FileLimits
+from syncd.engines.vat import VatOptions, VatService, ViesClientLike
+from syncd.mappings.loader import MappingSet, load_mapping_set
+from syncd.mappings.outbound import load_service_request_mapping
+from syncd.state.db import connect
 
 if TYPE_CHECKING:
-    from connectors.omniva.client import OmnivaClient
+    from syncd.connectors.omniva.client import OmnivaClient
 
 
 def open_cache(settings: Settings) -> sqlite3.Connection:
@@ -214,7 +214,7 @@ def build_vat_service(settings: Settings, *, stop: threading.Event | None = None
     requester = (vies.requester_vat[:2], vies.requester_vat[2:]) if vies.requester_vat else None
 
     def make_client() -> ViesClientLike:
-        from connectors.vies.client import ViesClient
+        from syncd.connectors.vies.client import ViesClient
 
         return ViesClient(
             vies.endpoint,
@@ -252,7 +252,7 @@ class _LazyClient:
 
 def build_omniva_client(settings: Settings) -> OmnivaClient:
     """The client that downloads Omniva's location list."""
-    from connectors.omniva.client import OmnivaClient
+    from syncd.connectors.omniva.client import OmnivaClient
 
     omniva = settings.omniva
     return OmnivaClient(

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
 from syncd.config import Settings, load_settings
-from syncd.mirror import MirrorEngine
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.engines.mirror import MirrorEngine
 from syncd.runtime import build_engine, open_cache
 
 ROOT = Path(__file__).parents[1]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from connectors.crm.base import Entity
 from syncd.config import load_settings
+from syncd.connectors.crm.base import Entity
 from syncd.runtime import build_engine, open_cache
 
 

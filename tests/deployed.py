@@ -32,14 +32,14 @@ import httpx
 ROOT = Path(__file__).parents[1]
 DAEMON_UID = 2741
 PORTAL_UID = 2742
-PACKAGES = ("syncd", "connectors", "mappings", "state")
+PACKAGES = ("syncd",)  # its links to connectors/, mappings/ and state/ are followed
 # Not needed by the daemon, and large (msgraph alone is about 400 MB of files).
 _SKIPPED = (
     "__editable__", "msgraph", "kiota", "microsoft_kiota", "azure", "mypy", "_pytest", "pytest",
     "hypothesis", "schemathesis", "ruff", "pip", "setuptools", "pygments", "jsonschema_rs",
 )
 _BOOT = (
-    "import os, sys; os.umask(0o027); from syncd.cli import main; sys.exit(main(sys.argv[1:]))"
+    "import os, sys; os.umask(0o027); from syncd.cli.main import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from syncd.config import load_settings
-from syncd.push import OutboxDelivery, PushOptions
+from syncd.engines.push import OutboxDelivery, PushOptions
 from syncd.runtime import build_pusher, open_cache, push_options
 
 

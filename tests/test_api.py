@@ -24,11 +24,11 @@ import jsonschema_rs
 import pytest
 import yaml
 
-from state import omniva
-from state.db import connect, write_transaction
-from syncd.api import make_app
-from syncd.api_server import ApiBindError, ApiServer, parse_listen
-from syncd.errors import RetriableError, SkippableError, SyncdError
+from syncd.api.app import make_app
+from syncd.api.server import ApiBindError, ApiServer, parse_listen
+from syncd.core.errors import RetriableError, SkippableError, SyncdError
+from syncd.state import omniva
+from syncd.state.db import connect, write_transaction
 from tests.conftest import make_api_client
 
 ROOT = Path(__file__).parents[1]
@@ -45,24 +45,25 @@ UNAVAILABLE = (
 )
 
 # ------------------------------------------------------------------------------------------
-# Stand-ins for the services the API calls (the real ones are syncd.vat and state.omniva)
+# Stand-ins for the services the API calls (the real ones are syncd.engines.vat and
+# syncd.state.omniva)
 # ------------------------------------------------------------------------------------------
 
 
 class MalformedVatNumber(SyncdError):
-    """As syncd.vat.MalformedVatNumberError."""
+    """As syncd.engines.vat.MalformedVatNumberError."""
 
     code = "malformed_vat_number"
 
 
 class VatRejected(SkippableError):
-    """As syncd.vat.VatRejectedError."""
+    """As syncd.engines.vat.VatRejectedError."""
 
     code = "vies_rejected_input"
 
 
 class VatUnavailable(RetriableError):
-    """As syncd.vat.VatUnavailableError."""
+    """As syncd.engines.vat.VatUnavailableError."""
 
     def __init__(self, code: str, retry_after: float | None) -> None:
         super().__init__("VIES is unavailable", retry_after=retry_after)
@@ -119,7 +120,7 @@ class StubVat:
 
 
 class CacheLocations:
-    """LocationSource over the real cache: the locations in state.omniva's JSON shape (the
+    """LocationSource over the real cache: the locations in syncd.state.omniva's JSON shape (the
     shape docs/openapi.yaml documents), the list's time from the omniva_list row."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
@@ -460,10 +461,10 @@ def test_unexpected_errors_are_500_and_logged_by_type_only(
 
 
 class RealVatErrors:
-    """VatLookup raising syncd.vat's own errors, answering with its own VatResult."""
+    """VatLookup raising syncd.engines.vat's own errors, answering with its own VatResult."""
 
     def __init__(self) -> None:
-        from syncd import vat
+        from syncd.engines import vat
 
         self.vat = vat
         self.outcomes: dict[str, Exception] = {
@@ -816,7 +817,7 @@ def test_no_vat_number_in_any_log_line(api: Api, caplog: pytest.LogCaptureFixtur
         api.client.request("POST", f"/v1/vat/{NUMBER}")
         api.client.request("GET", f"/v1/vat/{NUMBER}", content=b"x" * 9000)
     server_side = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore"))]
-    assert any(r.name == "syncd.api" for r in server_side)  # the requests were logged ...
+    assert any(r.name == "syncd.api.app" for r in server_side)  # the requests were logged ...
     for record in server_side:  # ... without the numbers
         assert "EE1009315" not in record.getMessage()
         assert NUMBER not in record.getMessage()
@@ -1046,7 +1047,7 @@ def test_stale_unix_socket_is_replaced(
     dead.close()
     with pytest.raises(ConnectionRefusedError), socket.socket(socket.AF_UNIX) as probe:
         probe.connect(str(path))
-    with caplog.at_level(logging.INFO, logger="syncd.api_server"):
+    with caplog.at_level(logging.INFO, logger="syncd.api.server"):
         started = start_api(conn, f"unix:{path}")
     try:
         assert "removed the stale socket" in caplog.text

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 from tests.conftest import write_config
 
 ROOT = Path(__file__).parents[1]

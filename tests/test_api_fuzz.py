@@ -16,11 +16,11 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
-from state.db import ThreadConnections, connect
-from syncd.api import make_app
-from syncd.api_server import ApiServer
-from syncd.intake import IntakeOptions, ServiceRequestIntake
-from syncd.metrics import MetricsSource
+from syncd.api.app import make_app
+from syncd.api.metrics import MetricsSource
+from syncd.api.server import ApiServer
+from syncd.engines.intake import IntakeOptions, ServiceRequestIntake
+from syncd.state.db import ThreadConnections, connect
 from tests.test_api import (
     AS_OF,
     CacheLocations,
@@ -70,7 +70,7 @@ VIES_PREFIXES = frozenset(
 
 
 class FuzzVat:
-    """A VatLookup stand-in with syncd.vat's outcomes, decided by the number's shape: no
+    """A VatLookup stand-in with syncd.engines.vat's outcomes, decided by the number's shape: no
     two-letter prefix or over 32 characters → malformed (400); ending in 000 → VIES rejects it
     (422); a VIES prefix and digits → valid; anything else → invalid by the local check (the
     real service calls an unknown prefix malformed; answering it keeps the 200 path busy)."""

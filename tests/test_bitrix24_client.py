@@ -1,4 +1,4 @@
-"""Narrow unit tests: HTTP status and Bitrix24 error bodies -> the error types of syncd.errors.
+"""Narrow unit tests: HTTP status and Bitrix24 error bodies -> the error types of syncd.core.errors.
 
 These use httpx.MockTransport on purpose (status -> error mapping only); everything else runs
 against the fake over loopback.
@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.crm.bitrix24.client import Bitrix24Client
-from connectors.http import RetryPolicy, retry_after_seconds
-from syncd.errors import (
+from syncd.connectors.crm.bitrix24.client import Bitrix24Client
+from syncd.connectors.http import RetryPolicy, retry_after_seconds
+from syncd.core.errors import (
     AuthError,
     FatalError,
     MalformedResponseError,

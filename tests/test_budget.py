@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from connectors.budget import Priority, RequestBudget
-from connectors.crm.bitrix24.client import Bitrix24Client
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from connectors.http import RetryPolicy
-from state import outbox
 from syncd.config import Settings, load_settings
-from syncd.errors import ConfigError, RetriableError
-from syncd.mirror import MirrorEngine
-from syncd.push import OutboxDelivery
+from syncd.connectors.budget import Priority, RequestBudget
+from syncd.connectors.crm.bitrix24.client import Bitrix24Client
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.http import RetryPolicy
+from syncd.core.errors import ConfigError, RetriableError
+from syncd.engines.mirror import MirrorEngine
+from syncd.engines.push import OutboxDelivery
 from syncd.runtime import build_budget, build_pusher, push_options
+from syncd.state import outbox
 from tests.conftest import RecordingStop, wait_for
 from tests.test_push_e2e import JPEG, enqueue, spool_file
 
@@ -283,7 +283,7 @@ def test_every_request_of_a_delivery_takes_a_token_including_uploads_and_retries
 
 
 def test_the_daemon_builds_one_budget_for_both_lanes(tmp_path: Path, fake: FakeBitrix24) -> None:
-    from syncd.daemon import Daemon
+    from syncd.daemon.service import Daemon
 
     token = tmp_path / "token"
     token.write_text(fake.token)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.cli import build_parser, main
+from syncd.cli.main import build_parser, main
 
 ROOT = Path(__file__).parents[1]
 
@@ -157,7 +157,7 @@ def test_check_config_prints_effective_paths(tmp_path: Path) -> None:
 
 
 def test_resync_json_prints_only_json_on_stdout(tmp_path: Path) -> None:
-    from connectors.crm.bitrix24.fake import FakeBitrix24
+    from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
     from tests.conftest import write_config
 
     with FakeBitrix24(seed=5, companies=5, contacts=10, devices=5, token="t") as fake:
@@ -180,9 +180,9 @@ def test_resync_without_a_crm_is_a_configuration_error(tmp_path: Path) -> None:
 
 
 def test_check_config_online_says_which_upstream_fails(tmp_path: Path) -> None:
-    from connectors.crm.bitrix24.fake import FakeBitrix24
-    from connectors.omniva.fake import FakeOmniva
-    from connectors.vies.fake import FakeVies
+    from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+    from syncd.connectors.omniva.fake import FakeOmniva
+    from syncd.connectors.vies.fake import FakeVies
 
     with (
         FakeBitrix24(seed=5, companies=2, contacts=3, devices=2, token="right") as crm,
@@ -217,7 +217,11 @@ def test_check_config_online_says_which_upstream_fails(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["connectors.crm.bitrix24.fake", "connectors.vies.fake", "connectors.omniva.fake"],
+    [
+        "syncd.connectors.crm.bitrix24.fake",
+        "syncd.connectors.vies.fake",
+        "syncd.connectors.omniva.fake",
+    ],
 )
 def test_every_fake_option_is_described_with_its_default(module: str) -> None:
     import argparse
@@ -234,7 +238,7 @@ def test_every_fake_option_is_described_with_its_default(module: str) -> None:
 
 
 def test_readme_enqueue_example_is_what_enqueue_accepts(tmp_path: Path) -> None:
-    from syncd.outbox_cli import _parse_request
+    from syncd.cli.outbox import _parse_request
 
     readme = (ROOT / "README.md").read_text()
     section = readme.split("## Try it by hand", 1)[1].split("\n## ", 1)[0]

@@ -18,7 +18,7 @@ from syncd.config import (
     read_secret,
     secret_source,
 )
-from syncd.errors import ConfigError
+from syncd.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "s3cr3tT0kenVALUE42"

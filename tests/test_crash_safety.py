@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from connectors.crm.bitrix24.fake_view import adapter_view
-from mappings.loader import load_mapping_set
-from state.db import connect
-from syncd.verify import differences
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.bitrix24.fake_view import adapter_view
+from syncd.engines.verify import differences
+from syncd.mappings.loader import load_mapping_set
+from syncd.state.db import connect
 from tests.conftest import run_and_kill, write_config
 
 ROOT = Path(__file__).parents[1]

@@ -1,7 +1,8 @@
 """The CRM adapter contract: what every adapter must do, whatever the vendor.
 
 Written as vdirsyncer's storage tests are: a base class of tests that only use the vendor-neutral
-:class:`~connectors.crm.base.CRMAdapter` protocol plus an ``upstream`` controller (create, update,
+:class:`~syncd.connectors.crm.base.CRMAdapter` protocol plus an ``upstream`` controller (create,
+update,
 delete records in the vendor's fake). A second vendor's adapter subclasses it with its own two
 fixtures and runs every test unchanged.
 """
@@ -15,9 +16,9 @@ from typing import Any, Protocol
 
 import pytest
 
-from connectors.crm.base import ENTITY_ORDER, CRMAdapter, DeletionDetection, Entity
-from mappings.loader import load_mapping_set
-from syncd.errors import RecordMappingError
+from syncd.connectors.crm.base import ENTITY_ORDER, CRMAdapter, DeletionDetection, Entity
+from syncd.core.errors import RecordMappingError
+from syncd.mappings.loader import load_mapping_set
 
 
 class Upstream(Protocol):
@@ -167,7 +168,7 @@ class Bitrix24Upstream:
 
 @pytest.fixture(params=[False, True], ids=["webhook", "app-with-events"])
 def bitrix24(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
-    from connectors.crm.bitrix24.fake import FakeBitrix24
+    from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
     from syncd.runtime import build_adapter, load_mappings
     from tests.conftest import make_settings
 
@@ -214,7 +215,7 @@ class MemoryUpstream:
 
 @pytest.fixture
 def memory() -> tuple[Any, Any]:
-    from connectors.crm.memory import MemoryAdapter, MemoryRecords
+    from syncd.connectors.crm.memory import MemoryAdapter, MemoryRecords
 
     records = MemoryRecords()
     records.seed(companies=60, contacts=120, devices=110, seed=9)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from state import control
-from state.db import connect
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.state import control
+from syncd.state.db import connect
 from tests.conftest import wait_for, write_config
 
 ROOT = Path(__file__).parents[1]
@@ -126,7 +126,7 @@ def test_foreground_resync_refused_while_another_holds_the_lock(
     setup: tuple[FakeBitrix24, Path, Path]
 ) -> None:
     _fake, config, cache = setup
-    from syncd.lock import ProcessLock
+    from syncd.daemon.lock import ProcessLock
 
     with ProcessLock(cache.parent, "foreground resync"):
         result = syncd(config, "--resync", "devices")

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from connectors.crm.bitrix24.fake_view import adapter_view
-from mappings.loader import load_mapping_set
-from state.db import connect
-from syncd import lock
-from syncd.verify import differences
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.bitrix24.fake_view import adapter_view
+from syncd.daemon import lock
+from syncd.engines.verify import differences
+from syncd.mappings.loader import load_mapping_set
+from syncd.state.db import connect
 from tests.conftest import write_config
 
 ROOT = Path(__file__).parents[1]

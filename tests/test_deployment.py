@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 from tests.deployed import DAEMON_UID, Deployment, deployment, missing_prerequisite
 
 PHP_DIR = Path(__file__).parent / "php"

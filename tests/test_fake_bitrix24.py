@@ -16,8 +16,8 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from connectors.crm.bitrix24.wire import php_query_encode
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.bitrix24.wire import php_query_encode
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bitrix24"
 ETID = 1040
@@ -662,7 +662,8 @@ def test_control_api(fake: FakeBitrix24, client: httpx.Client) -> None:
 
 def test_standalone_module_prints_ready_and_stops_on_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "connectors.crm.bitrix24.fake", "--seed", "2", "--companies", "3",
+        [sys.executable, "-m", "syncd.connectors.crm.bitrix24.fake", "--seed", "2",
+         "--companies", "3",
          "--contacts", "5", "--devices", "2", "--token", "tok", "--events"],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
     )

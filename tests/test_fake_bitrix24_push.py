@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bitrix24"
 DEVICES = 1040

@@ -15,14 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.omniva.fake import (
+from syncd.connectors.omniva.fake import (
     FakeOmniva,
     encode_locations,
     sample_bytes,
     sample_locations,
     synthetic,
 )
-from connectors.omniva.locations import parse_locations
+from syncd.connectors.omniva.locations import parse_locations
 
 ROOT = Path(__file__).parents[1]
 IDENTITY = {"Accept-Encoding": "identity"}
@@ -228,7 +228,7 @@ def test_synthetic_lists_are_realistic_and_valid() -> None:
 
 def test_standalone_runner_serves_until_terminated() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "connectors.omniva.fake", "--synthetic", "30", "--no-gzip"],
+        [sys.executable, "-m", "syncd.connectors.omniva.fake", "--synthetic", "30", "--no-gzip"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -18,8 +18,8 @@ import requests
 from lxml import etree
 from stdnum.eu import vat
 
-from connectors.vies import ViesClient, ViesInvalidInputError, ViesUnavailableError
-from connectors.vies.fake import (
+from syncd.connectors.vies import ViesClient, ViesInvalidInputError, ViesUnavailableError
+from syncd.connectors.vies.fake import (
     COMPANIES,
     MEMBER_STATES,
     TEST_FAULTS,
@@ -459,7 +459,7 @@ def test_control_errors(fake: FakeVies) -> None:
 
 def test_standalone_runner() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "connectors.vies.fake", "--port", "0"],
+        [sys.executable, "-m", "syncd.connectors.vies.fake", "--port", "0"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         text=True,

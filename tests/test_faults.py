@@ -6,12 +6,12 @@ import sqlite3
 
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from connectors.crm.bitrix24.fake_view import adapter_view
-from syncd.errors import AuthError, RetriableError
-from syncd.jobs import Job
-from syncd.mirror import MirrorEngine
-from syncd.verify import differences
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.bitrix24.fake_view import adapter_view
+from syncd.core.errors import AuthError, RetriableError
+from syncd.daemon.jobs import Job
+from syncd.engines.mirror import MirrorEngine
+from syncd.engines.verify import differences
 from tests.conftest import RecordingStop
 
 TRANSIENT = [

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from state import health
-from state.db import connect
-from syncd.errors import AuthError, RateLimitedError, UpstreamUnavailableError
-from syncd.jobs import Job
+from syncd.core.errors import AuthError, RateLimitedError, UpstreamUnavailableError
+from syncd.daemon.jobs import Job
+from syncd.state import health
+from syncd.state.db import connect
 
 
 class Flaky:
@@ -31,7 +31,7 @@ def test_logs_once_when_failing_and_once_when_recovering(
     conn = connect(tmp_path / "c.sqlite3")
     failure = UpstreamUnavailableError("crm.contact.list: read timeout")
     job = Job("mirror", Flaky([failure, failure, failure, None]), base_backoff=0.0)
-    caplog.set_level(logging.DEBUG, logger="syncd.jobs")
+    caplog.set_level(logging.DEBUG, logger="syncd.daemon.jobs")
     for _ in range(4):
         job.run(conn)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from syncd.liveness import Heartbeat, Liveness
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.daemon.liveness import Heartbeat, Liveness
 from tests.conftest import make_api_client, write_config
 
 ROOT = Path(__file__).parents[1]

@@ -49,9 +49,11 @@ def configured(level: str = "DEBUG", fmt: str = "text") -> io.StringIO:
 
 def test_text_format() -> None:
     stream = configured("INFO")
-    logging.getLogger("syncd.mirror").info("applied %d records", 50, extra={"entity": "contact"})
+    logging.getLogger("syncd.engines.mirror").info(
+        "applied %d records", 50, extra={"entity": "contact"}
+    )
     line = stream.getvalue()
-    assert re.fullmatch(TS + r" INFO syncd\.mirror: applied 50 records entity=contact\n", line)
+    assert re.fullmatch(TS + r" INFO syncd\.engines\.mirror: applied 50 records entity=contact\n", line)
 
 
 def test_text_format_quotes_values_with_spaces() -> None:
@@ -62,10 +64,12 @@ def test_text_format_quotes_values_with_spaces() -> None:
 
 def test_json_format_parses() -> None:
     stream = configured("DEBUG", "json")
-    logging.getLogger("connectors.crm").debug("page %s", 2, extra={"entity": "device", "n": 50})
+    logging.getLogger("syncd.connectors.crm").debug(
+        "page %s", 2, extra={"entity": "device", "n": 50}
+    )
     record = json.loads(stream.getvalue())
     assert record["level"] == "DEBUG"
-    assert record["logger"] == "connectors.crm"
+    assert record["logger"] == "syncd.connectors.crm"
     assert record["msg"] == "page 2"
     assert record["entity"] == "device" and record["n"] == 50
     assert re.fullmatch(TS, record["ts"])
@@ -73,7 +77,7 @@ def test_json_format_parses() -> None:
 
 def test_json_one_object_per_line_with_exception() -> None:
     stream = configured("INFO", "json")
-    log = logging.getLogger("state")
+    log = logging.getLogger("syncd.state")
     log.info("first line\nsecond line")
     try:
         raise ValueError("contact jaan.tamm@example.ee failed")
@@ -91,7 +95,7 @@ def test_levels_and_reconfiguring_replaces_the_handler() -> None:
     first = configured("WARNING")
     logging.getLogger("syncd").info("hidden")
     second = configured("INFO")
-    logging.getLogger("mappings.bitrix24").info("shown")
+    logging.getLogger("syncd.mappings.bitrix24").info("shown")
     assert first.getvalue() == ""
     assert "shown" in second.getvalue()
     ours = [h for h in logging.getLogger().handlers if type(h).__name__ == "_SyncdHandler"]
@@ -204,7 +208,7 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
 
 def test_filter_redacts_message_args_exception_and_extras() -> None:
     stream = configured("INFO")
-    log = logging.getLogger("syncd.push")
+    log = logging.getLogger("syncd.engines.push")
     try:
         raise RuntimeError("upload to https://h/rest/1/sekret99/disk failed for a@b.ee")
     except RuntimeError:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mappings.canonical import CANONICAL_FIELDS
-from mappings.loader import load_mapping_set, parse_mapping
-from syncd.errors import ConfigError, RecordMappingError
+from syncd.core.errors import ConfigError, RecordMappingError
+from syncd.mappings.canonical import CANONICAL_FIELDS
+from syncd.mappings.loader import load_mapping_set, parse_mapping
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bitrix24"
 MAPPINGS = load_mapping_set("bitrix24")

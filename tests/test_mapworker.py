@@ -11,9 +11,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mappings.loader import load_mapping_set
-from syncd.errors import RetriableError
-from syncd.mapworker import MappingWorker, map_page, resolve
+from syncd.core.errors import RetriableError
+from syncd.engines.mapworker import MappingWorker, map_page, resolve
+from syncd.mappings.loader import load_mapping_set
 
 MAPPINGS = load_mapping_set("bitrix24")
 RECORDS = [
@@ -53,8 +53,8 @@ def test_a_dead_worker_is_a_retriable_error() -> None:
 
 ORPHAN_SCRIPT = """
 import sys, time
-from mappings.loader import load_mapping_set
-from syncd.mapworker import MappingWorker, resolve
+from syncd.mappings.loader import load_mapping_set
+from syncd.engines.mapworker import MappingWorker, resolve
 worker = MappingWorker(load_mapping_set("bitrix24"))
 resolve(worker.submit("contacts", []))
 print("ready", flush=True)

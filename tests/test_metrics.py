@@ -16,12 +16,12 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from state import health, vies_cache
-from state.db import ThreadConnections, connect, write_transaction
-from syncd.api import make_app
-from syncd.api_server import ApiServer
-from syncd.api_sources import CachedLocations, DaemonHealth
-from syncd.metrics import CONTENT_TYPE, CacheCollector, MetricsSource
+from syncd.api.app import make_app
+from syncd.api.metrics import CONTENT_TYPE, CacheCollector, MetricsSource
+from syncd.api.server import ApiServer
+from syncd.api.sources import CachedLocations, DaemonHealth
+from syncd.state import health, vies_cache
+from syncd.state.db import ThreadConnections, connect, write_transaction
 from tests.conftest import make_api_client
 from tests.test_api import (
     DOC,

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from connectors.crm.base import Entity
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from connectors.crm.bitrix24.fake_view import adapter_view
-from state.cache import CacheStore
-from syncd.mirror import MirrorEngine, StopRequested, apply_held_deletes
-from syncd.verify import differences
+from syncd.connectors.crm.base import Entity
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.bitrix24.fake_view import adapter_view
+from syncd.engines.mirror import MirrorEngine, StopRequested, apply_held_deletes
+from syncd.engines.verify import differences
+from syncd.state.cache import CacheStore
 from tests.conftest import RecordingStop
 
 
@@ -254,7 +254,7 @@ def test_large_listings_are_mapped_in_a_worker_process(
 ) -> None:
     from dataclasses import replace
 
-    from syncd import mirror
+    from syncd.engines import mirror
 
     engine.options = replace(engine.options, map_worker_threshold=1)
     started: list[object] = []

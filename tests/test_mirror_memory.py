@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from connectors.crm.base import Entity
-from connectors.crm.memory import MemoryAdapter, MemoryRecords
-from mappings.loader import load_mapping_set
-from state.db import connect
-from syncd.mirror import MirrorEngine
-from syncd.verify import differences
+from syncd.connectors.crm.base import Entity
+from syncd.connectors.crm.memory import MemoryAdapter, MemoryRecords
+from syncd.engines.mirror import MirrorEngine
+from syncd.engines.verify import differences
+from syncd.mappings.loader import load_mapping_set
+from syncd.state.db import connect
 
 MAPPINGS = load_mapping_set("memory")
 

@@ -13,20 +13,20 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.omniva.client import Downloaded, NotModified, OmnivaClient
-from connectors.omniva.fake import BAD_RECORDS_SKIPS, FakeOmniva, sample_bytes, synthetic
-from connectors.omniva.fake.server import encode_locations
-from connectors.omniva.locations import ParcelMachine, SuspiciousListError, parse_locations
-from state import db
-from state import omniva as store
-from syncd.errors import (
+from syncd.connectors.omniva.client import Downloaded, NotModified, OmnivaClient
+from syncd.connectors.omniva.fake import BAD_RECORDS_SKIPS, FakeOmniva, sample_bytes, synthetic
+from syncd.connectors.omniva.fake.server import encode_locations
+from syncd.connectors.omniva.locations import ParcelMachine, SuspiciousListError, parse_locations
+from syncd.core.errors import (
     ConfigError,
     MalformedResponseError,
     RateLimitedError,
     UpstreamRejectedError,
     UpstreamUnavailableError,
 )
-from syncd.omniva_sync import refresh_locations
+from syncd.engines.omniva import refresh_locations
+from syncd.state import db
+from syncd.state import omniva as store
 
 T0 = "2025-03-01T06:00:00Z"
 T1 = "2025-03-02T06:00:00Z"
@@ -416,14 +416,14 @@ def test_bad_records_load_the_good_ones_with_a_skip_count(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     fake.set_mode("bad_records")
-    with caplog.at_level(logging.WARNING, logger="syncd.omniva_sync"):
+    with caplog.at_level(logging.WARNING, logger="syncd.engines.omniva"):
         report = refresh_locations(conn, client, max_shrink_share=0.5, now=T0)
     assert (report.outcome, report.records, report.skipped) == ("updated", 258, 3)
     assert report.skipped_reasons == BAD_RECORDS_SKIPS
     state = store.list_state(conn)
     assert (state.record_count, state.skipped_count) == (258, 3)
     assert sum(sum(kinds.values()) for kinds in store.counts(conn).values()) == 258
-    (message,) = [r.getMessage() for r in caplog.records if r.name == "syncd.omniva_sync"]
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "syncd.engines.omniva"]
     assert "3 of 261" in message and "bad_type 1" in message and "missing_zip 1" in message
     names = {record["NAME"] for record in sample_records()}
     assert not any(name in message for name in names)  # counts only, no record content

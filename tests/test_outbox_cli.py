@@ -124,8 +124,8 @@ def test_enqueue_refuses_a_disguised_executable_at_the_door(config: Path, tmp_pa
 def test_retry_dead_requests(config: Path, tmp_path: Path) -> None:
     from datetime import UTC, datetime
 
-    from state import outbox
-    from state.db import connect
+    from syncd.state import outbox
+    from syncd.state.db import connect
 
     assert syncd(config, "outbox", "enqueue", str(request_file(tmp_path))).returncode == 0
     conn = connect(tmp_path / "state" / "cache.sqlite3")

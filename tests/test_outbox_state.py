@@ -22,8 +22,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from state import outbox
-from state.db import connect
+from syncd.state import outbox
+from syncd.state.db import connect
 
 TYPES = frozenset({"repair", "maintenance", "installation", "training", "other"})
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

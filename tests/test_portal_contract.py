@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from mappings.canonical import CANONICAL_FIELDS
-from mappings.loader import FieldRule, load_mapping_set
-from state.db import close, connect
-from state.migrations import current_version, latest_version
+from syncd.mappings.canonical import CANONICAL_FIELDS
+from syncd.mappings.loader import FieldRule, load_mapping_set
+from syncd.state.db import close, connect
+from syncd.state.migrations import current_version, latest_version
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -296,7 +296,7 @@ def mirror_once(config: Path) -> Path:
 def engine_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
     """A cache filled by the real engine from the fake Bitrix24: a full sync, some changes, an
     incremental cycle. Yields the cache path and the (still running) fake."""
-    from connectors.crm.bitrix24.fake import FakeBitrix24
+    from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 
     directory = tmp_path_factory.mktemp("engine-cache")
     with FakeBitrix24(seed=11, companies=40, contacts=250, devices=150, token="t0ken") as fake:
@@ -556,7 +556,7 @@ def test_php_reads_consistent_snapshots_while_the_daemon_mirrors(php: str, tmp_p
     """The spec's real client: PHP reads through the contract throughout incremental cycles, a
     full resync handed to the running daemon and a deletion sweep; every read sees every
     invariant, reads of the same committed cycle agree, and the cache converges to the CRM."""
-    from connectors.crm.bitrix24.fake import FakeBitrix24
+    from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 
     observed: list[dict[str, Any]] = []  # Python's own snapshots, without the record values
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from state import outbox
-from state.db import ThreadConnections, connect
-from syncd.api import ApiServer, make_app
+from syncd.api.app import ApiServer, make_app
 from syncd.config import Settings
-from syncd.push import OutboxDelivery
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.engines.push import OutboxDelivery
 from syncd.runtime import build_engine, build_intake, build_pusher, open_cache, push_options
+from syncd.state import outbox
+from syncd.state.db import ThreadConnections, connect
 from tests.conftest import make_settings
 from tests.test_api import CacheLocations, StubHealth, StubVat
 

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from connectors.omniva.client import OmnivaClient
-from connectors.omniva.fake import FakeOmniva
-from connectors.vies.fake import FakeVies
-from state import omniva as omniva_store
-from state.db import ThreadConnections, connect
-from state.db import close as close_cache
-from syncd.api import ApiServer, make_app
-from syncd.api_sources import CachedLocations, DaemonHealth
+from syncd.api.app import ApiServer, make_app
+from syncd.api.sources import CachedLocations, DaemonHealth
 from syncd.config import load_settings
-from syncd.omniva_sync import refresh_locations
+from syncd.connectors.omniva.client import OmnivaClient
+from syncd.connectors.omniva.fake import FakeOmniva
+from syncd.connectors.vies.fake import FakeVies
+from syncd.engines.omniva import refresh_locations
 from syncd.runtime import build_vat_service
+from syncd.state import omniva as omniva_store
+from syncd.state.db import ThreadConnections, connect
+from syncd.state.db import close as close_cache
 from tests.test_portal_contract import EXAMPLES, run_php
 
 HARNESS = """<?php

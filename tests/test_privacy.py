@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from connectors.vies.fake.companies import COMPANIES
-from syncd.demo import DEMO_SEED, run_demo
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.vies.fake.companies import COMPANIES
+from syncd.demo.story import DEMO_SEED, run_demo
 
 
 def personal_values(contacts: int) -> set[str]:

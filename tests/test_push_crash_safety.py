@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from state import outbox
-from state.db import connect
 from syncd.config import load_settings
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 from syncd.runtime import build_engine, open_cache
+from syncd.state import outbox
+from syncd.state.db import connect
 from tests.conftest import run_and_kill, write_config
 
 ROOT = Path(__file__).parents[1]

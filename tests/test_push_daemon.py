@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 from tests.conftest import write_config
 from tests.test_daemon import ROOT, count, syncd, wait_for
 

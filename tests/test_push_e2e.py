@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from state import outbox
 from syncd.config import Settings
-from syncd.errors import AuthError
-from syncd.mirror import MirrorEngine
-from syncd.push import OutboxDelivery
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.core.errors import AuthError
+from syncd.engines.mirror import MirrorEngine
+from syncd.engines.push import OutboxDelivery
 from syncd.runtime import build_pusher, push_options
+from syncd.state import outbox
 
 TYPES = frozenset({"repair", "maintenance", "installation", "training", "other"})
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 8
@@ -191,7 +191,7 @@ def test_skip_mode_delivers_without_the_bad_file(delivery: OutboxDelivery,
                                                  fake: FakeBitrix24) -> None:
     from dataclasses import replace
 
-    from syncd.spool import FileLimits
+    from syncd.engines.spool import FileLimits
 
     delivery.options = replace(delivery.options, skip_bad_files=True,
                                limits=FileLimits(document=1000))
@@ -275,9 +275,9 @@ def test_control_characters_never_reach_the_crm_disk_name(
 def test_a_file_system_error_is_a_retried_failure_of_that_request_only(
     delivery: OutboxDelivery, fake: FakeBitrix24, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import syncd.push
+    import syncd.engines.push
 
-    real = syncd.push.validate_file
+    real = syncd.engines.push.validate_file
     broken_id, _ = enqueue(delivery, fake, [spool_file(delivery, "io/a.jpg", JPEG)])
     good_id, _ = enqueue(delivery, fake, [spool_file(delivery, "ok/a.jpg", JPEG)],
                          contact_crm_id=sorted(fake.records("contacts"), key=int)[1])
@@ -287,7 +287,7 @@ def test_a_file_system_error_is_a_retried_failure_of_that_request_only(
             raise OSError(errno.EIO, "Input/output error")
         return real(spool, relative, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(syncd.push, "validate_file", failing)
+    monkeypatch.setattr(syncd.engines.push, "validate_file", failing)
     delivery.deliver_next()
     delivery.deliver_next()
     broken = outbox.get(delivery.conn, broken_id)

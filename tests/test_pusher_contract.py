@@ -2,7 +2,8 @@
 deliver exactly once, whatever the vendor.
 
 Like the adapter contract (``tests/test_crm_contract.py``): a base class of tests that use only
-the :class:`~connectors.crm.base.ServiceRequestPusher` protocol plus an ``upstream`` that reads
+the :class:`~syncd.connectors.crm.base.ServiceRequestPusher` protocol plus an ``upstream`` that
+reads
 what the CRM holds and loses the answer to one write. Bitrix24 (through its HTTP fake) and the
 in-memory CRM run every test unchanged.
 """
@@ -18,10 +19,10 @@ from typing import Literal, Protocol
 
 import pytest
 
-from connectors.crm.base import ServiceRequestDraft, ServiceRequestPusher
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from connectors.crm.memory import MemoryCRM, MemoryPusher
-from syncd.errors import AmbiguousWriteError, RetriableError
+from syncd.connectors.crm.base import ServiceRequestDraft, ServiceRequestPusher
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.memory import MemoryCRM, MemoryPusher
+from syncd.core.errors import AmbiguousWriteError, RetriableError
 from syncd.runtime import build_pusher
 from tests.conftest import make_settings
 
@@ -212,10 +213,10 @@ def test_the_outbox_delivers_exactly_once_through_the_memory_crm(tmp_path: Path)
     request still ends in the CRM once, with each file once."""
     from datetime import UTC, datetime, timedelta
 
-    from state import outbox
-    from state.db import connect
-    from syncd.intake import IncomingFile, IntakeOptions, ServiceRequestIntake
-    from syncd.push import OutboxDelivery, PushOptions
+    from syncd.engines.intake import IncomingFile, IntakeOptions, ServiceRequestIntake
+    from syncd.engines.push import OutboxDelivery, PushOptions
+    from syncd.state import outbox
+    from syncd.state.db import connect
 
     conn = connect(tmp_path / "cache.sqlite3")
     types = frozenset({"repair"})

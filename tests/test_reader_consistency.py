@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 from syncd.runtime import build_engine, open_cache
 from tests.conftest import make_settings
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from syncd.sdnotify import Notifier
+from syncd.daemon.sdnotify import Notifier
 
 
 @pytest.fixture(autouse=True)
@@ -107,7 +107,7 @@ def test_send_failure_never_raises_and_logs_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     notifier = Notifier(str(tmp_path / "nobody-listens.sock"))
-    with caplog.at_level(logging.DEBUG, logger="syncd.sdnotify"):
+    with caplog.at_level(logging.DEBUG, logger="syncd.daemon.sdnotify"):
         assert notifier.ready() is False
         assert notifier.watchdog() is False
         assert notifier.status("x") is False

@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from state import outbox
-from state.db import ThreadConnections, connect
-from syncd.api import ApiServer, make_app
-from syncd.intake import IntakeOptions, ServiceRequestIntake, UploadBudget
-from syncd.spool import MIB, FileLimits
+from syncd.api.app import ApiServer, make_app
+from syncd.engines.intake import IntakeOptions, ServiceRequestIntake, UploadBudget
+from syncd.engines.spool import MIB, FileLimits
+from syncd.state import outbox
+from syncd.state.db import ThreadConnections, connect
 from tests.conftest import make_api_client
 from tests.test_api import CacheLocations, StubHealth, StubVat, check, raw_exchange
 
@@ -360,7 +360,7 @@ def test_a_request_written_into_the_table_by_hand_is_checked_before_delivery(
     tmp_path: Path,
 ) -> None:
     """A row that did not come through the door meets the same checks at the push lane."""
-    from syncd.push import OutboxDelivery, PushOptions
+    from syncd.engines.push import OutboxDelivery, PushOptions
 
     conn = connect(tmp_path / "cache.sqlite3")
     conn.execute(

@@ -29,20 +29,20 @@ import httpx
 import pytest
 import yaml
 
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from connectors.omniva.fake import FakeOmniva
-from connectors.vies.fake import Company, FakeVies
-from state import vies_cache
-from state.db import ThreadConnections
-from state.db import close as close_cache
-from syncd.api import ApiServer, make_app
-from syncd.api_sources import CachedLocations, DaemonHealth
-from syncd.clock import iso, utc_now
+from syncd.api.app import ApiServer, make_app
+from syncd.api.sources import CachedLocations, DaemonHealth
+from syncd.cli.status import collect, render
 from syncd.config import Settings, load_settings
-from syncd.daemon import STOP_GRACE_SECONDS
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.omniva.fake import FakeOmniva
+from syncd.connectors.vies.fake import Company, FakeVies
+from syncd.core.clock import iso, utc_now
+from syncd.daemon.service import STOP_GRACE_SECONDS
+from syncd.engines.vat import VatService
 from syncd.runtime import build_vat_service, open_cache
-from syncd.status import collect, render
-from syncd.vat import VatService
+from syncd.state import vies_cache
+from syncd.state.db import ThreadConnections
+from syncd.state.db import close as close_cache
 from tests.conftest import make_api_client, wait_for
 
 ROOT = Path(__file__).parents[1]

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from syncd.errors import ConfigError, SkippableError
-from syncd.spool import (
+from syncd.core.errors import ConfigError, SkippableError
+from syncd.engines.spool import (
     ALLOWED_TYPES,
     MIB,
     FileLimits,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mappings.loader import load_mapping_set
-from state.cache import CacheStore
-from state.db import connect, write_transaction
-from state.migrations import current_version, latest_version
+from syncd.mappings.loader import load_mapping_set
+from syncd.state.cache import CacheStore
+from syncd.state.db import connect, write_transaction
+from syncd.state.migrations import current_version, latest_version
 
 MAPPINGS = load_mapping_set("bitrix24")
 NOW = "2026-11-21T12:00:00Z"

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from connectors.vies.fake import Company, FakeVies
-from state import vies_cache
-from state.db import connect
-from syncd.clock import iso, utc_now
+from syncd.connectors.vies.fake import Company, FakeVies
+from syncd.core.clock import iso, utc_now
+from syncd.state import vies_cache
+from syncd.state.db import connect
 
 ROOT = Path(__file__).parents[1]
 DOC: dict[str, Any] = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())

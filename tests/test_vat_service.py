@@ -1,4 +1,5 @@
-"""syncd.vat: local checks, the cache, single flight, slots, retries, stale answers, the circuit.
+"""syncd.engines.vat: local checks, the cache, single flight, slots, retries, stale answers, the
+circuit.
 
 The first half drives :class:`VatService` with an in-test stand-in for the VIES client (answers
 and errors chosen per number, a gate to hold calls); the second half runs it against the real
@@ -22,17 +23,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.vies.client import ViesAnswer, ViesClient
-from connectors.vies.errors import (
+from syncd.connectors.vies.client import ViesAnswer, ViesClient
+from syncd.connectors.vies.errors import (
     ViesError,
     ViesMalformedError,
     ViesUnavailableError,
     fault_error,
 )
-from connectors.vies.fake import FakeVies
-from state import db, vies_cache
-from syncd.clock import iso
-from syncd.vat import (
+from syncd.connectors.vies.fake import FakeVies
+from syncd.core.clock import iso
+from syncd.engines.vat import (
     MalformedVatNumberError,
     VatOptions,
     VatRejectedError,
@@ -41,6 +41,7 @@ from syncd.vat import (
     VatUnavailableError,
     check_locally,
 )
+from syncd.state import db, vies_cache
 from tests.conftest import RecordingStop
 
 NOW = datetime(2025, 3, 10, 12, 0, 0, tzinfo=UTC)
@@ -534,7 +535,10 @@ def test_invalid_requester_info_is_our_fault_not_the_number(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     harness.client.script[EE_1] = [vies_fault("INVALID_REQUESTER_INFO")]
-    with caplog.at_level(logging.ERROR, logger="syncd.vat"), pytest.raises(VatUnavailableError):
+    with (
+        caplog.at_level(logging.ERROR, logger="syncd.engines.vat"),
+        pytest.raises(VatUnavailableError),
+    ):
         harness.service.lookup(EE_1)
     assert len(harness.client.calls) == 1
     assert any("requester" in r.getMessage() for r in caplog.records)
@@ -557,7 +561,7 @@ def test_a_block_opens_the_circuit_and_stops_calls(
     harness: Harness, caplog: pytest.LogCaptureFixture, fault: str
 ) -> None:
     harness.client.script[EE_1] = [vies_fault(fault)]
-    with caplog.at_level(logging.DEBUG, logger="syncd.vat"):
+    with caplog.at_level(logging.DEBUG, logger="syncd.engines.vat"):
         with pytest.raises(VatUnavailableError) as caught:
             harness.service.lookup(EE_1)
         assert (caught.value.code, caught.value.retry_after) == ("vies_blocked", 3600)

@@ -1,4 +1,4 @@
-"""state.vies_cache: answers, circuits, counters, purge and the status figures."""
+"""syncd.state.vies_cache: answers, circuits, counters, purge and the status figures."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from state import db, vies_cache
-from state.vies_cache import CachedAnswer
-from syncd.clock import iso, iso_ms, parse_iso
+from syncd.core.clock import iso, iso_ms, parse_iso
+from syncd.state import db, vies_cache
+from syncd.state.vies_cache import CachedAnswer
 
 NOW = datetime(2025, 3, 10, 12, 0, 0, tzinfo=UTC)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.vies import (
+from syncd.connectors.vies import (
     ViesAnswer,
     ViesBlockedError,
     ViesBusyError,
@@ -21,9 +21,9 @@ from connectors.vies import (
     ViesMalformedError,
     ViesUnavailableError,
 )
-from connectors.vies.client import wsdl_document
-from connectors.vies.fake import COMPANIES, FakeVies
-from syncd.errors import (
+from syncd.connectors.vies.client import wsdl_document
+from syncd.connectors.vies.fake import COMPANIES, FakeVies
+from syncd.core.errors import (
     FatalError,
     MalformedResponseError,
     RateLimitedError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.crm.bitrix24.wire import php_query_decode, php_query_encode
+from syncd.connectors.crm.bitrix24.wire import php_query_decode, php_query_encode
 
 
 def test_nested_filter_round_trips() -> None:

@@ -1,6 +1,6 @@
 """Downloading Omniva's ``locations.json`` with a conditional GET and a size cap.
 
-Status policy (the error type carries it, see :mod:`syncd.errors`):
+Status policy (the error type carries it, see :mod:`syncd.core.errors`):
 
 * 200 → :class:`Downloaded` (unless it is an HTML page: :class:`SuspiciousListError`);
   304 → :class:`NotModified`.
@@ -8,7 +8,7 @@ Status policy (the error type carries it, see :mod:`syncd.errors`):
   in practice leads to a maintenance or login page, so it is treated like an HTML body and
   never followed.
 * 429, 503 → :class:`RateLimitedError` with the ``Retry-After`` hint; 408 and other 5xx →
-  :class:`UpstreamUnavailableError`; transport failures → ``connectors.http.transport_error``.
+  :class:`UpstreamUnavailableError`; transport failures → ``syncd.connectors.http.transport_error``.
 * Other 4xx → :class:`UpstreamRejectedError` (a :class:`FatalError`). The URL is public and
   unauthenticated, so a 404/410 means it is wrong or Omniva moved the file, and a 401/403
   means we are blocked (IP or User-Agent): retrying the same request cannot fix either, and an
@@ -23,9 +23,9 @@ from types import TracebackType
 
 import httpx
 
-from connectors.http import make_client, retry_after_seconds, transport_error
-from connectors.omniva.locations import SuspiciousListError
-from syncd.errors import (
+from syncd.connectors.http import make_client, retry_after_seconds, transport_error
+from syncd.connectors.omniva.locations import SuspiciousListError
+from syncd.core.errors import (
     ConfigError,
     MalformedResponseError,
     RateLimitedError,

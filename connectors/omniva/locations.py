@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from syncd.errors import MalformedResponseError
+from syncd.core.errors import MalformedResponseError
 
 Kind = Literal["parcel_machine", "post_office"]
 KINDS: Final[dict[str, Kind]] = {"0": "parcel_machine", "1": "post_office"}

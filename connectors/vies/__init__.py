@@ -1,7 +1,7 @@
 """The EU VIES VAT-number check over SOAP (``checkVat`` / ``checkVatApprox``).
 
 :class:`ViesClient` makes one call per ``check()`` and turns every outcome into a
-:class:`ViesAnswer` or a typed :class:`ViesError`; ``connectors.vies.fake`` is a loopback fake
+:class:`ViesAnswer` or a typed :class:`ViesError`; ``syncd.connectors.vies.fake`` is a loopback fake
 of the service for tests and the demo.
 """
 

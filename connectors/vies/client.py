@@ -3,7 +3,7 @@
 The WSDL is the copy bundled with this package, parsed once and never fetched. zeep parses
 answers with DTDs, entities and external references forbidden; redirects are never followed;
 every exchange has connect and read timeouts. Every outcome is either a :class:`ViesAnswer` or
-a :class:`~connectors.vies.errors.ViesError` subclass (see ``errors.py``). No retries here: the
+a :class:`~syncd.connectors.vies.errors.ViesError` subclass (see ``errors.py``). No retries here: the
 caller owns the policy.
 """
 
@@ -21,7 +21,7 @@ import zeep.exceptions
 from lxml import etree
 from zeep.wsdl import Document
 
-from connectors.http import USER_AGENT
+from syncd.connectors.http import USER_AGENT
 
 from .answer import ViesAnswer
 from .errors import ViesError, ViesMalformedError, ViesUnavailableError, fault_error
@@ -153,7 +153,7 @@ class ViesClient:
     def check(self, country_code: str, vat_number: str) -> ViesAnswer:
         """Ask VIES about ``country_code`` + ``vat_number`` once.
 
-        Raises a :class:`~connectors.vies.errors.ViesError` subclass for every failure.
+        Raises a :class:`~syncd.connectors.vies.errors.ViesError` subclass for every failure.
         """
         channel = self._acquire()
         try:

@@ -1,4 +1,4 @@
-"""VIES failures, typed by policy (see :mod:`syncd.errors`), each with a stable ``code``.
+"""VIES failures, typed by policy (see :mod:`syncd.core.errors`), each with a stable ``code``.
 
 ``code`` is the VIES fault string (``MS_UNAVAILABLE``, ``INVALID_INPUT``…) or a transport kind
 (``http_error``, ``timeout``, ``connection``, ``invalid_xml``, ``html``, ``redirect``,
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from syncd.errors import (
+from syncd.core.errors import (
     FatalError,
     MalformedResponseError,
     RateLimitedError,

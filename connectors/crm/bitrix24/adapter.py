@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.crm.base import (
+from syncd.connectors.crm.base import (
     Capabilities,
     ChangeTracking,
     DeletionDetection,
@@ -23,9 +23,9 @@ from connectors.crm.base import (
     Page,
     RawRecord,
 )
-from connectors.crm.bitrix24.client import Bitrix24Client
-from mappings.loader import MappingSet
-from syncd.errors import AuthError, MalformedResponseError
+from syncd.connectors.crm.bitrix24.client import Bitrix24Client
+from syncd.mappings.loader import MappingSet
+from syncd.core.errors import AuthError, MalformedResponseError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ _SPECS: dict[Entity, _EntitySpec] = {
 
 
 class Bitrix24Adapter:
-    """Implements :class:`connectors.crm.base.CRMAdapter` for Bitrix24."""
+    """Implements :class:`syncd.connectors.crm.base.CRMAdapter` for Bitrix24."""
 
     vendor = "bitrix24"
 

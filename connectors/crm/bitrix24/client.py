@@ -18,10 +18,10 @@ from typing import Any, BinaryIO
 import httpx
 import orjson
 
-from connectors.budget import Priority, RequestBudget
-from connectors.crm.bitrix24.wire import php_query_encode
-from connectors.http import RetryPolicy, make_client, retry_after_seconds, transport_error
-from syncd.errors import (
+from syncd.connectors.budget import Priority, RequestBudget
+from syncd.connectors.crm.bitrix24.wire import php_query_encode
+from syncd.connectors.http import RetryPolicy, make_client, retry_after_seconds, transport_error
+from syncd.core.errors import (
     AmbiguousWriteError,
     AuthError,
     FatalError,

@@ -13,14 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-from connectors.crm.base import ServiceRequestDraft
-from connectors.crm.bitrix24.client import Bitrix24Client
-from mappings.outbound import OutboundMapping
-from syncd.errors import MalformedResponseError
+from syncd.connectors.crm.base import ServiceRequestDraft
+from syncd.connectors.crm.bitrix24.client import Bitrix24Client
+from syncd.mappings.outbound import OutboundMapping
+from syncd.core.errors import MalformedResponseError
 
 
 class Bitrix24Pusher:
-    """Implements :class:`connectors.crm.base.ServiceRequestPusher` for Bitrix24."""
+    """Implements :class:`syncd.connectors.crm.base.ServiceRequestPusher` for Bitrix24."""
 
     def __init__(
         self,

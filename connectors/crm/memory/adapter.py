@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from connectors.crm.base import (
+from syncd.connectors.crm.base import (
     Capabilities,
     ChangeTracking,
     DeletionDetection,
@@ -24,7 +24,7 @@ from connectors.crm.base import (
     Page,
     RawRecord,
 )
-from syncd.clock import iso, parse_iso
+from syncd.core.clock import iso, parse_iso
 
 PAGE_SIZE = 50
 
@@ -113,7 +113,7 @@ class MemoryRecords:
 
 
 class MemoryAdapter:
-    """Implements :class:`connectors.crm.base.CRMAdapter` over :class:`MemoryRecords`."""
+    """Implements :class:`syncd.connectors.crm.base.CRMAdapter` over :class:`MemoryRecords`."""
 
     vendor = "memory"
 

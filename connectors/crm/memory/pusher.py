@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
-from connectors.crm.base import ServiceRequestDraft
-from syncd.errors import AmbiguousWriteError, RateLimitedError, UpstreamUnavailableError
+from syncd.connectors.crm.base import ServiceRequestDraft
+from syncd.core.errors import AmbiguousWriteError, RateLimitedError, UpstreamUnavailableError
 
 Operation = Literal["find", "create", "find_file", "upload", "attach"]
 FaultKind = Literal["lost_answer", "unavailable", "rate_limited"]
@@ -83,7 +83,7 @@ class MemoryCRM:
 
 
 class MemoryPusher:
-    """Implements :class:`connectors.crm.base.ServiceRequestPusher` over a :class:`MemoryCRM`."""
+    """Implements :class:`syncd.connectors.crm.base.ServiceRequestPusher` over a :class:`MemoryCRM`."""
 
     def __init__(self, crm: MemoryCRM) -> None:
         self.crm = crm

@@ -1,6 +1,6 @@
 """Run a fake Omniva standalone: prints ``READY <locations_url>`` and serves until SIGTERM/SIGINT.
 
-python -m connectors.omniva.fake [--port 0] [--synthetic 5000 --countries EE,LV,LT] [--mode ok]
+python -m syncd.connectors.omniva.fake [--port 0] [--synthetic 5000 --countries EE,LV,LT] [--mode ok]
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from connectors.fakehttp import fake_parser, serve_until_signalled
+from syncd.connectors.fakehttp import fake_parser, serve_until_signalled
 
 from .server import MODES, FakeOmniva, synthetic
 
@@ -16,7 +16,7 @@ from .server import MODES, FakeOmniva, synthetic
 def build_parser() -> argparse.ArgumentParser:
     """The command line, every option described with its default."""
     parser = fake_parser(
-        "python -m connectors.omniva.fake",
+        "python -m syncd.connectors.omniva.fake",
         description="A fake of Omniva's locations.json on loopback: the real EE/LV sample or a "
         "synthetic list, ETag/Last-Modified (304s), gzip, and broken answers on demand "
         "(--mode, or its control API /_fake/).",

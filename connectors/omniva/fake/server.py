@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any, Final
 
-from connectors.fakehttp import LoopbackFake, QuietHandler, TrackingHTTPServer
+from syncd.connectors.fakehttp import LoopbackFake, QuietHandler, TrackingHTTPServer
 
 SAMPLE_FILE: Final = "locations_sample_ee_lv.json"
 LOCATIONS_PATH: Final = "/locations.json"

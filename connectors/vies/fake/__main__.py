@@ -1,6 +1,6 @@
 """Run a fake VIES standalone: prints ``READY <endpoint>`` and serves until SIGTERM/SIGINT.
 
-python -m connectors.vies.fake --port 8089
+python -m syncd.connectors.vies.fake --port 8089
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from connectors.fakehttp import fake_parser, serve_until_signalled
+from syncd.connectors.fakehttp import fake_parser, serve_until_signalled
 
 from .server import FakeVies
 
@@ -16,7 +16,7 @@ from .server import FakeVies
 def build_parser() -> argparse.ArgumentParser:
     """The command line, every option described with its default."""
     parser = fake_parser(
-        "python -m connectors.vies.fake",
+        "python -m syncd.connectors.vies.fake",
         description="A fake VIES checkVatService (SOAP) on loopback, numbered like the EU's "
         "test service (100 valid, 200 invalid, 201.. faults), with invented traders and fault "
         "injection through its control API (/_fake/).",

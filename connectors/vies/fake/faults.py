@@ -6,7 +6,7 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from connectors.vies.errors import FAULTS as VIES_FAULTS
+from syncd.connectors.vies.errors import FAULTS as VIES_FAULTS
 
 from .soap import XML_TYPE
 

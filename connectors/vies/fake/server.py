@@ -21,8 +21,8 @@ from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any, NamedTuple
 
-from connectors.fakehttp import LoopbackFake, QuietHandler, TrackingHTTPServer
-from connectors.vies.client import WSDL_FILE
+from syncd.connectors.fakehttp import LoopbackFake, QuietHandler, TrackingHTTPServer
+from syncd.connectors.vies.client import WSDL_FILE
 
 from . import soap
 from .companies import (
@@ -216,7 +216,7 @@ class FakeVies(LoopbackFake):
 
     def wsdl(self) -> bytes:
         """The bundled WSDL with its soap:address pointing at this fake."""
-        source = resources.files("connectors.vies").joinpath(WSDL_FILE).read_bytes()
+        source = resources.files("syncd.connectors.vies").joinpath(WSDL_FILE).read_bytes()
         return source.replace(_WSDL_ADDRESS, self.base_url.encode())
 
     # --- request handling -------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Run a fake Bitrix24 standalone: prints ``READY <webhook_url>``, then the ``crm.url``, the token
 and the control API's URL, one a line, and serves until SIGTERM/SIGINT.
 
-    python -m connectors.crm.bitrix24.fake --seed 1 --companies 50 --contacts 200 --devices 100
+    python -m syncd.connectors.crm.bitrix24.fake --seed 1 --companies 50 --contacts 200 --devices 100
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from connectors.fakehttp import fake_parser, serve_until_signalled
+from syncd.connectors.fakehttp import fake_parser, serve_until_signalled
 
 from .server import FakeBitrix24
 
@@ -17,7 +17,7 @@ from .server import FakeBitrix24
 def build_parser() -> argparse.ArgumentParser:
     """The command line, every option described with its default."""
     parser = fake_parser(
-        "python -m connectors.crm.bitrix24.fake",
+        "python -m syncd.connectors.crm.bitrix24.fake",
         description="A fake Bitrix24 portal on loopback (REST over an inbound webhook) with a "
         "seeded Baltic dataset of companies, contacts and devices, the service-request smart "
         "process, Disk uploads, and fault injection through its control API (/_fake/).",

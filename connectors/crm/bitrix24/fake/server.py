@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl
 
-from connectors.fakehttp import LoopbackFake, QuietHandler, TrackingHTTPServer
+from syncd.connectors.fakehttp import LoopbackFake, QuietHandler, TrackingHTTPServer
 
 from ..wire import php_query_decode
 from .clock import FakeClock

@@ -13,12 +13,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from state import audit, outbox
-from syncd.clock import utc_now
 from syncd.config import Settings
-from syncd.intake import FORM_FIELDS, IncomingFile, IntakeError, canonical_key
+from syncd.core.clock import utc_now
+from syncd.engines.intake import FORM_FIELDS, IncomingFile, IntakeError, canonical_key
+from syncd.engines.spool import remove_spool_file
 from syncd.runtime import build_intake
-from syncd.spool import remove_spool_file
+from syncd.state import audit, outbox
 
 EX_OK, EX_FAILED, EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_NOPERM = 0, 1, 64, 65, 66, 77
 PERSONAL_FIELDS = ("message", "contact_phone", "contact_email", "contact_address")

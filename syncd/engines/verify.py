@@ -6,9 +6,9 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mappings.canonical import CANONICAL_FIELDS
-from mappings.loader import MappingSet
-from syncd.errors import RecordMappingError
+from syncd.core.errors import RecordMappingError
+from syncd.mappings.canonical import CANONICAL_FIELDS
+from syncd.mappings.loader import MappingSet
 
 Fingerprint = tuple[str, tuple[str | None, ...]]
 

@@ -25,21 +25,21 @@ from types import FrameType
 
 import schedule
 
-from connectors.budget import RequestBudget
-from connectors.crm.base import Entity
-from state import audit, control, health, outbox
-from state.db import ThreadConnections
-from state.db import close as close_cache
-from syncd.api import ApiServer, make_app
-from syncd.api_sources import CachedLocations, DaemonHealth
-from syncd.clock import iso, utc_now
+from syncd.api.app import ApiServer, make_app
+from syncd.api.sources import CachedLocations, DaemonHealth
 from syncd.config import Settings
-from syncd.errors import ConfigError
-from syncd.jobs import Job
-from syncd.liveness import DEADLINES, Heartbeat, Liveness
-from syncd.lock import ProcessLock
-from syncd.mirror import MirrorEngine
-from syncd.push import OutboxDelivery, wait_for_outbox_change
+from syncd.connectors.budget import RequestBudget
+from syncd.connectors.crm.base import Entity
+from syncd.core.clock import iso, utc_now
+from syncd.core.errors import ConfigError
+from syncd.daemon.jobs import Job
+from syncd.daemon.liveness import DEADLINES, Heartbeat, Liveness
+from syncd.daemon.lock import ProcessLock
+from syncd.daemon.sdnotify import Notifier
+from syncd.daemon.services_lane import ServicesLane
+from syncd.engines.mirror import MirrorEngine
+from syncd.engines.push import OutboxDelivery, wait_for_outbox_change
+from syncd.engines.spool import MIB
 from syncd.runtime import (
     build_budget,
     build_engine,
@@ -49,9 +49,9 @@ from syncd.runtime import (
     open_cache,
     push_options,
 )
-from syncd.sdnotify import Notifier
-from syncd.services_lane import ServicesLane
-from syncd.spool import MIB
+from syncd.state import audit, control, health, outbox
+from syncd.state.db import ThreadConnections
+from syncd.state.db import close as close_cache
 
 log = logging.getLogger(__name__)
 
@@ -427,7 +427,7 @@ class Daemon:
         body_buffers = self.settings.state.directory / "tmp"
         body_buffers.mkdir(mode=0o700, exist_ok=True)
         tempfile.tempdir = str(body_buffers)
-        from syncd.metrics import MetricsSource  # prometheus_client: only when the API runs
+        from syncd.api.metrics import MetricsSource  # prometheus_client: only when the API runs
 
         api = self.settings.api
         max_upload_bytes = api.max_upload_mb * MIB

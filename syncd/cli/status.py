@@ -6,12 +6,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from state import control, health, omniva, outbox, vies_cache
-from state.cache import ENTITIES
-from state.db import database
-from state.migrations import current_version, latest_version
-from syncd import lock
-from syncd.clock import iso, parse_iso, utc_now
+from syncd.core.clock import iso, parse_iso, utc_now
+from syncd.daemon import lock
+from syncd.state import control, health, omniva, outbox, vies_cache
+from syncd.state.cache import ENTITIES
+from syncd.state.db import database
+from syncd.state.migrations import current_version, latest_version
 
 QUARANTINE_SHOWN = 5
 

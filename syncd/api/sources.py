@@ -8,10 +8,10 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from state import health, omniva, vies_cache
-from state.db import ThreadConnections
-from state.migrations import current_version
-from syncd.clock import utc_now
+from syncd.core.clock import utc_now
+from syncd.state import health, omniva, vies_cache
+from syncd.state.db import ThreadConnections
+from syncd.state.migrations import current_version
 
 
 class CachedLocations:

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-from syncd.errors import ResyncBusyError
+from syncd.core.errors import ResyncBusyError
 
-LOCK_NAME = "syncd.lock"
+LOCK_NAME = "syncd.daemon.lock"
 
 
 class ProcessLock:

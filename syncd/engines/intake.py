@@ -6,10 +6,11 @@ enqueue``; both end here, in :class:`ServiceRequestIntake`, which
 
 * streams each file into a private directory under the spool (``.incoming/``), never holding
   more than one chunk in memory, deciding its type from the first bytes (the magic-byte
-  allow-list of :mod:`syncd.spool`) and stopping at once when a file is not allowed, empty or
+  allow-list of :mod:`syncd.engines.spool`) and stopping at once when a file is not allowed,
+  empty or
   over the limit of its kind;
 * checks the request's fields with the outbox's own validation
-  (:func:`state.outbox.validate_request`: the same code the push lane applies again before
+  (:func:`syncd.state.outbox.validate_request`: the same code the push lane applies again before
   delivery) and that the device and contact it names are in the mirror;
 * moves the files to ``<spool>/<key>/<position>.<ext>`` and inserts the outbox row in one write
   transaction, so a crash leaves either a filed request with all its files or nothing that counts
@@ -41,9 +42,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Final
 
-from state import outbox
-from syncd.errors import SkippableError
-from syncd.spool import (
+from syncd.core.errors import SkippableError
+from syncd.engines.spool import (
     ALLOWED_TYPES,
     SNIFF_BYTES,
     FileLimits,
@@ -53,6 +53,7 @@ from syncd.spool import (
     sanitise_name,
     sniff_bytes,
 )
+from syncd.state import outbox
 
 __all__ = [
     "FORM_FIELDS",

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from syncd.config import Settings
-from syncd.errors import AuthError, ConfigError, RetriableError, SkippableError, SyncdError
+from syncd.core.errors import AuthError, ConfigError, RetriableError, SkippableError, SyncdError
 
 __all__ = ["CheckResult", "check_upstreams"]
 
@@ -59,7 +59,7 @@ def check_upstreams(settings: Settings) -> list[CheckResult]:
 
 
 def _check_crm(settings: Settings) -> str:
-    from connectors.http import RetryPolicy
+    from syncd.connectors.http import RetryPolicy
     from syncd.runtime import build_pusher
 
     pusher = build_pusher(settings)
@@ -77,7 +77,7 @@ def _check_crm(settings: Settings) -> str:
 
 
 def _check_vies(settings: Settings) -> str:
-    from connectors.vies.client import ViesClient
+    from syncd.connectors.vies.client import ViesClient
 
     vies = settings.vies
     country, number = (
@@ -100,7 +100,7 @@ def _check_vies(settings: Settings) -> str:
 def _check_omniva(settings: Settings) -> str:
     import httpx
 
-    from connectors.http import make_client, transport_error
+    from syncd.connectors.http import make_client, transport_error
 
     omniva = settings.omniva
     with make_client(

@@ -17,16 +17,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from connectors.omniva.client import Downloaded, NotModified
-from connectors.omniva.locations import ParcelMachine, SuspiciousListError, parse_locations
-from state import omniva as store
-from syncd.errors import MalformedResponseError
+from syncd.connectors.omniva.client import Downloaded, NotModified
+from syncd.connectors.omniva.locations import ParcelMachine, SuspiciousListError, parse_locations
+from syncd.core.errors import MalformedResponseError
+from syncd.state import omniva as store
 
 log = logging.getLogger(__name__)
 
 
 class LocationsFetcher(Protocol):
-    """What :func:`refresh_locations` needs of :class:`connectors.omniva.client.OmnivaClient`."""
+    """What :func:`refresh_locations` needs of
+    :class:`syncd.connectors.omniva.client.OmnivaClient`."""
 
     def fetch(self, etag: str | None, last_modified: str | None) -> NotModified | Downloaded: ...
 

@@ -13,14 +13,14 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from connectors.crm.base import Entity
-from state import audit, control
-from syncd import lock
-from syncd.clock import iso, utc_now
 from syncd.config import Settings
-from syncd.errors import ConfigError, ResyncBusyError, SyncdError
-from syncd.mirror import CycleReport
+from syncd.connectors.crm.base import Entity
+from syncd.core.clock import iso, utc_now
+from syncd.core.errors import ConfigError, ResyncBusyError, SyncdError
+from syncd.daemon import lock
+from syncd.engines.mirror import CycleReport
 from syncd.runtime import build_budget, build_engine
+from syncd.state import audit, control
 
 FOLLOW_POLL_SECONDS = 0.25
 

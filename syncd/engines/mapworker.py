@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from mappings.loader import MappingSet, load_mapping_set
-from state.cache import row_of
-from syncd.errors import RecordMappingError, RetriableError
+from syncd.core.errors import RecordMappingError, RetriableError
+from syncd.mappings.loader import MappingSet, load_mapping_set
+from syncd.state.cache import row_of
 
 NO_ID = "(no valid id)"
 PARENT_CHECK_SECONDS = 0.5

@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from state import health, omniva, outbox, vies_cache
-from state.cache import ENTITIES
+from syncd.state import health, omniva, outbox, vies_cache
+from syncd.state.cache import ENTITIES
 
 __all__ = [
     "CONTENT_TYPE",
@@ -73,7 +73,8 @@ VAT_OUTCOMES: Final = (
     "rejected",
     "unavailable",
 )
-"""Outcomes of ``syncd_api_vat_lookups_total``: syncd.vat's counted outcomes (``local`` answers
+"""Outcomes of ``syncd_api_vat_lookups_total``: syncd.engines.vat's counted outcomes
+(``local`` answers
 as ``local_invalid``, as ``vies_lookup_counts`` names them) plus ``malformed`` (not a VAT number
 at all, a 400)."""
 

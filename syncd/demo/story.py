@@ -22,23 +22,23 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from connectors.crm.base import Entity
-from connectors.crm.bitrix24.fake import FakeBitrix24
-from connectors.crm.bitrix24.fake_view import adapter_view
-from state.db import ThreadConnections
-from state.db import close as close_cache
-from syncd.api import ApiServer, make_app
-from syncd.api_sources import CachedLocations, DaemonHealth
+from syncd.api.app import ApiServer, make_app
+from syncd.api.sources import CachedLocations, DaemonHealth
+from syncd.cli.status import collect, render
 from syncd.config import Settings, load_settings
-from syncd.demo_services import services_story
-from syncd.errors import RetriableError
+from syncd.connectors.crm.base import Entity
+from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
+from syncd.connectors.crm.bitrix24.fake_view import adapter_view
+from syncd.core.errors import RetriableError
+from syncd.demo.services import services_story
+from syncd.engines.mirror import CycleReport, MirrorEngine, apply_held_deletes
+from syncd.engines.push import OutboxDelivery
+from syncd.engines.spool import MIB
+from syncd.engines.verify import differences
 from syncd.logging_setup import configure_logging
-from syncd.mirror import CycleReport, MirrorEngine, apply_held_deletes
-from syncd.push import OutboxDelivery
 from syncd.runtime import build_engine, build_intake, build_pusher, open_cache, push_options
-from syncd.spool import MIB
-from syncd.status import collect, render
-from syncd.verify import differences
+from syncd.state.db import ThreadConnections
+from syncd.state.db import close as close_cache
 
 DEMO_SEED = 20261121
 

@@ -1,4 +1,4 @@
-"""``ApiServer``: serves the local HTTP API (:mod:`syncd.api`) with waitress, on loopback or a
+"""``ApiServer``: serves the local HTTP API (:mod:`syncd.api.app`) with waitress, on loopback or a
 unix socket, in a background thread that :meth:`ApiServer.stop` ends from any thread.
 
 syncd binds the listening socket itself and hands it to waitress (``sockets=``): binding errors
@@ -30,7 +30,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import create_server
 from waitress.task import ErrorTask
 
-from syncd.errors import FatalError
+from syncd.core.errors import FatalError
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import WSGIApplication

@@ -3,7 +3,7 @@ flushing the VIES lookup counters.
 
 It has its own thread and cache connection, so neither a long CRM resync nor a slow Omniva
 download holds up the other. Each job keeps its own health (``syncd status``) through
-:class:`~syncd.jobs.Job`.
+:class:`~syncd.daemon.jobs.Job`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from state import omniva as omniva_store
-from state.db import close as close_cache
-from syncd.clock import iso, parse_iso, utc_now
 from syncd.config import Settings
-from syncd.jobs import Job
-from syncd.liveness import DEADLINES, Heartbeat
-from syncd.omniva_sync import refresh_locations
+from syncd.core.clock import iso, parse_iso, utc_now
+from syncd.daemon.jobs import Job
+from syncd.daemon.liveness import DEADLINES, Heartbeat
+from syncd.engines.omniva import refresh_locations
+from syncd.engines.vat import VatService
 from syncd.runtime import build_omniva_client, open_cache
-from syncd.vat import VatService
+from syncd.state import omniva as omniva_store
+from syncd.state.db import close as close_cache
 
 log = logging.getLogger(__name__)
 

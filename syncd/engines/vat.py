@@ -10,7 +10,7 @@ A lookup goes through these steps, stopping at the first that answers:
 2. **Fresh cache** (``vies_answers`` younger than ``cache_hours``): ``source="cache"``.
 3. **VIES**: concurrent lookups of one number share one call (single flight); at most
    ``max_calls_per_member_state`` calls per member state and ``max_concurrent_calls`` overall
-   are in flight; retriable faults are retried per :class:`connectors.http.RetryPolicy`.
+   are in flight; retriable faults are retried per :class:`syncd.connectors.http.RetryPolicy`.
    A definite answer is stored and returned with ``source="live"``.
 4. **On failure**: a stale entry (younger than ``cache_hours + stale_max_hours``) is returned
    flagged ``source="stale"`` with its age; otherwise :class:`VatUnavailableError` with a stable
@@ -43,19 +43,19 @@ from typing import Any, Literal, Protocol
 from stdnum.eu import vat as eu_vat
 from stdnum.exceptions import InvalidChecksum, InvalidLength, ValidationError
 
-from connectors.http import RetryPolicy
-from connectors.vies.answer import ViesAnswer
-from connectors.vies.errors import (
+from syncd.connectors.http import RetryPolicy
+from syncd.connectors.vies.answer import ViesAnswer
+from syncd.connectors.vies.errors import (
     ViesBlockedError,
     ViesBusyError,
     ViesInvalidInputError,
     ViesMalformedError,
     ViesUnavailableError,
 )
-from state import vies_cache
-from state.db import ThreadConnections
-from syncd.clock import iso, parse_iso, utc_now
-from syncd.errors import RetriableError, SkippableError, SyncdError
+from syncd.core.clock import iso, parse_iso, utc_now
+from syncd.core.errors import RetriableError, SkippableError, SyncdError
+from syncd.state import vies_cache
+from syncd.state.db import ThreadConnections
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def _checked(country: str, number: str) -> LocalCheck:
 
 
 class ViesClientLike(Protocol):
-    """What the service needs of :class:`connectors.vies.client.ViesClient`."""
+    """What the service needs of :class:`syncd.connectors.vies.client.ViesClient`."""
 
     def check(self, country_code: str, vat_number: str) -> ViesAnswer: ...
 

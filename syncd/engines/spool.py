@@ -1,5 +1,5 @@
 """Validating the files in the spool directory before they go to the CRM, and the checks that
-:mod:`syncd.intake` applies to files as they arrive (:func:`sniff_bytes`,
+:mod:`syncd.engines.intake` applies to files as they arrive (:func:`sniff_bytes`,
 :func:`declared_type_fits`, :func:`sanitise_name`).
 
 syncd writes each attached file into its spool and an outbox row naming it by a path *relative to
@@ -18,7 +18,7 @@ a file may have changed since):
 Files are opened component by component below the spool root with ``O_NOFOLLOW`` (``openat``
 style, through ``dir_fd``), so a symbolic link swapped in between the check and the open is caught
 rather than followed. Every rejection is a :class:`SpoolFileError` (a
-:class:`~syncd.errors.SkippableError`) whose message names the file by the caller's label (the
+:class:`~syncd.core.errors.SkippableError`) whose message names the file by the caller's label (the
 outbox uses ``file #N``: a client's file name may hold personal data) and never quotes its content.
 """
 
@@ -37,7 +37,7 @@ from typing import BinaryIO, Final, Literal
 
 import filetype  # type: ignore[import-untyped]
 
-from syncd.errors import ConfigError, SkippableError
+from syncd.core.errors import ConfigError, SkippableError
 
 __all__ = [
     "ALLOWED_TYPES",
@@ -500,7 +500,7 @@ def resolve_in_spool(spool_dir: Path, relative: str) -> Path:
     or a backslash; when it leads out of the spool or through any symbolic link (even one pointing
     inside); when the file is missing, not a regular file, or has other hard links. The file is
     opened with ``O_NOFOLLOW`` one component at a time and compared with ``fstat`` to catch a
-    swap. Raises :class:`~syncd.errors.ConfigError` when the spool directory itself is missing.
+    swap. Raises :class:`~syncd.core.errors.ConfigError` when the spool directory itself is missing.
     """
     with _open_checked(spool_dir, relative) as opened:
         return opened.path

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from syncd import __version__
-from syncd.errors import ConfigError, FatalError, ResyncBusyError, RetriableError
+from syncd.core.errors import ConfigError, FatalError, ResyncBusyError, RetriableError
 
 EX_OK, EX_UNHEALTHY, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = (
     0,
@@ -132,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="where the demo keeps its cache (default: ./demo-data)",
     )
     demo.add_argument("--contacts", type=int, default=2000, help="contacts to seed (default 2000)")
-    from syncd.outbox_cli import add_parser as add_outbox_parser
+    from syncd.cli.outbox import add_parser as add_outbox_parser
 
     add_outbox_parser(commands)
-    from syncd.vat_cli import add_parser as add_vat_parser
+    from syncd.cli.vat import add_parser as add_vat_parser
 
     add_vat_parser(commands)
     deletes = commands.add_parser(
@@ -194,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
-        from syncd.demo import run_demo
+        from syncd.demo.story import run_demo
 
         exit_code: int = run_demo(args.dir, contacts=args.contacts)
         return exit_code
@@ -206,21 +206,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         return _check_config(settings, as_json=args.json, online=args.online)
     if args.command == "run":
-        from syncd.daemon import Daemon
+        from syncd.daemon.service import Daemon
 
         settings.check_complete()
         return Daemon(settings).run()
     if args.command == "vat":
-        from syncd.vat_cli import run as run_vat
+        from syncd.cli.vat import run as run_vat
 
         return run_vat(settings, args)
-    from state.db import close as close_cache
     from syncd.runtime import open_cache
+    from syncd.state.db import close as close_cache
 
     conn = open_cache(settings)
     try:
         if args.resync:
-            from syncd.resync_cli import run_resync
+            from syncd.cli.resync import run_resync
 
             return run_resync(
                 settings,
@@ -231,7 +231,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 emit_json=_print_json if args.json else None,
             )
         if args.command == "status":
-            from syncd.status import collect, render
+            from syncd.cli.status import collect, render
 
             report = collect(conn, settings.state.cache_path.parent)
             if args.json:
@@ -240,7 +240,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(render(report))
             return EX_OK if report["healthy"] else EX_UNHEALTHY
         if args.command == "outbox":
-            from syncd.outbox_cli import run as run_outbox
+            from syncd.cli.outbox import run as run_outbox
 
             return run_outbox(settings, conn, args)
         if args.command == "deletes":
@@ -261,7 +261,7 @@ def _check_config(settings: Any, *, as_json: bool, online: bool = False) -> int:
     }
     failed = False
     if online:
-        from syncd.online_check import check_upstreams
+        from syncd.cli.online_check import check_upstreams
 
         results = check_upstreams(settings)
         failed = not all(r.ok for r in results)
@@ -286,9 +286,9 @@ def _check_config(settings: Any, *, as_json: bool, online: bool = False) -> int:
 
 
 def _deletes(conn: Any, args: argparse.Namespace) -> int:
-    from connectors.crm.base import Entity
-    from state import audit
-    from state.cache import CacheStore
+    from syncd.connectors.crm.base import Entity
+    from syncd.state import audit
+    from syncd.state.cache import CacheStore
 
     store = CacheStore(conn)
     if args.action == "list":
@@ -312,7 +312,7 @@ def _deletes(conn: Any, args: argparse.Namespace) -> int:
         audit.record(conn, "deletes.discard", target=entity.value, details={"count": count})
         print(f"discarded {count} held {entity.value} deletions (the next sweep re-checks)")
         return EX_OK
-    from syncd.mirror import apply_held_deletes
+    from syncd.engines.mirror import apply_held_deletes
 
     count = apply_held_deletes(conn, entity)
     audit.record(conn, "deletes.apply", target=entity.value, details={"count": count})

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from syncd.config import Settings
-from syncd.errors import RetriableError
+from syncd.core.errors import RetriableError
 
 EX_VALID, EX_INVALID, EX_DATAERR, EX_UNAVAILABLE = 0, 1, 65, 69
 
@@ -39,8 +39,8 @@ def add_parser(commands: Any) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Look the number up and print the answer; returns the exit code."""
+    from syncd.engines.vat import MalformedVatNumberError, VatRejectedError
     from syncd.runtime import build_vat_service
-    from syncd.vat import MalformedVatNumberError, VatRejectedError
 
     service = build_vat_service(settings)
     try:

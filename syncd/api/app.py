@@ -2,9 +2,10 @@
 Prometheus metrics.
 
 A WSGI application (werkzeug routing, requests and responses) built by :func:`make_app` over three
-small interfaces, so it depends on no concrete service: :class:`VatLookup` (syncd.vat.VatService),
+small interfaces, so it depends on no concrete service:
+:class:`VatLookup` (syncd.engines.vat.VatService),
 :class:`LocationSource` (Omniva's list in the cache) and :class:`HealthSource`. The server that
-runs it, :class:`~syncd.api_server.ApiServer`, is re-exported here (``from syncd.api import
+runs it, :class:`~syncd.api.server.ApiServer`, is re-exported here (``from syncd.api.app import
 ApiServer, make_app``); the contract is ``docs/openapi.yaml``.
 
 Every answer is JSON (``application/json; charset=utf-8``), except the Prometheus text of
@@ -12,7 +13,7 @@ Every answer is JSON (``application/json; charset=utf-8``), except the Prometheu
 error is ``{"error": {"code": ..., "message": ...}}`` with a stable ``code`` and a fixed message:
 nothing the client sent (a VAT number, say) is ever echoed in an error or written to a log line.
 
-Given a :class:`~syncd.metrics.MetricsSource`, the app records every request there (by route
+Given a :class:`~syncd.api.metrics.MetricsSource`, the app records every request there (by route
 name, never by path: the path of a VAT lookup holds the number) and serves it at ``/metrics``;
 without one, ``/metrics`` is 404.
 """
@@ -33,19 +34,19 @@ from werkzeug.http import parse_options_header
 from werkzeug.routing import Map, PathConverter, Rule
 from werkzeug.wrappers import Request, Response
 
-from syncd.api_server import (
+from syncd.api.server import (
     JSON_CONTENT_TYPE,
     STANDARD_HEADERS,
     ApiBindError,
     ApiServer,
 )
-from syncd.errors import SyncdError
-from syncd.intake import IntakeError, Receipt, canonical_key
+from syncd.core.errors import SyncdError
+from syncd.engines.intake import IntakeError, Receipt, canonical_key
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-    from syncd.metrics import MetricsSource
+    from syncd.api.metrics import MetricsSource
 
 __all__ = [
     "DEFAULT_RETRY_AFTER",
@@ -71,7 +72,7 @@ _MAX_RETRY_AFTER: Final = 86_400
 DEFAULT_MAX_REQUEST_BYTES: Final = 8192
 SERVICE_REQUESTS_PATH: Final = "/v1/service-requests"
 
-# The error codes of syncd.vat's exceptions (matched by their ``code``, see _vat_error).
+# The error codes of syncd.engines.vat's exceptions (matched by their ``code``, see _vat_error).
 MALFORMED_CODE: Final = "malformed_vat_number"
 REJECTED_CODE: Final = "vies_rejected_input"
 UNAVAILABLE_CODES: Final = frozenset(
@@ -126,7 +127,7 @@ _VAT_OUTCOMES: Final[Mapping[int, str]] = {400: "malformed", 422: "rejected", 50
 
 
 class VatAnswer(Protocol):
-    """A VAT lookup's result (``syncd.vat.VatResult``)."""
+    """A VAT lookup's result (``syncd.engines.vat.VatResult``)."""
 
     def to_json(self) -> Mapping[str, Any]:
         """The answer's JSON object (schema ``VatAnswer`` in docs/openapi.yaml)."""
@@ -134,9 +135,9 @@ class VatAnswer(Protocol):
 
 
 class VatLookup(Protocol):
-    """Looks VAT numbers up (``syncd.vat.VatService``).
+    """Looks VAT numbers up (``syncd.engines.vat.VatService``).
 
-    ``lookup`` raises :class:`~syncd.errors.SyncdError` subclasses carrying a ``code``:
+    ``lookup`` raises :class:`~syncd.core.errors.SyncdError` subclasses carrying a ``code``:
     ``malformed_vat_number`` (not a VAT number at all), ``vies_rejected_input`` (VIES said
     INVALID_INPUT), or one of :data:`UNAVAILABLE_CODES` with ``retry_after`` seconds.
     """
@@ -160,10 +161,10 @@ class LocationSource(Protocol):
 
 
 class ServiceRequestDesk(Protocol):
-    """Files service requests and reports their status (``syncd.intake``)."""
+    """Files service requests and reports their status (``syncd.engines.intake``)."""
 
     def file_multipart(self, key: str, body: IO[bytes], boundary: bytes, length: int) -> Receipt:
-        """File the request in ``body``; raises :class:`~syncd.intake.IntakeError`."""
+        """File the request in ``body``; raises :class:`~syncd.engines.intake.IntakeError`."""
         ...
 
     def status(self, key: str) -> Mapping[str, Any] | None:
@@ -536,7 +537,8 @@ class _Api:
 
 
 def _vat_error(exc: SyncdError) -> ApiError | None:
-    """The answer for one of syncd.vat's errors, recognised by its ``code`` (duck typing keeps
+    """The answer for one of syncd.engines.vat's errors, recognised by its ``code`` (duck typing
+    keeps
     this module free of an import of the service); None for any other error (500)."""
     code = getattr(exc, "code", None)
     if code == MALFORMED_CODE:

@@ -15,17 +15,17 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from connectors.omniva.fake import FakeOmniva
-from connectors.vies.fake import FakeVies
-from state import omniva as omniva_store
-from state.db import ThreadConnections
-from syncd.api import ApiServer, make_app
-from syncd.api_sources import CachedLocations, DaemonHealth
-from syncd.clock import iso, utc_now
+from syncd.api.app import ApiServer, make_app
+from syncd.api.sources import CachedLocations, DaemonHealth
 from syncd.config import Settings, load_settings
-from syncd.errors import MalformedResponseError
-from syncd.omniva_sync import refresh_locations
+from syncd.connectors.omniva.fake import FakeOmniva
+from syncd.connectors.vies.fake import FakeVies
+from syncd.core.clock import iso, utc_now
+from syncd.core.errors import MalformedResponseError
+from syncd.engines.omniva import refresh_locations
 from syncd.runtime import build_omniva_client, build_vat_service, open_cache
+from syncd.state import omniva as omniva_store
+from syncd.state.db import ThreadConnections
 
 
 def services_story(console: Console, base: Settings, conn: sqlite3.Connection) -> bool:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from connectors.crm.base import (
+from syncd.connectors.crm.base import (
     ENTITY_ORDER,
     CRMAdapter,
     DeletionDetection,
@@ -32,12 +32,12 @@ from connectors.crm.base import (
     Entity,
     Page,
 )
-from mappings.loader import MappingSet
-from state.cache import CacheStore, RunCounts
-from state.db import write_transaction
-from syncd.clock import iso, utc_now
-from syncd.errors import SyncdError
-from syncd.mapworker import MappedPage, MappingWorker, map_page, resolve
+from syncd.core.clock import iso, utc_now
+from syncd.core.errors import SyncdError
+from syncd.engines.mapworker import MappedPage, MappingWorker, map_page, resolve
+from syncd.mappings.loader import MappingSet
+from syncd.state.cache import CacheStore, RunCounts
+from syncd.state.db import write_transaction
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,8 @@ class Prefetcher:
 
 @dataclass
 class _Mapped:
-    rows: list[tuple[Any, ...]] = field(default_factory=list)  # staging rows (state.cache.row_of)
+    # staging rows (syncd.state.cache.row_of)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
     rejects: list[tuple[str, str]] = field(default_factory=list)  # (crm_id, reason)
 
 

@@ -2,7 +2,7 @@
 
 A job logs once when it starts failing and once when it recovers (not at every tick), keeps
 backing off while it fails (honouring the upstream's ``retry_after``), and stops for good on a
-:class:`~syncd.errors.FatalError` until the daemon restarts.
+:class:`~syncd.core.errors.FatalError` until the daemon restarts.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
-from state import health
-from syncd.clock import iso, utc_now
-from syncd.errors import FatalError, RetriableError, SkippableError
-from syncd.mirror import StopRequested
+from syncd.core.clock import iso, utc_now
+from syncd.core.errors import FatalError, RetriableError, SkippableError
+from syncd.engines.mirror import StopRequested
+from syncd.state import health
 
 log = logging.getLogger(__name__)
 

@@ -29,23 +29,23 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
-from connectors.crm.base import ServiceRequestDraft, ServiceRequestPusher
-from state import outbox
-from syncd.clock import utc_now
-from syncd.errors import (
+from syncd.connectors.crm.base import ServiceRequestDraft, ServiceRequestPusher
+from syncd.core.clock import utc_now
+from syncd.core.errors import (
     FatalError,
     RetriableError,
     SkippableError,
     SyncdError,
     UpstreamRejectedError,
 )
-from syncd.spool import (
+from syncd.engines.spool import (
     FileLimits,
     ValidatedFile,
     open_in_spool,
     remove_spool_file,
     validate_file,
 )
+from syncd.state import outbox
 
 log = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 0.2  # how often an idle worker asks SQLite whether the outbox changed

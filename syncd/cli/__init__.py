@@ -1,0 +1,1 @@
+"""The ``syncd`` command line: argument parsing and one module per command group."""

@@ -1,0 +1,1 @@
+"""``syncd demo``: the daemon's story told against the built-in fakes."""
