@@ -38,9 +38,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import fake_process  # noqa: E402
 
-from syncd.connectors.crm.base import ENTITY_ORDER, Entity, Page  # noqa: E402
+from syncd.connectors.crm.base import Page  # noqa: E402
 from syncd.connectors.crm.bitrix24.adapter import Bitrix24Adapter  # noqa: E402
 from syncd.connectors.crm.bitrix24.client import Bitrix24Client  # noqa: E402
+from syncd.core.entities import ENTITY_ORDER, Entity  # noqa: E402
 from syncd.engines.mirror import MirrorEngine, MirrorOptions  # noqa: E402
 from syncd.mappings.loader import load_mapping_set  # noqa: E402
 from syncd.state.db import connect  # noqa: E402

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from syncd.mappings.canonical import CANONICAL_FIELDS
+from syncd.core.entities import CANONICAL_FIELDS
 from syncd.mappings.transforms import REQUIRED_ARGS, TRANSFORMS, Transform
 from syncd.core.errors import ConfigError, RecordMappingError
 

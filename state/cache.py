@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from syncd.mappings.canonical import CANONICAL_FIELDS
+from syncd.core.entities import CANONICAL_FIELDS
 from syncd.mappings.loader import MappedRecord
 
 ENTITIES = tuple(CANONICAL_FIELDS)

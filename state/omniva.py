@@ -14,12 +14,10 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
+from syncd.core.parcel_machines import ParcelMachine
 from syncd.state.db import write_transaction
-
-if TYPE_CHECKING:
-    from syncd.connectors.omniva.locations import ParcelMachine
 
 KINDS: Final[tuple[str, ...]] = ("parcel_machine", "post_office")
 COLUMNS: Final[tuple[str, ...]] = (

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from syncd.config import load_settings
-from syncd.connectors.crm.base import Entity
+from syncd.core.entities import Entity
 from syncd.runtime import build_engine, open_cache
 
 

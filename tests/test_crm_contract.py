@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from syncd.connectors.crm.base import ENTITY_ORDER, CRMAdapter, DeletionDetection, Entity
+from syncd.connectors.crm.base import CRMAdapter, DeletionDetection
+from syncd.core.entities import ENTITY_ORDER, Entity
 from syncd.core.errors import RecordMappingError
 from syncd.mappings.loader import load_mapping_set
 

@@ -53,7 +53,8 @@ def test_text_format() -> None:
         "applied %d records", 50, extra={"entity": "contact"}
     )
     line = stream.getvalue()
-    assert re.fullmatch(TS + r" INFO syncd\.engines\.mirror: applied 50 records entity=contact\n", line)
+    expected = r" INFO syncd\.engines\.mirror: applied 50 records entity=contact\n"
+    assert re.fullmatch(TS + expected, line)
 
 
 def test_text_format_quotes_values_with_spaces() -> None:

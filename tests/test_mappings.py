@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from syncd.core.entities import CANONICAL_FIELDS
 from syncd.core.errors import ConfigError, RecordMappingError
-from syncd.mappings.canonical import CANONICAL_FIELDS
 from syncd.mappings.loader import load_mapping_set, parse_mapping
 
 FIXTURES = Path(__file__).parent / "fixtures" / "bitrix24"

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from syncd.connectors.crm.base import Entity
 from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 from syncd.connectors.crm.bitrix24.fake_view import adapter_view
+from syncd.core.entities import Entity
 from syncd.engines.mirror import MirrorEngine, StopRequested, apply_held_deletes
 from syncd.engines.verify import differences
 from syncd.state.cache import CacheStore

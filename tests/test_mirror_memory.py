@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from syncd.connectors.crm.base import Entity
 from syncd.connectors.crm.memory import MemoryAdapter, MemoryRecords
+from syncd.core.entities import Entity
 from syncd.engines.mirror import MirrorEngine
 from syncd.engines.verify import differences
 from syncd.mappings.loader import load_mapping_set

@@ -16,7 +16,7 @@ import pytest
 from syncd.connectors.omniva.client import Downloaded, NotModified, OmnivaClient
 from syncd.connectors.omniva.fake import BAD_RECORDS_SKIPS, FakeOmniva, sample_bytes, synthetic
 from syncd.connectors.omniva.fake.server import encode_locations
-from syncd.connectors.omniva.locations import ParcelMachine, SuspiciousListError, parse_locations
+from syncd.connectors.omniva.locations import SuspiciousListError, parse_locations
 from syncd.core.errors import (
     ConfigError,
     MalformedResponseError,
@@ -24,6 +24,7 @@ from syncd.core.errors import (
     UpstreamRejectedError,
     UpstreamUnavailableError,
 )
+from syncd.core.parcel_machines import ParcelMachine
 from syncd.engines.omniva import refresh_locations
 from syncd.state import db
 from syncd.state import omniva as store

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from syncd.mappings.canonical import CANONICAL_FIELDS
+from syncd.core.entities import CANONICAL_FIELDS
 from syncd.mappings.loader import FieldRule, load_mapping_set
 from syncd.state.db import close, connect
 from syncd.state.migrations import current_version, latest_version

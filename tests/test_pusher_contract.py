@@ -19,9 +19,10 @@ from typing import Literal, Protocol
 
 import pytest
 
-from syncd.connectors.crm.base import ServiceRequestDraft, ServiceRequestPusher
+from syncd.connectors.crm.base import ServiceRequestPusher
 from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 from syncd.connectors.crm.memory import MemoryCRM, MemoryPusher
+from syncd.core.draft import ServiceRequestDraft
 from syncd.core.errors import AmbiguousWriteError, RetriableError
 from syncd.runtime import build_pusher
 from tests.conftest import make_settings

@@ -14,18 +14,24 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
+from syncd.core.draft import ServiceRequestDraft
+from syncd.core.entities import ENTITY_ORDER, Entity
+
+__all__ = [
+    "ENTITY_ORDER",
+    "Capabilities",
+    "ChangeTracking",
+    "CRMAdapter",
+    "DeletionDetection",
+    "DeletionEvents",
+    "Entity",
+    "Page",
+    "RawRecord",
+    "ServiceRequestDraft",
+    "ServiceRequestPusher",
+]
+
 RawRecord = dict[str, Any]
-
-
-class Entity(StrEnum):
-    """The mirrored entities, in the order a cycle fetches them (parents first)."""
-
-    COMPANIES = "companies"
-    CONTACTS = "contacts"
-    DEVICES = "devices"
-
-
-ENTITY_ORDER: tuple[Entity, ...] = (Entity.COMPANIES, Entity.CONTACTS, Entity.DEVICES)
 
 
 class ChangeTracking(StrEnum):
@@ -107,22 +113,6 @@ class CRMAdapter(Protocol):
 
     def close(self) -> None:
         """Release network resources."""
-
-
-@dataclass(frozen=True)
-class ServiceRequestDraft:
-    """A service request as the push engine hands it to an adapter (canonical fields)."""
-
-    idempotency_key: str
-    title: str
-    request_type: str
-    message: str | None
-    contact_phone: str | None
-    contact_email: str | None
-    contact_address: str | None
-    contact_crm_id: str | None
-    company_crm_id: str | None
-    device_crm_id: str | None
 
 
 @runtime_checkable

@@ -18,8 +18,8 @@ from typing import Any, Final, Literal
 import orjson
 
 from syncd.core.errors import MalformedResponseError
+from syncd.core.parcel_machines import Kind, ParcelMachine
 
-Kind = Literal["parcel_machine", "post_office"]
 KINDS: Final[dict[str, Kind]] = {"0": "parcel_machine", "1": "post_office"}
 
 # Omniva key → ParcelMachine attribute, for the free-text keys that may be absent or empty.
@@ -69,37 +69,6 @@ class SuspiciousListError(MalformedResponseError):
     def __init__(self, message: str, *, code: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@dataclass(frozen=True, slots=True)
-class ParcelMachine:
-    """One validated location; the attributes are the ``parcel_machines`` columns."""
-
-    location_id: str
-    country: str
-    kind: Kind
-    name: str
-    longitude: float
-    latitude: float
-    county: str = ""
-    town: str = ""
-    village: str = ""
-    small_place: str = ""
-    street: str = ""
-    area: str = ""
-    house_number: str = ""
-    apartment: str = ""
-    service_hours: str = ""
-    temp_service_hours: str = ""
-    temp_service_hours_until: str = ""
-    temp_service_hours_2: str = ""
-    temp_service_hours_2_until: str = ""
-    comment_et: str = ""
-    comment_en: str = ""
-    comment_ru: str = ""
-    comment_lv: str = ""
-    comment_lt: str = ""
-    modified_at: str = ""
 
 
 @dataclass(frozen=True)

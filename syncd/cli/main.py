@@ -286,7 +286,7 @@ def _check_config(settings: Any, *, as_json: bool, online: bool = False) -> int:
 
 
 def _deletes(conn: Any, args: argparse.Namespace) -> int:
-    from syncd.connectors.crm.base import Entity
+    from syncd.core.entities import Entity
     from syncd.state import audit
     from syncd.state.cache import CacheStore
 

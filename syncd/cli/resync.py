@@ -14,8 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from syncd.config import Settings
-from syncd.connectors.crm.base import Entity
 from syncd.core.clock import iso, utc_now
+from syncd.core.entities import Entity
 from syncd.core.errors import ConfigError, ResyncBusyError, SyncdError
 from syncd.daemon import lock
 from syncd.engines.mirror import CycleReport

@@ -29,8 +29,8 @@ from syncd.api.app import ApiServer, make_app
 from syncd.api.sources import CachedLocations, DaemonHealth
 from syncd.config import Settings
 from syncd.connectors.budget import RequestBudget
-from syncd.connectors.crm.base import Entity
 from syncd.core.clock import iso, utc_now
+from syncd.core.entities import Entity
 from syncd.core.errors import ConfigError
 from syncd.daemon.jobs import Job
 from syncd.daemon.liveness import DEADLINES, Heartbeat, Liveness

@@ -26,9 +26,9 @@ from syncd.api.app import ApiServer, make_app
 from syncd.api.sources import CachedLocations, DaemonHealth
 from syncd.cli.status import collect, render
 from syncd.config import Settings, load_settings
-from syncd.connectors.crm.base import Entity
 from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 from syncd.connectors.crm.bitrix24.fake_view import adapter_view
+from syncd.core.entities import Entity
 from syncd.core.errors import RetriableError
 from syncd.demo.services import services_story
 from syncd.engines.mirror import CycleReport, MirrorEngine, apply_held_deletes

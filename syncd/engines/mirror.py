@@ -24,15 +24,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from syncd.connectors.crm.base import (
-    ENTITY_ORDER,
-    CRMAdapter,
-    DeletionDetection,
-    DeletionEvents,
-    Entity,
-    Page,
-)
+from syncd.connectors.crm.base import CRMAdapter, DeletionDetection, DeletionEvents, Page
 from syncd.core.clock import iso, utc_now
+from syncd.core.entities import ENTITY_ORDER, Entity
 from syncd.core.errors import SyncdError
 from syncd.engines.mapworker import MappedPage, MappingWorker, map_page, resolve
 from syncd.mappings.loader import MappingSet

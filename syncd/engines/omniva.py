@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from syncd.connectors.omniva.client import Downloaded, NotModified
-from syncd.connectors.omniva.locations import ParcelMachine, SuspiciousListError, parse_locations
+from syncd.connectors.omniva.locations import SuspiciousListError, parse_locations
 from syncd.core.errors import MalformedResponseError
+from syncd.core.parcel_machines import ParcelMachine
 from syncd.state import omniva as store
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NoReturn
 
-from syncd.connectors.crm.base import ServiceRequestDraft, ServiceRequestPusher
+from syncd.connectors.crm.base import ServiceRequestPusher
 from syncd.core.clock import utc_now
+from syncd.core.draft import ServiceRequestDraft
 from syncd.core.errors import (
     FatalError,
     RetriableError,

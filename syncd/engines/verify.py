@@ -6,8 +6,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from syncd.core.entities import CANONICAL_FIELDS
 from syncd.core.errors import RecordMappingError
-from syncd.mappings.canonical import CANONICAL_FIELDS
 from syncd.mappings.loader import MappingSet
 
 Fingerprint = tuple[str, tuple[str | None, ...]]

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-from syncd.connectors.crm.base import ServiceRequestDraft
+from syncd.core.draft import ServiceRequestDraft
 from syncd.connectors.crm.bitrix24.client import Bitrix24Client
 from syncd.mappings.outbound import OutboundMapping
 from syncd.core.errors import MalformedResponseError

@@ -15,15 +15,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from syncd.connectors.crm.base import (
-    Capabilities,
-    ChangeTracking,
-    DeletionDetection,
-    DeletionEvents,
-    Entity,
-    Page,
-    RawRecord,
-)
+from syncd.connectors.crm.base import Capabilities, ChangeTracking, DeletionDetection, DeletionEvents, Page, RawRecord
+from syncd.core.entities import Entity
 from syncd.core.clock import iso, parse_iso
 
 PAGE_SIZE = 50

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
-from syncd.connectors.crm.base import ServiceRequestDraft
+from syncd.core.draft import ServiceRequestDraft
 from syncd.core.errors import AmbiguousWriteError, RateLimitedError, UpstreamUnavailableError
 
 Operation = Literal["find", "create", "find_file", "upload", "attach"]

@@ -1,4 +1,4 @@
-"""The canonical model: the entity fields the cache stores, whatever the CRM vendor.
+"""The mirrored entities and the canonical fields the cache stores for each, whatever the CRM.
 
 Mapping files map vendor fields onto these names and nothing else (data minimisation: a field that
 is not here is never stored). JSON fields hold lists serialised as JSON text in the cache.
@@ -7,7 +7,19 @@ is not here is never stored). JSON fields hold lists serialised as JSON text in 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
+
+
+class Entity(StrEnum):
+    """The mirrored entities, in the order a cycle fetches them (parents first)."""
+
+    COMPANIES = "companies"
+    CONTACTS = "contacts"
+    DEVICES = "devices"
+
+
+ENTITY_ORDER: tuple[Entity, ...] = (Entity.COMPANIES, Entity.CONTACTS, Entity.DEVICES)
 
 FieldKind = Literal["text", "json", "ref"]
 
