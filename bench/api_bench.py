@@ -355,8 +355,8 @@ def write_config(base: Path, *, webhook: str, vies: str, omniva: str, listen: st
     url = webhook.rsplit("/", 2)[0] + "/"  # .../rest/1/ without the token
     config = base / "syncd.toml"
     config.write_text(
-        f'[crm]\nurl = "{url}"\nwebhook_token_file = "{token}"\n'
-        "requests_per_second = 0\n"  # the fake has no rate limit
+        "[crm]\nrequests_per_second = 0\n"  # the fake has no rate limit
+        f'[crm.bitrix24]\nurl = "{url}"\nwebhook_token_file = "{token}"\n'
         "[mirror]\ninterval_seconds = 3600\n"
         f'[state]\ndirectory = "{base / "state"}"\n'
         f'[vies]\nendpoint = "{vies}"\n'
@@ -673,7 +673,7 @@ def load_worker(url: str) -> dict[str, Any]:
     """``--load-omniva URL``: refresh into a fresh cache in this fresh process; JSON out."""
     from syncd.config import load_settings
     from syncd.connectors.omniva.locations import parse_locations
-    from syncd.core.clock import iso, utc_now
+    from syncd.core.clock import utc_now
     from syncd.engines.omniva import refresh_locations
     from syncd.runtime import build_omniva_client
     from syncd.state import omniva as store
@@ -689,12 +689,12 @@ def load_worker(url: str) -> dict[str, Any]:
         maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         share = settings.omniva.max_shrink_share
         began = time.perf_counter()
-        report = refresh_locations(conn, client, max_shrink_share=share, now=iso(utc_now()))
+        report = refresh_locations(conn, client, max_shrink_share=share, now=utc_now())
         load_seconds = time.perf_counter() - began
         maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         rss_after = psutil.Process().memory_info().rss
         began = time.perf_counter()
-        again = refresh_locations(conn, client, max_shrink_share=share, now=iso(utc_now()))
+        again = refresh_locations(conn, client, max_shrink_share=share, now=utc_now())
         not_modified_seconds = time.perf_counter() - began
         if report.outcome != "updated" or again.outcome != "not_modified":
             raise RuntimeError(f"unexpected outcomes {report.outcome}, {again.outcome}")
@@ -708,7 +708,7 @@ def load_worker(url: str) -> dict[str, Any]:
         parse_seconds = time.perf_counter() - began
         began = time.perf_counter()
         store.replace_list(
-            conn, parsed.records, etag=None, last_modified=None, skipped=0, now=iso(utc_now())
+            conn, parsed.records, etag=None, last_modified=None, skipped=0, now=utc_now()
         )
         store_seconds = time.perf_counter() - began
         client.close()
@@ -869,42 +869,24 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"{name:<{width}}  {value:<{value_width}}  {bar}".rstrip())
 
 
+# (option, type, default, help) of the load's sizes and rates
+_NUMERIC_OPTIONS: list[tuple[str, type[int] | type[float], float, str]] = [
+    ("--clients", int, 8, "concurrent clients (8)"),
+    ("--requests-per-client", int, 2000, "VAT cache hits per client (2000)"),
+    ("--local-requests-per-client", int, 1000, "local-invalid VAT numbers per client (1000)"),
+    ("--parcel-requests-per-client", int, 50, "parcel-machine lists per client (50)"),
+    ("--sequential-requests", int, 2000, "VAT cache hits, one client (2000)"),
+    ("--parcel-sequential-requests", int, 100, "parcel-machine lists, one client (100)"),
+    ("--paced-rate", float, 200.0,
+     "total req/s of the paced cache-hit run over all clients (200; 0: no paced run)"),
+    ("--paced-seconds", float, 5.0, "length of the paced run (5)"),
+]
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--clients", type=int, default=8, help="concurrent clients (8)")
-    parser.add_argument(
-        "--requests-per-client", type=int, default=2000, help="VAT cache hits per client (2000)"
-    )
-    parser.add_argument(
-        "--local-requests-per-client",
-        type=int,
-        default=1000,
-        help="local-invalid VAT numbers per client (1000)",
-    )
-    parser.add_argument(
-        "--parcel-requests-per-client",
-        type=int,
-        default=50,
-        help="parcel-machine lists per client (50)",
-    )
-    parser.add_argument(
-        "--sequential-requests", type=int, default=2000, help="VAT cache hits, one client (2000)"
-    )
-    parser.add_argument(
-        "--parcel-sequential-requests",
-        type=int,
-        default=100,
-        help="parcel-machine lists, one client (100)",
-    )
-    parser.add_argument(
-        "--paced-rate",
-        type=float,
-        default=200.0,
-        help="total req/s of the paced cache-hit run over all clients (200; 0: no paced run)",
-    )
-    parser.add_argument(
-        "--paced-seconds", type=float, default=5.0, help="length of the paced run (5)"
-    )
+    for option, kind, default, text in _NUMERIC_OPTIONS:
+        parser.add_argument(option, type=kind, default=default, help=text)
     parser.add_argument(
         "--client-modes",
         default="threads,processes",

@@ -1,8 +1,9 @@
 """Loading and applying declarative field mappings (``mappings/<vendor>/<entity>.toml``).
 
 A mapping file names, for each canonical field, the vendor field it comes from (a dotted path
-into the raw record) and a named transform from :mod:`syncd.mappings.transforms`. Files are validated
-when loaded; a bad file is a :class:`~syncd.core.errors.ConfigError` naming the file and key.
+into the raw record) and a named transform from :mod:`syncd.mappings.transforms`. Files are
+validated when loaded; a bad file is a :class:`~syncd.core.errors.ConfigError` naming the file
+and key.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 
 import orjson
 
-from syncd.core.entities import CANONICAL_FIELDS
-from syncd.mappings.transforms import REQUIRED_ARGS, TRANSFORMS, Transform
+from syncd.core.entities import CANONICAL_FIELDS, CanonicalRecord
 from syncd.core.errors import ConfigError, RecordMappingError
+from syncd.mappings.transforms import REQUIRED_ARGS, TRANSFORMS, Transform
 
 _FIELD_KEYS = frozenset({"source", "transform", "args", "required"})
 
@@ -51,19 +52,6 @@ class FieldRule:
         if self.required and result in (None, [], ""):
             raise RecordMappingError("required value missing", field=self.target)
         return result
-
-
-@dataclass(frozen=True)
-class MappedRecord:
-    """A record in canonical form, ready to store."""
-
-    crm_id: str
-    updated_at: str | None
-    values: dict[str, Any]
-    # The canonical fields in storage order, JSON fields already serialised (what the cache
-    # stores); computed once here so that hashing and storing do not serialise twice.
-    columns: tuple[Any, ...]
-    content_hash: str
 
 
 def _encode_json(value: Any) -> str:
@@ -115,29 +103,30 @@ class EntityMapping:
             return None
         return str(value)
 
-    def map(self, raw: Any) -> MappedRecord:
+    def map(self, raw: Any) -> CanonicalRecord:
         """Map one raw vendor record; raises :class:`RecordMappingError` when it does not fit."""
         if not isinstance(raw, Mapping):
             raise RecordMappingError("record is not an object")
         record_id = self.id_rule.apply(raw)
         updated_at = self.updated_rule.apply(raw)
-        values: dict[str, Any] = {}
-        columns: list[Any] = []
+        # Each value is computed once, in the stored form (JSON fields serialised), so that
+        # hashing and storing do not serialise twice.
+        values: list[str | None] = []
         hashed: list[str] = []
         specs: tuple[_Spec, ...] = self._specs  # type: ignore[attr-defined]
         target = ""
         try:
-            for target, first, rest, transform, args, required, is_json, is_link in specs:
+            # ``target`` names the field in the errors below, after the loop has left it
+            for target, first, rest, transform, args, required, is_json, is_link in specs:  # noqa: B007
                 value = raw.get(first)
                 for part in rest:
                     value = value.get(part) if isinstance(value, Mapping) else None
                 value = transform(value, args)
                 if required and value in (None, [], ""):
                     raise RecordMappingError("required value missing")
-                values[target] = value
                 if is_json:
                     value = _encode_json(value) if value else "[]"
-                columns.append(value)
+                values.append(value)
                 # Links are left out of the hash: the cache stores them resolved (NULL when the
                 # target is absent or deleted) and the merge compares them column by column.
                 if not is_link:
@@ -149,7 +138,7 @@ class EntityMapping:
             # dead daemon. The type name is enough; the value may be personal data.
             raise RecordMappingError(f"unexpected {type(error).__name__}", field=target) from None
         digest = hashlib.blake2b("\x1f".join(hashed).encode(), digest_size=16).hexdigest()
-        return MappedRecord(str(record_id), updated_at, values, tuple(columns), digest)
+        return CanonicalRecord(str(record_id), updated_at, tuple(values), digest)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The audit log of privileged (admin) actions. Kept two years (see :func:`purge_older_than`)."""
+"""The audit log of privileged (admin) actions. Kept two years: the mirror's sweep prunes it
+(:func:`prune`, ``MirrorOptions.audit_retention_days``)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,11 @@ import getpass
 import json
 import os
 import sqlite3
-from datetime import timedelta
+from datetime import datetime
 from typing import Any
 
-from syncd.state.db import write_transaction
 from syncd.core.clock import iso, utc_now
-
-RETENTION = timedelta(days=730)
+from syncd.state.db import write_transaction
 
 
 def os_user() -> str:
@@ -47,8 +46,7 @@ def record(
         )
 
 
-def purge_older_than(conn: sqlite3.Connection, age: timedelta = RETENTION) -> int:
-    cutoff = iso(utc_now() - age)
-    with write_transaction(conn):
-        cursor = conn.execute("DELETE FROM audit_log WHERE at < ?", (cutoff,))
-    return cursor.rowcount
+def prune(conn: sqlite3.Connection, *, before: datetime) -> int:
+    """Drop the entries older than ``before``, inside the caller's transaction; returns how
+    many."""
+    return conn.execute("DELETE FROM audit_log WHERE at < ?", (iso(before),)).rowcount

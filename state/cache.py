@@ -2,7 +2,8 @@
 held deletes and ``sync_runs``.
 
 Nothing here opens or commits a transaction: the engine decides a transaction's extent (see
-:func:`syncd.state.db.write_transaction`) so that data and the cursor covering it always commit together.
+:func:`syncd.state.db.write_transaction`) so that data and the cursor covering it always commit
+together.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from syncd.core.entities import CANONICAL_FIELDS
-from syncd.mappings.loader import MappedRecord
+from syncd.core.clock import parse_iso
+from syncd.core.entities import CANONICAL_FIELDS, CanonicalRecord
+from syncd.state import audit, control
 
 ENTITIES = tuple(CANONICAL_FIELDS)
 _BOOK_COLUMNS = ("crm_updated_at", "content_hash", "synced_at", "sync_run_id")
+
+Fingerprint = tuple[str, tuple[str | None, ...]]
+"""What tells a cached row's version: ``(content_hash, links)``, the links (``ref`` fields) in
+canonical order."""
 
 
 def _check(entity: str) -> str:
@@ -31,9 +37,9 @@ def _columns(entity: str) -> tuple[str, ...]:
     return ("crm_id", *(f.name for f in CANONICAL_FIELDS[entity]), *_BOOK_COLUMNS)
 
 
-def row_of(record: MappedRecord) -> tuple[Any, ...]:
-    """The staging row of a mapped record (what :meth:`CacheStore.stage_rows` takes)."""
-    return (record.crm_id, *record.columns, record.updated_at, record.content_hash, "", None)
+def row_of(record: CanonicalRecord) -> tuple[Any, ...]:
+    """The staging row of a canonical record (what :meth:`CacheStore.stage_rows` takes)."""
+    return (record.crm_id, *record.values, record.updated_at, record.content_hash, "", None)
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,52 @@ class RunCounts:
     deleted: int = 0
     quarantined: int = 0
     held_deletes: int = 0
+
+
+@dataclass(frozen=True)
+class QuarantinedRecord:
+    """A record the mapper refused (the reason only, never the record's data)."""
+
+    entity: str
+    crm_id: str
+    reason: str
+    last_seen_at: datetime
+    occurrences: int
+
+
+@dataclass(frozen=True)
+class HeldDeletes:
+    """The deletions of one entity the delete guard holds for an operator."""
+
+    entity: str
+    count: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class SyncRun:
+    """A committed cycle's figures as ``sync_runs`` records them."""
+
+    id: int
+    kind: str
+    finished_at: datetime
+    upserted: int
+    deleted: int
+    quarantined: int
+    held_deletes: int
+
+
+@dataclass(frozen=True)
+class ResyncProgress:
+    """How far an interrupted full resync got with one entity."""
+
+    entity: str
+    resume_after: str | None  # the listing continues after this ID; None before the first page
+    server_time: datetime | None  # the CRM's clock at the first page (the entity's new cursor)
+    pages: int
+    records: int
+    complete: bool
+    started_at: datetime
 
 
 class CacheStore:
@@ -67,8 +119,8 @@ class CacheStore:
                 f"ON scratch_{entity}(crm_id)"
             )
 
-    def stage(self, table: str, entity: str, records: Iterable[MappedRecord]) -> int:
-        """Insert mapped records into a staging table (``stage`` or ``scratch``); last wins."""
+    def stage(self, table: str, entity: str, records: Iterable[CanonicalRecord]) -> int:
+        """Insert canonical records into a staging table (``stage`` or ``scratch``); last wins."""
         return self.stage_rows(table, entity, [row_of(r) for r in records])
 
     def stage_rows(self, table: str, entity: str, rows: Sequence[tuple[Any, ...]]) -> int:
@@ -165,6 +217,17 @@ class CacheStore:
     def count(self, entity: str) -> int:
         return int(self.conn.execute(f"SELECT count(*) FROM main.{_check(entity)}").fetchone()[0])
 
+    def fingerprints(self, entity: str) -> dict[str, Fingerprint]:
+        """``crm_id -> (content_hash, links)`` of every live row of ``entity``."""
+        refs = [f.name for f in CANONICAL_FIELDS[_check(entity)] if f.kind == "ref"]
+        columns = ", ".join(["crm_id", "content_hash", *refs])
+        return {
+            crm_id: (content_hash, tuple(links))
+            for crm_id, content_hash, *links in self.conn.execute(
+                f"SELECT {columns} FROM main.{entity}"
+            )
+        }
+
     # -- cursors ------------------------------------------------------------------------------
 
     def cursor(self, entity: str) -> datetime | None:
@@ -194,6 +257,34 @@ class CacheStore:
             (_check(entity), crm_id, reason, now, now),
         )
 
+    def quarantined_ids(self, entity: str) -> set[str]:
+        """The IDs of the quarantined records of ``entity``."""
+        return {
+            crm_id
+            for (crm_id,) in self.conn.execute(
+                "SELECT crm_id FROM quarantine WHERE entity = ?", (_check(entity),)
+            )
+        }
+
+    def quarantine_counts(self) -> dict[str, int]:
+        """Quarantined records per entity (entities without any are left out)."""
+        return {
+            entity: int(count)
+            for entity, count in self.conn.execute(
+                "SELECT entity, count(*) FROM quarantine GROUP BY entity"
+            )
+        }
+
+    def quarantined(self) -> list[QuarantinedRecord]:
+        """Every quarantined record, the most recently seen first."""
+        return [
+            QuarantinedRecord(entity, crm_id, reason, parse_iso(last_seen_at), int(occurrences))
+            for entity, crm_id, reason, last_seen_at, occurrences in self.conn.execute(
+                "SELECT entity, crm_id, reason, last_seen_at, occurrences FROM quarantine "
+                "ORDER BY last_seen_at DESC"
+            )
+        ]
+
     def release_quarantine(self, entity: str, ids: Iterable[str]) -> None:
         self.conn.executemany(
             "DELETE FROM quarantine WHERE entity = ? AND crm_id = ?", ((entity, i) for i in ids)
@@ -221,6 +312,15 @@ class CacheStore:
                 (_check(entity),),
             )
         ]
+
+    def held_summary(self) -> dict[str, HeldDeletes]:
+        """The held deletions per entity (entities without any are left out)."""
+        return {
+            entity: HeldDeletes(entity, int(count), reason)
+            for entity, count, reason in self.conn.execute(
+                "SELECT entity, count(*), max(reason) FROM held_deletes GROUP BY entity"
+            )
+        }
 
     def clear_held_deletes(self, entity: str) -> int:
         cursor = self.conn.execute("DELETE FROM held_deletes WHERE entity = ?", (_check(entity),))
@@ -254,32 +354,52 @@ class CacheStore:
             ),
         )
 
+    def last_run(self) -> SyncRun | None:
+        """The newest committed cycle; None before the first one."""
+        row = self.conn.execute(
+            "SELECT id, kind, finished_at, upserted, deleted, quarantined, held_deletes "
+            "FROM sync_runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        run_id, kind, finished_at, upserted, deleted, quarantined, held = row
+        return SyncRun(run_id, kind, parse_iso(finished_at), upserted, deleted, quarantined, held)
+
     # -- housekeeping -------------------------------------------------------------------------
 
     def prune_history(self, *, runs_before: str, audit_before: str) -> dict[str, int]:
         """Drop ``sync_runs`` and finished resync requests older than ``runs_before`` (the newest
         run always stays: it is the portal's "last cycle") and audit entries older than
         ``audit_before`` (their retention)."""
-        pruned = {
+        return {
             "sync_runs": self.conn.execute(
                 "DELETE FROM sync_runs WHERE finished_at < ? "
                 "AND id < (SELECT max(id) FROM sync_runs)", (runs_before,)).rowcount,
-            "control_requests": self.conn.execute(
-                "DELETE FROM control_requests WHERE status IN ('done', 'failed') "
-                "AND finished_at < ?", (runs_before,)).rowcount,
-            "audit_log": self.conn.execute(
-                "DELETE FROM audit_log WHERE at < ?", (audit_before,)).rowcount,
+            "control_requests": control.prune_finished(self.conn, before=parse_iso(runs_before)),
+            "audit_log": audit.prune(self.conn, before=parse_iso(audit_before)),
         }
-        return pruned
 
     # -- full-resync progress -----------------------------------------------------------------
 
-    def resync_progress(self) -> dict[str, sqlite3.Row | tuple[Any, ...]]:
+    def resync_progress(self) -> dict[str, ResyncProgress]:
+        """The progress of an interrupted (or running) full resync per entity; empty when none
+        is under way."""
         rows = self.conn.execute(
             "SELECT entity, resume_after, server_time, pages, records, complete, started_at "
             "FROM resync_progress"
         ).fetchall()
-        return {row[0]: row for row in rows}
+        return {
+            entity: ResyncProgress(
+                entity=entity,
+                resume_after=resume_after,
+                server_time=datetime.fromisoformat(server_time) if server_time else None,
+                pages=int(pages),
+                records=int(records),
+                complete=bool(complete),
+                started_at=parse_iso(started_at),
+            )
+            for entity, resume_after, server_time, pages, records, complete, started_at in rows
+        }
 
     def begin_resync(self, entities: Sequence[str], *, now: str) -> None:
         self.conn.execute("DELETE FROM resync_progress")
@@ -294,14 +414,22 @@ class CacheStore:
         entity: str,
         *,
         resume_after: str | None,
-        server_time: str | None,
+        server_time: datetime | None,
         records: int,
         complete: bool,
     ) -> None:
+        """Record one staged page of ``entity``: where the listing resumes, the CRM's clock at
+        the first page (kept as the CRM gave it, like a cursor), and how many records came."""
         self.conn.execute(
             "UPDATE resync_progress SET resume_after = ?, server_time = coalesce(server_time, ?), "
             "pages = pages + 1, records = records + ?, complete = ? WHERE entity = ?",
-            (resume_after, server_time, records, int(complete), entity),
+            (
+                resume_after,
+                server_time.isoformat() if server_time else None,
+                records,
+                int(complete),
+                entity,
+            ),
         )
 
     def end_resync(self) -> None:

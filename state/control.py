@@ -7,8 +7,11 @@ request is pending or running at a time: the insert refuses while another is ope
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
 
+from syncd.core.clock import iso, parse_iso
 from syncd.state.db import write_transaction
 
 
@@ -21,7 +24,7 @@ class ControlRequest:
     entity: str
     record_id: str | None
     requested_by: str
-    requested_at: str
+    requested_at: datetime
     status: str
     progress_done: int
     progress_total: int | None
@@ -32,14 +35,13 @@ class ControlRequest:
         return self.status in ("done", "failed")
 
 
-_COLUMNS = (
-    "id, action, entity, record_id, requested_by, requested_at, status, progress_done, "
-    "progress_total, message"
-)
+_COLUMNS = ", ".join(f.name for f in fields(ControlRequest))
 
 
-def _from_row(row: tuple[object, ...]) -> ControlRequest:
-    return ControlRequest(*row)  # type: ignore[arg-type]
+def _from_row(row: tuple[Any, ...]) -> ControlRequest:
+    """A request from its ``_COLUMNS`` row (``requested_at`` is stored as ISO text)."""
+    values = dict(zip(_COLUMNS.split(", "), row, strict=True))
+    return ControlRequest(**{**values, "requested_at": parse_iso(values["requested_at"])})
 
 
 def open_request(conn: sqlite3.Connection) -> ControlRequest | None:
@@ -52,7 +54,7 @@ def open_request(conn: sqlite3.Connection) -> ControlRequest | None:
 
 
 def request_resync(
-    conn: sqlite3.Connection, *, entity: str, record_id: str | None, actor: str, now: str
+    conn: sqlite3.Connection, *, entity: str, record_id: str | None, actor: str, now: datetime
 ) -> tuple[ControlRequest, bool]:
     """Insert a resync request unless one is open; returns ``(request, created)``."""
     with write_transaction(conn):
@@ -62,7 +64,7 @@ def request_resync(
         cursor = conn.execute(
             "INSERT INTO control_requests (action, entity, record_id, requested_by, requested_at) "
             "VALUES ('resync', ?, ?, ?, ?)",
-            (entity, record_id, actor, now),
+            (entity, record_id, actor, iso(now)),
         )
         assert cursor.lastrowid is not None
         request = get(conn, cursor.lastrowid)
@@ -71,13 +73,32 @@ def request_resync(
 
 
 def get(conn: sqlite3.Connection, request_id: int) -> ControlRequest | None:
+    """The request ``request_id``, whatever its status; None if there is no such request."""
     row = conn.execute(
         f"SELECT {_COLUMNS} FROM control_requests WHERE id = ?", (request_id,)
     ).fetchone()
     return _from_row(row) if row else None
 
 
-def claim_pending(conn: sqlite3.Connection, *, now: str) -> ControlRequest | None:
+def has_pending(conn: sqlite3.Connection) -> bool:
+    """Whether a request waits to be claimed (a plain read: it never waits for the write lock)."""
+    return (
+        conn.execute("SELECT 1 FROM control_requests WHERE status = 'pending' LIMIT 1").fetchone()
+        is not None
+    )
+
+
+def running_ids(conn: sqlite3.Connection) -> list[int]:
+    """The IDs of the requests a daemon has claimed and not finished."""
+    return [
+        int(request_id)
+        for (request_id,) in conn.execute(
+            "SELECT id FROM control_requests WHERE status = 'running' ORDER BY id"
+        )
+    ]
+
+
+def claim_pending(conn: sqlite3.Connection, *, now: datetime) -> ControlRequest | None:
     """Mark the oldest pending request running and return it (the daemon calls this)."""
     with write_transaction(conn):
         row = conn.execute(
@@ -87,7 +108,7 @@ def claim_pending(conn: sqlite3.Connection, *, now: str) -> ControlRequest | Non
             return None
         conn.execute(
             "UPDATE control_requests SET status = 'running', started_at = ? WHERE id = ?",
-            (now, row[0]),
+            (iso(now), row[0]),
         )
     return get(conn, int(row[0]))
 
@@ -95,6 +116,7 @@ def claim_pending(conn: sqlite3.Connection, *, now: str) -> ControlRequest | Non
 def report_progress(
     conn: sqlite3.Connection, request_id: int, done: int, total: int | None
 ) -> None:
+    """Record how far the request's resync got (``total`` None while it is not known)."""
     with write_transaction(conn):
         conn.execute(
             "UPDATE control_requests SET progress_done = ?, progress_total = ? WHERE id = ?",
@@ -102,15 +124,18 @@ def report_progress(
         )
 
 
-def finish(conn: sqlite3.Connection, request_id: int, *, ok: bool, message: str, now: str) -> None:
+def finish(
+    conn: sqlite3.Connection, request_id: int, *, ok: bool, message: str, now: datetime
+) -> None:
+    """Close the request as ``done`` or ``failed`` with ``message`` (its report or error)."""
     with write_transaction(conn):
         conn.execute(
             "UPDATE control_requests SET status = ?, message = ?, finished_at = ? WHERE id = ?",
-            ("done" if ok else "failed", message, now, request_id),
+            ("done" if ok else "failed", message, iso(now), request_id),
         )
 
 
-def fail_abandoned(conn: sqlite3.Connection, *, now: str) -> int:
+def fail_abandoned(conn: sqlite3.Connection) -> int:
     """At daemon start: requests left 'running' by a dead daemon go back to 'pending'."""
     with write_transaction(conn):
         cursor = conn.execute(
@@ -118,3 +143,12 @@ def fail_abandoned(conn: sqlite3.Connection, *, now: str) -> int:
             "WHERE status = 'running'"
         )
     return cursor.rowcount
+
+
+def prune_finished(conn: sqlite3.Connection, *, before: datetime) -> int:
+    """Drop the requests that finished before ``before``, inside the caller's transaction (the
+    mirror's sweep prunes its history so); returns how many."""
+    return conn.execute(
+        "DELETE FROM control_requests WHERE status IN ('done', 'failed') AND finished_at < ?",
+        (iso(before),),
+    ).rowcount

@@ -8,12 +8,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from syncd.state.migrations import migrate
-
-if TYPE_CHECKING:
-    import sqlite_utils
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -38,14 +34,6 @@ def connect(path: Path | str, *, migrate_schema: bool = True) -> sqlite3.Connect
     return conn
 
 
-def database(conn: sqlite3.Connection) -> sqlite_utils.Database:
-    """A sqlite-utils view of ``conn`` for queries and introspection (imported on first use:
-    it costs about 0.1 s, which the daemon's start does not need to pay)."""
-    import sqlite_utils
-
-    return sqlite_utils.Database(conn)
-
-
 @contextmanager
 def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction: ``BEGIN IMMEDIATE`` (take the write lock up front, so a busy
@@ -57,6 +45,12 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """SQLite's ``PRAGMA data_version`` of ``conn``: it changes whenever another connection
+    commits to the database (a cheap way to notice the portal's writes without reading tables)."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
 
 
 def close(conn: sqlite3.Connection) -> None:

@@ -13,9 +13,11 @@ import sqlite3
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from operator import attrgetter
 from typing import Any, Final
 
+from syncd.core.clock import iso, parse_iso_or_none
 from syncd.core.parcel_machines import ParcelMachine
 from syncd.state.db import write_transaction
 
@@ -64,9 +66,9 @@ class OmnivaListState:
     last_modified: str | None
     record_count: int
     skipped_count: int
-    updated_at: str | None  # UTC, when the stored list last changed; None: no list yet
-    checked_at: str | None  # UTC, last successful check (a 304 counts)
-    refused_at: str | None  # UTC, last time a downloaded list was refused
+    updated_at: datetime | None  # when the stored list last changed; None: no list yet
+    checked_at: datetime | None  # last successful check (a 304 counts)
+    refused_at: datetime | None  # last time a downloaded list was refused
     refused_reason: str | None
 
     @property
@@ -82,7 +84,7 @@ def replace_list(
     etag: str | None,
     last_modified: str | None,
     skipped: int,
-    now: str,
+    now: datetime,
 ) -> None:
     """Replace the whole list and its ``omniva_list`` row in one transaction.
 
@@ -96,17 +98,17 @@ def replace_list(
         conn.execute(
             "UPDATE omniva_list SET etag = ?, last_modified = ?, record_count = ?, "
             "skipped_count = ?, updated_at = ?, checked_at = ? WHERE id = 1",
-            (etag, last_modified, count, skipped, now, now),
+            (etag, last_modified, count, skipped, iso(now), iso(now)),
         )
 
 
-def mark_checked(conn: sqlite3.Connection, *, now: str) -> None:
+def mark_checked(conn: sqlite3.Connection, *, now: datetime) -> None:
     """Record a successful check that found the list unchanged (HTTP 304)."""
     with write_transaction(conn):
-        conn.execute("UPDATE omniva_list SET checked_at = ? WHERE id = 1", (now,))
+        conn.execute("UPDATE omniva_list SET checked_at = ? WHERE id = 1", (iso(now),))
 
 
-def record_refusal(conn: sqlite3.Connection, reason: str, *, now: str) -> None:
+def record_refusal(conn: sqlite3.Connection, reason: str, *, now: datetime) -> None:
     """Record that a downloaded list was refused (the stored list stays as it is).
 
     ``reason`` is shown in status: codes and counts only, never record content.
@@ -114,7 +116,7 @@ def record_refusal(conn: sqlite3.Connection, reason: str, *, now: str) -> None:
     with write_transaction(conn):
         conn.execute(
             "UPDATE omniva_list SET refused_at = ?, refused_reason = ? WHERE id = 1",
-            (now, reason),
+            (iso(now), reason),
         )
 
 
@@ -126,7 +128,17 @@ def list_state(conn: sqlite3.Connection) -> OmnivaListState:
     ).fetchone()
     if row is None:  # the migration inserts it; a missing row means a hand-edited cache
         return OmnivaListState(None, None, 0, 0, None, None, None, None)
-    return OmnivaListState(*row)
+    etag, last_modified, records, skipped, updated_at, checked_at, refused_at, reason = row
+    return OmnivaListState(
+        etag=etag,
+        last_modified=last_modified,
+        record_count=int(records),
+        skipped_count=int(skipped),
+        updated_at=parse_iso_or_none(updated_at),
+        checked_at=parse_iso_or_none(checked_at),
+        refused_at=parse_iso_or_none(refused_at),
+        refused_reason=reason,
+    )
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, dict[str, int]]:

@@ -21,9 +21,9 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from syncd.state.db import write_transaction
-from syncd.core.clock import iso_ms, parse_iso
+from syncd.core.clock import iso_ms, parse_iso_or_none
 from syncd.core.errors import SkippableError
+from syncd.state.db import write_transaction
 
 STATUSES = ("pending", "sending", "done", "retry_wait", "dead")
 #: What a request says, besides its key, time and files: the fields every way in takes.
@@ -514,17 +514,6 @@ def get_by_key(conn: sqlite3.Connection, idempotency_key: str) -> OutboxRequest 
     return None if request_id is None else get(conn, request_id)
 
 
-def unknown_reference(conn: sqlite3.Connection, table: str, crm_id: str) -> bool:
-    """Whether ``crm_id`` is certainly not in the mirrored ``table`` (``devices`` or
-    ``contacts``): the table has been mirrored at least once and has no such row. While the
-    first mirror after installation still runs, nothing is certain (False)."""
-    if table not in ("devices", "contacts"):
-        raise ValueError(f"not a mirrored table: {table}")
-    if conn.execute(f"SELECT 1 FROM {table} WHERE crm_id = ?", (crm_id,)).fetchone():
-        return False
-    return conn.execute("SELECT 1 FROM cursors WHERE entity = ?", (table,)).fetchone() is not None
-
-
 def spool_directories_in_use(conn: sqlite3.Connection) -> set[str]:
     """The first path component of every spool file a request still refers to."""
     return {
@@ -546,8 +535,22 @@ def list_requests(
     return [OutboxRequest(*row) for row in rows]
 
 
-def depth(conn: sqlite3.Connection, *, now: datetime) -> dict[str, Any]:
-    """Requests per status and the age of the oldest undelivered one (for ``status``)."""
+@dataclass(frozen=True)
+class OutboxDepth:
+    """Requests per status and when the oldest undelivered one was filed."""
+
+    by_status: dict[str, int]  # every status of STATUSES, in that order
+    oldest_undelivered_at: datetime | None  # pending, sending or retry_wait; None: none waits
+
+    def oldest_undelivered_age(self, now: datetime) -> float | None:
+        """Seconds since the oldest undelivered request was filed; None when none waits."""
+        if self.oldest_undelivered_at is None:
+            return None
+        return (now - self.oldest_undelivered_at).total_seconds()
+
+
+def depth(conn: sqlite3.Connection) -> OutboxDepth:
+    """Requests per status and the oldest undelivered one (for ``status`` and ``/metrics``)."""
     counts = dict.fromkeys(STATUSES, 0)
     counts.update(
         dict(
@@ -558,10 +561,7 @@ def depth(conn: sqlite3.Connection, *, now: datetime) -> dict[str, Any]:
         "SELECT min(created_at) FROM outbox_requests "
         "WHERE status IN ('pending', 'sending', 'retry_wait')"
     ).fetchone()[0]
-    age = None
-    if oldest:
-        age = (now - parse_iso(oldest)).total_seconds()
-    return {"by_status": counts, "oldest_undelivered_age_seconds": age}
+    return OutboxDepth(by_status=counts, oldest_undelivered_at=parse_iso_or_none(oldest))
 
 
 def release_dead_leases(

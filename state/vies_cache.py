@@ -5,9 +5,9 @@ Tables (state/migrations/003_vies_omniva.sql): ``vies_answers`` holds definite a
 number *we asked for*; ``vies_circuits`` holds circuits opened because VIES blocked us;
 ``vies_lookup_counts`` counts lookup outcomes per UTC day.
 
-Every writing function runs its own short write transaction (:func:`syncd.state.db.write_transaction`);
-nothing here talks to VIES. Times are aware ``datetime`` objects in the API and UTC ISO text
-(``YYYY-MM-DDTHH:MM:SSZ``) in the tables.
+Every writing function runs its own short write transaction
+(:func:`syncd.state.db.write_transaction`); nothing here talks to VIES. Times are aware UTC
+``datetime`` objects in the API and ISO text (``YYYY-MM-DDTHH:MM:SSZ``) in the tables.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from syncd.state.db import write_transaction
 from syncd.core.clock import iso, parse_iso
+from syncd.state.db import write_transaction
 
 OUTCOMES = ("cache", "live", "stale", "local_invalid", "rejected", "unavailable")
 """The outcomes counted in ``vies_lookup_counts``."""
@@ -67,11 +67,11 @@ class CachedAnswer:
     address: str | None
     request_date: str
     consultation_number: str | None
-    fetched_at: str  # UTC ISO, when syncd received the answer
+    fetched_at: datetime  # when syncd received the answer (to the second, as stored)
 
     def age_seconds(self, now: datetime) -> int:
         """Whole seconds since the answer was fetched (never negative, even if clocks step)."""
-        return max(0, int((now - parse_iso(self.fetched_at)).total_seconds()))
+        return max(0, int((now - self.fetched_at).total_seconds()))
 
 
 @dataclass(frozen=True)
@@ -81,11 +81,12 @@ class Circuit:
 
     scope: str  # 'global' or a member-state code
     reason: str  # the VIES fault code that opened it
-    opened_at: str
-    open_until: str
+    opened_at: datetime
+    open_until: datetime
 
     def is_open(self, now: datetime) -> bool:
-        return parse_iso(self.open_until) > now
+        """Whether the circuit still stops VIES calls at ``now``."""
+        return self.open_until > now
 
 
 # -- answers ----------------------------------------------------------------------------------
@@ -107,7 +108,7 @@ def get(conn: sqlite3.Connection, country_code: str, vat_number: str) -> CachedA
         address=row[4],
         request_date=row[5],
         consultation_number=row[6],
-        fetched_at=row[7],
+        fetched_at=parse_iso(row[7]),
     )
 
 
@@ -162,15 +163,16 @@ def count_answers(conn: sqlite3.Connection) -> int:
 def open_circuit(
     conn: sqlite3.Connection, scope: str, reason: str, *, now: datetime, until: datetime
 ) -> Circuit:
-    """Open (or re-open, replacing the previous row) the circuit of ``scope``."""
-    circuit = Circuit(scope=scope, reason=reason, opened_at=iso(now), open_until=iso(until))
+    """Open (or re-open, replacing the previous row) the circuit of ``scope``; returns it as
+    stored (its times to the second)."""
+    opened_at, open_until = iso(now), iso(until)
     with write_transaction(conn):
         conn.execute(
             "INSERT OR REPLACE INTO vies_circuits (scope, reason, opened_at, open_until) "
             "VALUES (?, ?, ?, ?)",
-            (circuit.scope, circuit.reason, circuit.opened_at, circuit.open_until),
+            (scope, reason, opened_at, open_until),
         )
-    return circuit
+    return Circuit(scope, reason, parse_iso(opened_at), parse_iso(open_until))
 
 
 def circuits(conn: sqlite3.Connection) -> list[Circuit]:
@@ -178,7 +180,10 @@ def circuits(conn: sqlite3.Connection) -> list[Circuit]:
     rows = conn.execute(
         "SELECT scope, reason, opened_at, open_until FROM vies_circuits ORDER BY scope"
     ).fetchall()
-    return [Circuit(*row) for row in rows]
+    return [
+        Circuit(scope, reason, parse_iso(opened_at), parse_iso(open_until))
+        for scope, reason, opened_at, open_until in rows
+    ]
 
 
 def open_circuits(conn: sqlite3.Connection, now: datetime) -> list[Circuit]:
@@ -220,28 +225,59 @@ def counts_for_days(conn: sqlite3.Connection, days: list[str]) -> dict[str, int]
     return {str(outcome): int(total) for outcome, total in rows}
 
 
-def stats(conn: sqlite3.Connection, now: datetime) -> dict[str, Any]:
-    """The VIES figures ``syncd status`` shows.
-
-    ``{"entries": n, "lookups_24h": n, "hits_24h": n, "hit_ratio": float | None,
-    "open_circuits": [{"scope", "reason", "open_until"}]}``
+@dataclass(frozen=True)
+class ViesFigures:
+    """What ``syncd status`` and ``/metrics`` show of the VIES tables at one moment.
 
     The counters are kept per UTC day, so the "24h" figures cover today's and yesterday's rows
-    (between 24 and 48 hours, as flushed so far by the daemon). ``lookups_24h`` counts every
-    outcome (local answers and failures included); ``hits_24h`` counts answers from the fresh
-    cache; ``hit_ratio`` is ``cache / (cache + live + stale)`` — the share of the lookups that
-    needed a VIES answer which the cache served — or None when there were none.
+    (between 24 and 48 hours, as flushed so far by the daemon).
     """
-    by_outcome = counts_for_days(conn, [day_of(now - timedelta(days=1)), day_of(now)])
-    hits = by_outcome.get("cache", 0)
-    answered = hits + by_outcome.get("live", 0) + by_outcome.get("stale", 0)
-    return {
-        "entries": count_answers(conn),
-        "lookups_24h": sum(by_outcome.values()),
-        "hits_24h": hits,
-        "hit_ratio": round(hits / answered, 4) if answered else None,
-        "open_circuits": [
-            {"scope": c.scope, "reason": c.reason, "open_until": c.open_until}
-            for c in open_circuits(conn, now)
-        ],
-    }
+
+    answers: int  # stored answers, fresh or stale
+    open_circuits: tuple[Circuit, ...]
+    today: dict[str, int]  # outcome → lookups in the current UTC day
+    last_24h: dict[str, int]  # outcome → lookups today and yesterday
+
+    @property
+    def lookups_24h(self) -> int:
+        """Every lookup of the 24h window (local answers and failures included)."""
+        return sum(self.last_24h.values())
+
+    @property
+    def hits_24h(self) -> int:
+        """Lookups of the 24h window answered from the fresh cache."""
+        return self.last_24h.get("cache", 0)
+
+    @property
+    def hit_ratio(self) -> float | None:
+        """``cache / (cache + live + stale)``, the share of the lookups that needed a VIES answer
+        which the cache served (to four places), or None when there were none."""
+        answered = self.hits_24h + self.last_24h.get("live", 0) + self.last_24h.get("stale", 0)
+        return round(self.hits_24h / answered, 4) if answered else None
+
+    def summary(self) -> dict[str, Any]:
+        """The figures as plain data (``syncd status --json`` shows them so):
+        ``{"entries", "lookups_24h", "hits_24h", "hit_ratio", "open_circuits": [{"scope",
+        "reason", "open_until"}]}``, times as stored."""
+        return {
+            "entries": self.answers,
+            "lookups_24h": self.lookups_24h,
+            "hits_24h": self.hits_24h,
+            "hit_ratio": self.hit_ratio,
+            "open_circuits": [
+                {"scope": c.scope, "reason": c.reason, "open_until": iso(c.open_until)}
+                for c in self.open_circuits
+            ],
+        }
+
+
+def figures(conn: sqlite3.Connection, now: datetime) -> ViesFigures:
+    """The VIES figures at ``now``."""
+    today = day_of(now)
+    last_24h = counts_for_days(conn, [day_of(now - timedelta(days=1)), today])
+    return ViesFigures(
+        answers=count_answers(conn),
+        open_circuits=tuple(open_circuits(conn, now)),
+        today=counts_for_days(conn, [today]),
+        last_24h=last_24h,
+    )

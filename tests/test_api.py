@@ -26,6 +26,7 @@ import yaml
 
 from syncd.api.app import make_app
 from syncd.api.server import ApiBindError, ApiServer, parse_listen
+from syncd.core.clock import iso_or_none
 from syncd.core.errors import RetriableError, SkippableError, SyncdError
 from syncd.state import omniva
 from syncd.state.db import connect, write_transaction
@@ -133,7 +134,7 @@ class CacheLocations:
 
     def as_of(self) -> str | None:
         with self._lock:
-            return omniva.list_state(self._conn).updated_at
+            return iso_or_none(omniva.list_state(self._conn).updated_at)
 
 
 class StubHealth:

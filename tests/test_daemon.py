@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -104,10 +105,11 @@ def test_second_resync_is_refused_while_one_is_open(
     _fake, _config, cache = setup
     conn = connect(cache)
     request, created = control.request_resync(conn, entity="contacts", record_id=None,
-                                              actor="test", now="2026-11-21T00:00:00Z")
+                                              actor="test", now=datetime(2026, 11, 21, tzinfo=UTC))
     assert created
     again, created_again = control.request_resync(conn, entity="devices", record_id=None,
-                                                  actor="test", now="2026-11-21T00:00:00Z")
+                                                  actor="test",
+                                                  now=datetime(2026, 11, 21, tzinfo=UTC))
     assert not created_again and again.id == request.id
     conn.close()
 

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from syncd.core.errors import RetriableError
-from syncd.engines.mapworker import MappingWorker, map_page, resolve
+from syncd.engines.mapworker import MappingWorker, map_batch, resolve
 from syncd.mappings.loader import load_mapping_set
 
 MAPPINGS = load_mapping_set("bitrix24")
@@ -28,13 +28,13 @@ def test_worker_maps_exactly_like_the_engine() -> None:
     worker = MappingWorker(MAPPINGS)
     try:
         mapped = resolve(worker.submit("contacts", RECORDS))
-        assert mapped == map_page(MAPPINGS, "contacts", RECORDS)
+        assert mapped == map_batch(MAPPINGS, "contacts", RECORDS)
     finally:
         worker.close()
-    rows, rejects = map_page(MAPPINGS, "contacts", RECORDS)
-    assert [row[0] for row in rows] == ["1"]
-    assert rejects == [("2", "updated_at: not an ISO 8601 timestamp"),
-                       ("(no valid id)", "record is not an object")]
+    batch = map_batch(MAPPINGS, "contacts", RECORDS)
+    assert [row[0] for row in batch.rows] == ["1"]
+    assert batch.rejects == [("2", "updated_at: not an ISO 8601 timestamp"),
+                              ("(no valid id)", "record is not an object")]
 
 
 def test_a_dead_worker_is_a_retriable_error() -> None:

@@ -73,12 +73,12 @@ def fill_cache(conn: sqlite3.Connection) -> None:
             health.JobHealth(
                 job=job,
                 state=state,
-                last_success_at=stamp(success) if success else None,
-                last_error_at=None if failures == 0 else stamp(NOW),
+                last_success_at=success,
+                last_error_at=None if failures == 0 else NOW,
                 last_error=None if failures == 0 else "boom",
                 consecutive_failures=failures,
                 next_run_at=None,
-                updated_at=stamp(NOW),
+                updated_at=NOW,
             ),
         )
     with write_transaction(conn):

@@ -7,6 +7,7 @@ import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,8 @@ from syncd.engines.omniva import refresh_locations
 from syncd.state import db
 from syncd.state import omniva as store
 
-T0 = "2025-03-01T06:00:00Z"
-T1 = "2025-03-02T06:00:00Z"
+T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
+T1 = datetime(2025, 3, 2, 6, 0, tzinfo=UTC)
 SAMPLE_COUNTS = {
     "EE": {"parcel_machine": 89, "post_office": 86},
     "LV": {"parcel_machine": 86, "post_office": 0},

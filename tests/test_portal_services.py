@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ def test_example_9_6_lists_the_parcel_machines_syncd_stored(
     path = tmp_path / "cache.sqlite3"
     conn = connect(path)
     with FakeOmniva() as fake, OmnivaClient(fake.locations_url, connect_timeout=5, timeout=10) as c:
-        refresh_locations(conn, c, max_shrink_share=0.2, now="2026-11-22T00:00:00Z")
+        refresh_locations(conn, c, max_shrink_share=0.2, now=datetime(2026, 11, 22, tzinfo=UTC))
     expected = [row["id"] for row in omniva_store.list_locations(conn, "EE", "parcel_machine")]
     close_cache(conn)
     status, [out] = run_php(php, str(harness), str(EXAMPLES), stdin=json.dumps({"path": str(path)}))

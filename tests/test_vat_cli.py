@@ -127,7 +127,7 @@ def test_a_registered_number_live_then_cached_then_fresh(
     # Each run flushed its outcome to the counters `syncd status` reads.
     conn = cache(tmp_path)
     try:
-        stats = vies_cache.stats(conn, datetime.now(UTC))
+        stats = vies_cache.figures(conn, datetime.now(UTC)).summary()
     finally:
         conn.close()
     assert stats["entries"] == 1

@@ -31,7 +31,6 @@ from syncd.connectors.vies.errors import (
     fault_error,
 )
 from syncd.connectors.vies.fake import FakeVies
-from syncd.core.clock import iso
 from syncd.engines.vat import (
     MalformedVatNumberError,
     VatOptions,
@@ -190,7 +189,7 @@ class Harness:
                     address="Seeded street 1",
                     request_date=fetched.strftime("%Y-%m-%d"),
                     consultation_number=None,
-                    fetched_at=iso(fetched),
+                    fetched_at=fetched,
                 ),
                 fetched,
             )
@@ -757,7 +756,7 @@ def test_counters_are_flushed_per_utc_day(harness: Harness) -> None:
     assert harness.table(counts)[-1] == ("2025-03-11", "live", 1)
 
     conn = db.connect(harness.path)
-    stats = vies_cache.stats(conn, harness.clock.now)
+    stats = vies_cache.figures(conn, harness.clock.now).summary()
     conn.close()
     assert (stats["hits_24h"], stats["hit_ratio"]) == (2, 0.4)  # 2 / (2 cache + 2 live + 1 stale)
 
@@ -1064,7 +1063,7 @@ def test_fake_ip_blocked_opens_the_circuit_for_everyone(
     assert len(fake.requests) == 2
 
     conn = db.connect(live.path)
-    status = vies_cache.stats(conn, live.clock.now)
+    status = vies_cache.figures(conn, live.clock.now).summary()
     conn.close()
     assert status["open_circuits"] == [
         {"scope": "global", "reason": "IP_BLOCKED", "open_until": "2025-03-10T13:00:00Z"}
@@ -1081,7 +1080,7 @@ def test_fake_counters_flush_and_purge_expires(live: Harness, fake: FakeVies) ->
     live.service.flush_counts()
     conn = db.connect(live.path)
     try:
-        stats = vies_cache.stats(conn, live.clock.now)
+        stats = vies_cache.figures(conn, live.clock.now).summary()
         assert (stats["entries"], stats["lookups_24h"], stats["hits_24h"]) == (2, 5, 2)
         assert stats["hit_ratio"] == 0.5  # 2 cache / (2 cache + 2 live)
 

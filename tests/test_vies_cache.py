@@ -32,7 +32,7 @@ def answer(number: str = "100931558", *, valid: bool = True, **changes: object) 
         "address": "Tartu mnt 1\n10115 Tallinn",
         "request_date": "2025-03-10",
         "consultation_number": None,
-        "fetched_at": iso(NOW),
+        "fetched_at": NOW,
     }
     fields.update(changes)
     return CachedAnswer(**fields)  # type: ignore[arg-type]
@@ -49,7 +49,7 @@ def test_put_then_get_round_trips_and_replaces(conn: sqlite3.Connection) -> None
     replaced = vies_cache.get(conn, "EE", "100931558")
     assert replaced is not None
     assert (replaced.valid, replaced.name, replaced.address) == (False, None, None)
-    assert replaced.fetched_at == "2025-03-10T14:00:00Z"
+    assert replaced.fetched_at == datetime(2025, 3, 10, 14, 0, tzinfo=UTC)
     assert vies_cache.count_answers(conn) == 1
 
 
@@ -71,7 +71,7 @@ def test_circuits_open_expire_and_close(conn: sqlite3.Connection) -> None:
     opened = vies_cache.open_circuit(
         conn, "global", "IP_BLOCKED", now=NOW, until=NOW + timedelta(hours=1)
     )
-    assert opened.open_until == "2025-03-10T13:00:00Z"
+    assert opened.open_until == datetime(2025, 3, 10, 13, 0, tzinfo=UTC)
     vies_cache.open_circuit(conn, "EE", "MS_UNAVAILABLE", now=NOW, until=NOW + timedelta(minutes=1))
     assert [c.scope for c in vies_cache.open_circuits(conn, NOW)] == ["EE", "global"]
     assert [c.scope for c in vies_cache.open_circuits(conn, NOW + timedelta(minutes=2))] == [
@@ -83,7 +83,7 @@ def test_circuits_open_expire_and_close(conn: sqlite3.Connection) -> None:
     # Re-opening replaces the row.
     vies_cache.open_circuit(conn, "global", "VAT_BLOCKED", now=NOW, until=NOW + timedelta(hours=3))
     (row,) = [c for c in vies_cache.circuits(conn) if c.scope == "global"]
-    assert (row.reason, row.open_until) == ("VAT_BLOCKED", "2025-03-10T15:00:00Z")
+    assert (row.reason, row.open_until) == ("VAT_BLOCKED", datetime(2025, 3, 10, 15, tzinfo=UTC))
 
     assert vies_cache.close_circuit(conn, "global") is True
     assert vies_cache.close_circuit(conn, "global") is False
@@ -133,7 +133,7 @@ def test_purge_removes_old_answers_closed_circuits_and_old_counters(
 
 
 def test_stats_with_no_lookups(conn: sqlite3.Connection) -> None:
-    assert vies_cache.stats(conn, NOW) == {
+    assert vies_cache.figures(conn, NOW).summary() == {
         "entries": 0,
         "lookups_24h": 0,
         "hits_24h": 0,
@@ -153,7 +153,7 @@ def test_stats_count_today_and_yesterday_and_list_open_circuits(
     vies_cache.open_circuit(conn, "global", "IP_BLOCKED", now=NOW, until=NOW + timedelta(hours=1))
     vies_cache.open_circuit(conn, "EE", "VAT_BLOCKED", now=NOW, until=NOW - timedelta(hours=1))
 
-    stats = vies_cache.stats(conn, NOW)
+    stats = vies_cache.figures(conn, NOW).summary()
 
     assert stats["entries"] == 2
     assert stats["lookups_24h"] == 16

@@ -27,8 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from syncd.state import health, omniva, outbox, vies_cache
-from syncd.state.cache import ENTITIES
+from syncd.state import outbox, overview, vies_cache
 
 __all__ = [
     "CONTENT_TYPE",
@@ -79,19 +78,6 @@ as ``local_invalid``, as ``vies_lookup_counts`` names them) plus ``malformed`` (
 at all, a 400)."""
 
 
-def _epoch(stamp: str | None) -> float | None:
-    """A stored UTC timestamp (``...Z``, an offset, or naive meaning UTC) as unix seconds."""
-    if not stamp:
-        return None
-    try:
-        moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
 class CacheCollector:
     """Reads the cache at scrape time (a custom collector for a ``CollectorRegistry``).
 
@@ -126,52 +112,41 @@ class CacheCollector:
 
     def _read(self, conn: sqlite3.Connection, now: datetime) -> list[Metric]:
         f = _Families()
-        for job in health.load_all(conn):
+        for job in overview.jobs(conn):
             f.job_up.add_metric([job.job], 1 if job.state in _JOB_UP else 0)
             states = JOB_STATES if job.state in JOB_STATES else (*JOB_STATES, job.state)
             for state in states:
                 f.job_state.add_metric([job.job, state], 1 if state == job.state else 0)
-            success = _epoch(job.last_success_at)
-            if success is not None:
-                f.job_last_success.add_metric([job.job], success)
+            if job.last_success_at is not None:
+                f.job_last_success.add_metric([job.job], job.last_success_at.timestamp())
             f.job_failures.add_metric([job.job], job.consecutive_failures)
-        quarantined = dict(
-            conn.execute("SELECT entity, count(*) FROM quarantine GROUP BY entity").fetchall()
-        )
-        held = dict(
-            conn.execute("SELECT entity, count(*) FROM held_deletes GROUP BY entity").fetchall()
-        )
-        cursors = dict(conn.execute("SELECT entity, value FROM cursors").fetchall())
-        for entity in ENTITIES:  # a fixed set of table names, safe to format into SQL
-            (count,) = conn.execute(f"SELECT count(*) FROM main.{entity}").fetchone()
-            f.records.add_metric([entity], count)
-            f.quarantined.add_metric([entity], quarantined.get(entity, 0))
-            f.held_deletes.add_metric([entity], held.get(entity, 0))
-            as_of = _epoch(cursors.get(entity))
-            if as_of is not None:
-                f.data_as_of.add_metric([entity], as_of)
-        queue = outbox.depth(conn, now=now)
-        for status, count in queue["by_status"].items():
+        for entity, figures in overview.entities(conn).items():
+            f.records.add_metric([entity], figures.records)
+            f.quarantined.add_metric([entity], figures.quarantined)
+            f.held_deletes.add_metric([entity], figures.held.count if figures.held else 0)
+            if figures.data_as_of is not None:
+                f.data_as_of.add_metric([entity], figures.data_as_of.timestamp())
+        queue = outbox.depth(conn)
+        for status, count in queue.by_status.items():
             f.outbox.add_metric([status], count)
-        age = queue["oldest_undelivered_age_seconds"]
+        age = queue.oldest_undelivered_age(now)
         f.outbox_age.add_metric([], max(0.0, age) if age is not None else 0.0)
-        f.vies_answers.add_metric([], vies_cache.count_answers(conn))
-        f.vies_circuits.add_metric([], len(vies_cache.open_circuits(conn, now)))
-        today = vies_cache.counts_for_days(conn, [vies_cache.day_of(now)])
-        for outcome in (*vies_cache.OUTCOMES, *sorted(set(today) - set(vies_cache.OUTCOMES))):
-            f.vies_today.add_metric([outcome], today.get(outcome, 0))
-        for country, kinds in omniva.counts(conn).items():
+        vies = vies_cache.figures(conn, now)
+        f.vies_answers.add_metric([], vies.answers)
+        f.vies_circuits.add_metric([], len(vies.open_circuits))
+        for outcome in (*vies_cache.OUTCOMES, *sorted(set(vies.today) - set(vies_cache.OUTCOMES))):
+            f.vies_today.add_metric([outcome], vies.today.get(outcome, 0))
+        parcels = overview.omniva_figures(conn)
+        for country, kinds in parcels.counts.items():
             for kind, count in kinds.items():
                 f.omniva_locations.add_metric([country, kind], count)
-        parcel_list = omniva.list_state(conn)
-        f.omniva_loaded.add_metric([], 1 if parcel_list.loaded else 0)
-        for family, stamp in (
-            (f.omniva_age, parcel_list.updated_at),
-            (f.omniva_checked_age, parcel_list.checked_at),
+        f.omniva_loaded.add_metric([], 1 if parcels.list_state.loaded else 0)
+        for family, moment in (
+            (f.omniva_age, parcels.list_state.updated_at),
+            (f.omniva_checked_age, parcels.list_state.checked_at),
         ):
-            moment = _epoch(stamp)
             if moment is not None:
-                family.add_metric([], max(0.0, now.timestamp() - moment))
+                family.add_metric([], max(0.0, (now - moment).total_seconds()))
         return f.all()
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
-from syncd.core.clock import utc_now
-from syncd.state import health, omniva, vies_cache
+from syncd.core.clock import iso, iso_or_none, utc_now
+from syncd.state import omniva, overview
 from syncd.state.db import ThreadConnections
-from syncd.state.migrations import current_version
 
 
 class CachedLocations:
@@ -28,7 +28,9 @@ class CachedLocations:
     def __init__(self, connections: ThreadConnections) -> None:
         self._connections = connections
         self._lock = threading.Lock()
-        self._cache: dict[tuple[str, str | None], tuple[str | None, list[dict[str, Any]]]] = {}
+        self._cache: dict[
+            tuple[str, str | None], tuple[datetime | None, list[dict[str, Any]]]
+        ] = {}
 
     def locations(self, country: str, kind: str | None) -> list[dict[str, Any]]:
         conn = self._connections.get()
@@ -48,7 +50,7 @@ class CachedLocations:
     def as_of(self) -> str | None:
         """When the stored list last changed; None when no list has been loaded yet."""
         state = omniva.list_state(self._connections.get())
-        return state.updated_at if state.record_count else None
+        return iso_or_none(state.updated_at) if state.record_count else None
 
 
 class DaemonHealth:
@@ -65,11 +67,11 @@ class DaemonHealth:
         self._lanes = lanes
 
     def __call__(self) -> tuple[bool, dict[str, Any]]:
-        conn = self._connections.get()
-        jobs = {job.job: job.state for job in health.load_all(conn)}
+        seen = overview.health(self._connections.get(), utc_now())
+        jobs = {job.job: job.state for job in seen.jobs}
         stopped = sorted(name for name, state in jobs.items() if state == "stopped")
         failing = sorted(name for name, state in jobs.items() if state == "failing")
-        circuits = vies_cache.open_circuits(conn, utc_now())
+        circuits = seen.open_circuits
         lanes = self._lanes() if self._lanes is not None else {}
         hung = any(state != "ok" for state in lanes.values())
         unhealthy = bool(stopped) or hung
@@ -79,7 +81,8 @@ class DaemonHealth:
             "jobs": jobs,
             "lanes": lanes,
             "vies_circuits": [
-                {"scope": c.scope, "reason": c.reason, "open_until": c.open_until} for c in circuits
+                {"scope": c.scope, "reason": c.reason, "open_until": iso(c.open_until)}
+                for c in circuits
             ],
-            "schema_version": current_version(conn),
+            "schema_version": seen.schema_version,
         }

@@ -13,8 +13,9 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from syncd.cli.jsonable import jsonable
 from syncd.config import Settings
-from syncd.core.clock import iso, utc_now
+from syncd.core.clock import utc_now
 from syncd.core.entities import Entity
 from syncd.core.errors import ConfigError, ResyncBusyError, SyncdError
 from syncd.daemon import lock
@@ -35,15 +36,17 @@ def run_resync(
     emit_json: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
     """Returns an exit code: 0 done, 1 failed, 75 busy (another resync or lock holder)."""
-    if not settings.crm.url:
-        raise ConfigError("crm.url: not set; there is no CRM to resync from")
+    if not settings.crm_configured:
+        raise ConfigError(
+            f"crm.{settings.crm.vendor}: no CRM configured; there is nothing to resync from"
+        )
     state_dir = settings.state.cache_path.parent
     target = entity + (f" record {record_id}" if record_id else "")
     audit.record(conn, "resync.request", target=target)
     holder = lock.holder(state_dir)
     if holder is not None and "daemon" in holder:
         request, created = control.request_resync(
-            conn, entity=entity, record_id=record_id, actor=audit.os_user(), now=iso(utc_now())
+            conn, entity=entity, record_id=record_id, actor=audit.os_user(), now=utc_now()
         )
         if not created:
             print(
@@ -86,7 +89,7 @@ def _follow(
             time.sleep(FOLLOW_POLL_SECONDS)
     ok = request.status == "done"
     if emit_json:
-        emit_json({"request": vars(request), "ok": ok})
+        emit_json({"request": jsonable(request), "ok": ok})
     print(f"resync #{request.id} {request.status}: {request.message}", file=out)
     return 0 if ok else 1
 

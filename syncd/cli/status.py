@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from syncd.core.clock import iso, parse_iso, utc_now
+from syncd.cli.jsonable import jsonable
+from syncd.core.clock import iso, iso_or_none, parse_iso, utc_now
 from syncd.daemon import lock
-from syncd.state import control, health, omniva, outbox, vies_cache
-from syncd.state.cache import ENTITIES
-from syncd.state.db import database
-from syncd.state.migrations import current_version, latest_version
+from syncd.state import overview
 
 QUARANTINE_SHOWN = 5
 
@@ -19,52 +18,41 @@ QUARANTINE_SHOWN = 5
 def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
     """Everything ``status`` reports, as JSON-able data; ``healthy`` says whether to exit 0."""
     daemon = lock.holder(state_dir)
-    jobs = [vars(h) for h in health.load_all(conn)]
-    entities = {}
-    db = database(conn)
-    for entity in ENTITIES:
-        cursor = conn.execute("SELECT value FROM cursors WHERE entity = ?", (entity,)).fetchone()
-        entities[entity] = {
-            "count": db[entity].count,
-            "data_as_of": _utc(cursor[0]) if cursor else None,
-        }
+    now = utc_now()
+    seen = overview.read(conn, now)
+    jobs = [jsonable(h) for h in seen.jobs]
+    entities = {
+        entity: {"count": figures.records, "data_as_of": iso_or_none(figures.data_as_of)}
+        for entity, figures in seen.entities.items()
+    }
     quarantine = [
-        {"entity": e, "crm_id": i, "reason": r, "last_seen_at": s, "occurrences": n}
-        for e, i, r, s, n in conn.execute(
-            "SELECT entity, crm_id, reason, last_seen_at, occurrences FROM quarantine "
-            "ORDER BY last_seen_at DESC"
-        )
+        {
+            "entity": q.entity,
+            "crm_id": q.crm_id,
+            "reason": q.reason,
+            "last_seen_at": iso(q.last_seen_at),
+            "occurrences": q.occurrences,
+        }
+        for q in seen.quarantined
     ]
-    held = {
-        e: n for e, n in conn.execute("SELECT entity, count(*) FROM held_deletes GROUP BY entity")
+    held = {e: figures.held for e, figures in seen.entities.items() if figures.held is not None}
+    queue: dict[str, Any] = {
+        "by_status": seen.outbox.by_status,
+        "oldest_undelivered_age_seconds": seen.outbox.oldest_undelivered_age(now),
     }
-    held_reasons = {
-        e: r
-        for e, r in conn.execute("SELECT entity, max(reason) FROM held_deletes GROUP BY entity")
-    }
-    last_run = conn.execute(
-        "SELECT id, kind, finished_at, upserted, deleted, quarantined, held_deletes "
-        "FROM sync_runs ORDER BY id DESC LIMIT 1"
-    ).fetchone()
-    resync = control.open_request(conn)
-    progress = {
-        row[0]: {"pages": row[1], "records": row[2]}
-        for row in conn.execute("SELECT entity, pages, records FROM resync_progress")
-    }
-    queue = outbox.depth(conn, now=utc_now())
     problems = [
         f"job {j['job']} is {j['state']}: {j['last_error']}"
         for j in jobs
         if j["state"] in ("failing", "stopped")
     ]
-    problems += [f"{n} {e} deletions held by the delete guard" for e, n in held.items()]
-    vies = vies_cache.stats(conn, utc_now())
+    problems += [f"{h.count} {e} deletions held by the delete guard" for e, h in held.items()]
+    vies = seen.vies.summary()
     problems += [
         f"VIES circuit open ({c['scope']}): VIES answered {c['reason']}; no VIES calls until "
         f"{c['open_until']}"
         for c in vies["open_circuits"]
     ]
-    parcel_list = omniva.list_state(conn)
+    parcel_list = seen.omniva.list_state
     if daemon is None:
         problems.append("no daemon is running")
     if queue["by_status"]["dead"]:
@@ -78,43 +66,36 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
         "daemon": daemon,
         "cache": {
             "path": str(state_dir / "cache.sqlite3"),
-            "schema_version": current_version(conn),
-            "schema_expected": latest_version(),
+            "schema_version": seen.schema_version,
+            "schema_expected": seen.schema_expected,
         },
         "jobs": jobs,
         "entities": entities,
-        "last_run": dict(
-            zip(
-                ("id", "kind", "finished_at", "upserted", "deleted", "quarantined", "held_deletes"),
-                last_run,
-                strict=True,
-            )
-        )
-        if last_run
-        else None,
+        "last_run": jsonable(seen.last_run) if seen.last_run else None,
         "quarantine": {"count": len(quarantine), "records": quarantine},
-        "held_deletes": {e: {"count": n, "reason": held_reasons[e]} for e, n in held.items()},
-        "resync": vars(resync) if resync else None,
-        "resync_in_progress": progress,
+        "held_deletes": {e: {"count": h.count, "reason": h.reason} for e, h in held.items()},
+        "resync": jsonable(seen.resync_request) if seen.resync_request else None,
+        "resync_in_progress": {
+            entity: {"pages": staged.pages, "records": staged.records}
+            for entity, staged in seen.resync_staged.items()
+        },
         "outbox": queue,
         "vies": vies,
         "omniva": {
             "records": parcel_list.record_count,
             "skipped": parcel_list.skipped_count,
-            "updated_at": parcel_list.updated_at,
-            "checked_at": parcel_list.checked_at,
-            "age_seconds": _age_seconds(parcel_list.updated_at),
-            "refused_at": parcel_list.refused_at,
+            "updated_at": iso_or_none(parcel_list.updated_at),
+            "checked_at": iso_or_none(parcel_list.checked_at),
+            "age_seconds": _age_seconds(parcel_list.updated_at, now),
+            "refused_at": iso_or_none(parcel_list.refused_at),
             "refused_reason": parcel_list.refused_reason,
-            "counts": omniva.counts(conn),
+            "counts": seen.omniva.counts,
         },
     }
 
 
-def _age_seconds(stamp: str | None) -> int | None:
-    if not stamp:
-        return None
-    return int((utc_now() - parse_iso(stamp)).total_seconds())
+def _age_seconds(moment: datetime | None, now: datetime) -> int | None:
+    return None if moment is None else int((now - moment).total_seconds())
 
 
 def render(report: dict[str, Any]) -> str:
@@ -241,10 +222,6 @@ def _seconds_until(stamp: str | None) -> int | None:
     if not stamp:
         return None
     return int((parse_iso(stamp) - utc_now()).total_seconds())
-
-
-def _utc(value: str) -> str:
-    return iso(parse_iso(value))
 
 
 def _ago(stamp: str | None) -> str:

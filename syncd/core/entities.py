@@ -75,3 +75,17 @@ CANONICAL_FIELDS: dict[str, tuple[CanonicalField, ...]] = {
 def field_names(entity: str) -> tuple[str, ...]:
     """The canonical field names of ``entity`` in storage order."""
     return tuple(f.name for f in CANONICAL_FIELDS[entity])
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalRecord:
+    """One record in canonical form, ready to store.
+
+    ``values`` holds each canonical field's value once, in storage order (``CANONICAL_FIELDS``),
+    in the form the cache stores it: JSON fields as JSON text, links as the target's ``crm_id``.
+    """
+
+    crm_id: str
+    updated_at: str | None
+    values: tuple[str | None, ...]
+    content_hash: str  # of the values, links left out (the cache stores them resolved)

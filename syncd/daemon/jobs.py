@@ -12,9 +12,9 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from syncd.core.clock import iso, utc_now
+from syncd.core.clock import utc_now
 from syncd.core.errors import FatalError, RetriableError, SkippableError
 from syncd.engines.mirror import StopRequested
 from syncd.state import health
@@ -41,8 +41,8 @@ class Job:
         self._rng = rng or random.Random()
         self.state = "idle"
         self.consecutive_failures = 0
-        self.last_success_at: str | None = None
-        self.last_error_at: str | None = None
+        self.last_success_at: datetime | None = None
+        self.last_error_at: datetime | None = None
         self.last_error: str | None = None
         self.last_result: str | None = None
         self.backoff_until = 0.0  # time.monotonic()
@@ -86,13 +86,13 @@ class Job:
         self.state = "ok"
         self.consecutive_failures = 0
         self.backoff_until = 0.0
-        self.last_success_at = iso(utc_now())
+        self.last_success_at = utc_now()
 
     def _failed(self, error: BaseException, *, fatal: bool, label: str | None = None) -> None:
         message = label or str(error) or type(error).__name__
         self.consecutive_failures += 1
         self.last_error = message
-        self.last_error_at = iso(utc_now())
+        self.last_error_at = utc_now()
         if fatal:
             self.state = "stopped"
             log.error("job %s stopped: %s; fix the cause and restart syncd", self.name, message)
@@ -121,7 +121,7 @@ class Job:
 
     def _save(self, conn: sqlite3.Connection) -> None:
         wait = max(0.0, self.backoff_until - time.monotonic())
-        next_run = iso(utc_now() + timedelta(seconds=wait)) if wait else None
+        next_run = utc_now() + timedelta(seconds=wait) if wait else None
         health.save(
             conn,
             health.JobHealth(
@@ -132,6 +132,6 @@ class Job:
                 last_error=self.last_error,
                 consecutive_failures=self.consecutive_failures,
                 next_run_at=next_run,
-                updated_at=iso(utc_now()),
+                updated_at=utc_now(),
             ),
         )

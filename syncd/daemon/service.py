@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import ClassVar
 
 import schedule
 
@@ -29,7 +30,7 @@ from syncd.api.app import ApiServer, make_app
 from syncd.api.sources import CachedLocations, DaemonHealth
 from syncd.config import Settings
 from syncd.connectors.budget import RequestBudget
-from syncd.core.clock import iso, utc_now
+from syncd.core.clock import utc_now
 from syncd.core.entities import Entity
 from syncd.core.errors import ConfigError
 from syncd.daemon.jobs import Job
@@ -66,9 +67,12 @@ class _Task:
     run: Callable[[sqlite3.Connection, MirrorEngine], None]
 
 
-class CrmLane:
-    """A worker thread that owns its own cache connection and engine, running one task at a
-    time; a task already queued or running is not queued twice."""
+class _Lane:
+    """What each CRM-facing lane has: the settings, the stop event, the request budget it
+    shares with the other lane, a heartbeat the watchdog reads, and its own thread running
+    ``_loop``."""
+
+    name: ClassVar[str]
 
     def __init__(
         self,
@@ -80,7 +84,31 @@ class CrmLane:
         self.settings = settings
         self.stop = stop
         self.budget = budget
-        self.heartbeat = heartbeat or Heartbeat("crm", DEADLINES["crm"])
+        self.heartbeat = heartbeat or Heartbeat(self.name, DEADLINES[self.name])
+        self._thread = threading.Thread(target=self._loop, name=f"{self.name}-lane", daemon=True)
+        self.heartbeat.thread = self._thread
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        raise NotImplementedError
+
+
+class CrmLane(_Lane):
+    """A worker thread that owns its own cache connection and engine, running one task at a
+    time; a task already queued or running is not queued twice."""
+
+    name = "crm"
+
+    def __init__(
+        self,
+        settings: Settings,
+        stop: threading.Event,
+        budget: RequestBudget | None = None,
+        heartbeat: Heartbeat | None = None,
+    ) -> None:
+        super().__init__(settings, stop, budget, heartbeat)
         self._queue: queue.Queue[_Task | None] = queue.Queue()
         self._pending: set[str] = set()
         self._lock = threading.Lock()
@@ -89,11 +117,6 @@ class CrmLane:
         self.conn: sqlite3.Connection | None = None
         self.ready = threading.Event()
         self.failed_to_start: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="crm-lane", daemon=True)
-        self.heartbeat.thread = self._thread
-
-    def start(self) -> None:
-        self._thread.start()
 
     def submit(self, task: _Task) -> bool:
         with self._lock:
@@ -156,11 +179,12 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-class PushLane:
+class PushLane(_Lane):
     """The outbox's own thread: its own cache connection and CRM client, so a full resync on the
     CRM lane never delays a service request. It drains due requests, then sleeps until the
     portal commits something (``PRAGMA data_version``) or the next retry is due."""
 
+    name = "push"
     RETENTION_EVERY_SECONDS = 3600.0
     MAX_IDLE_SECONDS = 5.0  # re-check retry_wait rows at least this often
 
@@ -171,17 +195,9 @@ class PushLane:
         budget: RequestBudget | None = None,
         heartbeat: Heartbeat | None = None,
     ) -> None:
-        self.settings = settings
-        self.stop = stop
-        self.budget = budget
-        self.heartbeat = heartbeat or Heartbeat("push", DEADLINES["push"])
+        super().__init__(settings, stop, budget, heartbeat)
         self.job = Job("push", self._drain)
         self.delivery: OutboxDelivery | None = None
-        self._thread = threading.Thread(target=self._loop, name="push-lane", daemon=True)
-        self.heartbeat.thread = self._thread
-
-    def start(self) -> None:
-        self._thread.start()
 
     def shutdown(self, timeout: float) -> bool:
         self._thread.join(timeout)
@@ -237,7 +253,7 @@ class Daemon:
         self.stop = threading.Event()
         self.liveness = Liveness(settings.watchdog.deadlines())
         # Without [crm] url the daemon serves VIES, Omniva and the API only: no CRM lanes.
-        self.crm_enabled = settings.crm.url is not None
+        self.crm_enabled = settings.crm_configured
         # One CRM request budget for the process: the mirror and push lanes share the CRM's
         # rate limit, and push goes first (crm.push_reserve).
         self.budget = build_budget(settings) if self.crm_enabled else None
@@ -304,13 +320,11 @@ class Daemon:
                     request.id,
                     ok=False,
                     message=str(error) or type(error).__name__,
-                    now=iso(utc_now()),
+                    now=utc_now(),
                 )
                 log.warning("resync request #%d failed: %s", request.id, error)
             else:
-                control.finish(
-                    conn, request.id, ok=True, message=report.summary(), now=iso(utc_now())
-                )
+                control.finish(conn, request.id, ok=True, message=report.summary(), now=utc_now())
                 log.info("resync request #%d done: %s", request.id, report.summary())
             finally:
                 engine.progress = None
@@ -330,7 +344,7 @@ class Daemon:
 
     def _run_locked(self) -> int:
         conn = open_cache(self.settings)
-        requeued = control.fail_abandoned(conn, now=iso(utc_now()))
+        requeued = control.fail_abandoned(conn)
         if requeued:
             log.info(
                 "%d resync request(s) left running by a previous daemon were re-queued", requeued
@@ -358,7 +372,8 @@ class Daemon:
         self.notifier.ready(
             "syncd running; first mirror cycle started"
             if self.crm_enabled
-            else "syncd running without a CRM (crm.url not set): VIES, Omniva and the API only"
+            else f"syncd running without a CRM ([crm.{self.settings.crm.vendor}] not set): "
+            "VIES, Omniva and the API only"
         )
         if self.api is not None:
             log.info("local API listening on %s", self.api.address)
@@ -482,7 +497,7 @@ class Daemon:
     def _record_watchdog(conn: sqlite3.Connection, problem: str | None) -> None:
         """The ``watchdog`` row of job_health: failing with ``problem``, or ok again (keeping
         the last problem for the record)."""
-        now = iso(utc_now())
+        now = utc_now()
         try:
             previous = health.load(conn, "watchdog")
             health.save(
@@ -526,16 +541,11 @@ class Daemon:
             return
         # A plain read first: the main loop must not queue for the write lock every half
         # second (it would sit in SQLite's busy wait while a lane writes, deaf to signals).
-        if (
-            conn.execute(
-                "SELECT 1 FROM control_requests WHERE status = 'pending' LIMIT 1"
-            ).fetchone()
-            is None
-        ):
+        if not control.has_pending(conn):
             return
-        if any(self.lane.queued(f"control-{i}") for i in self._open_control_ids(conn)):
+        if any(self.lane.queued(f"control-{i}") for i in control.running_ids(conn)):
             return
-        request = control.claim_pending(conn, now=iso(utc_now()))
+        request = control.claim_pending(conn, now=utc_now())
         if request is not None:
             log.info(
                 "resync request #%d (%s%s) from %s accepted",
@@ -545,13 +555,6 @@ class Daemon:
                 request.requested_by,
             )
             self.lane.submit(self._control_task(request))
-
-    @staticmethod
-    def _open_control_ids(conn: sqlite3.Connection) -> list[int]:
-        return [
-            row[0]
-            for row in conn.execute("SELECT id FROM control_requests WHERE status = 'running'")
-        ]
 
     def _update_status(self) -> None:
         crm_jobs = (*self.jobs.values(), self.push.job) if self.push is not None else ()

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from syncd.config import Settings
-from syncd.core.clock import iso, parse_iso, utc_now
+from syncd.core.clock import utc_now
 from syncd.daemon.jobs import Job
 from syncd.daemon.liveness import DEADLINES, Heartbeat
 from syncd.engines.omniva import refresh_locations
@@ -85,7 +85,7 @@ class ServicesLane:
             self.conn,
             self._omniva_client,
             max_shrink_share=self.settings.omniva.max_shrink_share,
-            now=iso(utc_now()),
+            now=utc_now(),
         )
         return report.summary()
 
@@ -137,7 +137,7 @@ class ServicesLane:
         state = omniva_store.list_state(conn)
         if state.checked_at is None or state.record_count == 0:
             return
-        age = (utc_now() - parse_iso(state.checked_at)).total_seconds()
+        age = (utc_now() - state.checked_at).total_seconds()
         for entry in self._schedule:
             if entry.job.name == "omniva" and 0 <= age < entry.every_seconds:
                 entry.due_at = time.monotonic() + entry.every_seconds - age

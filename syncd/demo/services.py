@@ -20,10 +20,11 @@ from syncd.api.sources import CachedLocations, DaemonHealth
 from syncd.config import Settings, load_settings
 from syncd.connectors.omniva.fake import FakeOmniva
 from syncd.connectors.vies.fake import FakeVies
-from syncd.core.clock import iso, utc_now
+from syncd.core.clock import utc_now
 from syncd.core.errors import MalformedResponseError
 from syncd.engines.omniva import refresh_locations
 from syncd.runtime import build_omniva_client, build_vat_service, open_cache
+from syncd.state import demo_edits
 from syncd.state import omniva as omniva_store
 from syncd.state.db import ThreadConnections
 
@@ -67,13 +68,13 @@ def _omniva_story(
     client = build_omniva_client(settings)
     max_shrink = settings.omniva.max_shrink_share
     try:
-        report = refresh_locations(conn, client, max_shrink_share=max_shrink, now=iso(utc_now()))
+        report = refresh_locations(conn, client, max_shrink_share=max_shrink, now=utc_now())
         console.print(f"first download: {report.summary()}")
-        again = refresh_locations(conn, client, max_shrink_share=max_shrink, now=iso(utc_now()))
+        again = refresh_locations(conn, client, max_shrink_share=max_shrink, now=utc_now())
         console.print(f"six hours later, a conditional request: {again.summary()}")
         omniva.set_mode("html", times=1)
         try:
-            refresh_locations(conn, client, max_shrink_share=max_shrink, now=iso(utc_now()))
+            refresh_locations(conn, client, max_shrink_share=max_shrink, now=utc_now())
             refused = False
         except MalformedResponseError as error:
             refused = True
@@ -120,10 +121,7 @@ def _vat_story(
     ask(f"{latvian.vat_id} (Latvia)", latvian.vat_id)
     # A day and a half later (the demo moves the answer's age instead of waiting) Latvia's
     # VIES node is down: the expired answer is still shown, flagged stale with its age.
-    conn.execute(
-        "UPDATE vies_answers SET fetched_at = ? WHERE country_code = 'LV'",
-        (iso(utc_now() - timedelta(hours=36)),),
-    )
+    demo_edits.age_vies_answers(conn, "LV", utc_now() - timedelta(hours=36))
     vies.inject("MS_UNAVAILABLE", country="LV")
     stale = ask(f"{latvian.vat_id}, 36 h later, LV down", latvian.vat_id)
     console.print(table)

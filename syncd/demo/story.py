@@ -26,10 +26,10 @@ from syncd.api.app import ApiServer, make_app
 from syncd.api.sources import CachedLocations, DaemonHealth
 from syncd.cli.status import collect, render
 from syncd.config import Settings, load_settings
-from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
-from syncd.connectors.crm.bitrix24.fake_view import adapter_view
+from syncd.connectors.crm import registry
+from syncd.connectors.crm.vendor import FakeCrm
 from syncd.core.entities import Entity
-from syncd.core.errors import RetriableError
+from syncd.core.errors import ConfigError, RetriableError
 from syncd.demo.services import services_story
 from syncd.engines.mirror import CycleReport, MirrorEngine, apply_held_deletes
 from syncd.engines.push import OutboxDelivery
@@ -37,13 +37,16 @@ from syncd.engines.spool import MIB
 from syncd.engines.verify import differences
 from syncd.logging_setup import configure_logging
 from syncd.runtime import build_engine, build_intake, build_pusher, open_cache, push_options
+from syncd.state import demo_edits, outbox
+from syncd.state.cache import CacheStore
 from syncd.state.db import ThreadConnections
 from syncd.state.db import close as close_cache
 
 DEMO_SEED = 20261121
 
 
-def run_demo(directory: Path, *, contacts: int = 2000) -> int:
+def run_demo(directory: Path, *, contacts: int = 2000, vendor: str = "bitrix24") -> int:
+    """Tell the story against ``vendor``'s fake; returns the exit code (0: all as expected)."""
     console = Console(highlight=False)
     directory.mkdir(parents=True, exist_ok=True)
     for stale in directory.glob("cache.sqlite3*"):
@@ -51,23 +54,14 @@ def run_demo(directory: Path, *, contacts: int = 2000) -> int:
     log_path = directory / "syncd.log"
     companies, devices = max(10, contacts // 6), max(10, contacts // 2)
     console.rule("[bold]syncd demo")
-    with FakeBitrix24(
-        seed=DEMO_SEED,
-        companies=companies,
-        contacts=contacts,
-        devices=devices,
-        token="demo-webhook-token",
-    ) as fake:
-        token_file = directory / "crm_webhook_token"
-        token_file.write_text(fake.token)
-        token_file.chmod(0o600)
+    plugin = registry.get(vendor)
+    running = plugin.fake(seed=DEMO_SEED, companies=companies, contacts=contacts, devices=devices)
+    if running is None:
+        raise ConfigError(f"crm.vendor: {plugin.title} has no fake to run the demo against")
+    with running as fake:
         settings = load_settings(
             None,
-            crm={
-                "url": fake.base_url,
-                "webhook_token_file": token_file,
-                "requests_per_second": 0,  # the in-process fake has no rate limit
-            },
+            crm=fake.crm_settings(directory),
             state={"directory": directory},
             log={"level": "DEBUG"},
         )
@@ -83,17 +77,14 @@ def run_demo(directory: Path, *, contacts: int = 2000) -> int:
 
 def _story(
     console: Console,
-    fake: FakeBitrix24,
+    fake: FakeCrm,
     settings: Settings,
     conn: sqlite3.Connection,
     directory: Path,
     log_path: Path,
 ) -> int:
     engine = build_engine(settings, conn)
-    console.print(
-        f"fake Bitrix24 listening on {fake.base_url} (webhook token from a file, as in "
-        f"production); seeded {_counts_text(fake)}"
-    )
+    console.print(f"{fake.title} {fake.describe()}; seeded {_counts_text(fake)}")
 
     console.rule("1. first start: full mirror")
     report = _timed(console, engine.run_cycle, fake)
@@ -101,7 +92,7 @@ def _story(
 
     console.rule("2. the CRM changes; an incremental cycle and an ID sweep follow")
     summary = fake.mutate_random(creates=25, updates=60, deletes=12, seed=7)
-    console.print(f"changed in the CRM: {_mutation_text(summary)}")
+    console.print(f"changed in the CRM: {summary}")
     _report_table(console, _timed(console, engine.run_cycle, fake))
     console.print(
         "deletions are not visible to an incremental query; the periodic ID sweep finds them:"
@@ -109,9 +100,10 @@ def _story(
     _report_table(console, _timed(console, engine.sweep, fake))
 
     console.rule("3. the delete guard holds a suspicious mass deletion")
-    doomed = sorted(fake.records("devices"), key=int)[: len(fake.records("devices")) // 3]
+    device_ids = fake.record_ids(Entity.DEVICES)
+    doomed = device_ids[: len(device_ids) // 3]
     for device_id in doomed:
-        fake.delete("devices", device_id)
+        fake.delete(Entity.DEVICES, device_id)
     console.print(f"{len(doomed)} devices vanish from the CRM at once (say, a permission change)")
     _report_table(console, engine.sweep())
     for entity, held in collect(conn, directory)["held_deletes"].items():
@@ -124,15 +116,12 @@ def _story(
     console.print(f"applied {apply_held_deletes(conn, Entity.DEVICES)} held device deletions")
 
     console.rule("4. a damaged mirror is repaired by a resync")
-    damaged = conn.execute(
-        "UPDATE devices SET location = 'wrong', content_hash = 'damaged' "
-        "WHERE rowid IN (SELECT rowid FROM devices LIMIT 5)"
-    ).rowcount
+    damaged = demo_edits.damage_devices(conn, 5)
     console.print(f"{damaged} device rows damaged by hand; [bold]syncd --resync devices[/bold]:")
     _report_table(console, _timed(console, lambda: engine.run_full([Entity.DEVICES]), fake))
 
     console.rule("5. the cache checked against the CRM, record by record")
-    problems = differences(conn, engine.mappings, adapter_view(fake))
+    problems = differences(conn, engine.mappings, fake.adapter_view())
     if problems:
         console.print(f"[red]{len(problems)} differences[/red]: " + "; ".join(problems[:5]))
     else:
@@ -164,12 +153,12 @@ def _story(
 
 
 def _outbox_story(
-    console: Console, fake: FakeBitrix24, settings: Settings, conn: sqlite3.Connection
+    console: Console, fake: FakeCrm, settings: Settings, conn: sqlite3.Connection
 ) -> None:
     options = push_options(settings)
     shutil.rmtree(options.spool, ignore_errors=True)
-    devices = sorted(fake.records("devices"), key=int)
-    contacts = sorted(fake.records("contacts"), key=int)
+    devices = fake.record_ids(Entity.DEVICES)
+    contacts = fake.record_ids(Entity.CONTACTS)
     samples = {
         "photo.jpg": b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 40,
         "invoice.pdf": b"%PDF-1.7\n" + b"0" * 20_000 + b"\n%%EOF\n",
@@ -239,7 +228,7 @@ def _outbox_story(
         server.stop(5.0)
         connections.close_all()
     console.print("the CRM will drop the connection right after creating the first item")
-    fake.faults.add("drop_after_processing", times=1, method="crm.item.add")
+    fake.lose_next_create_answer()
     pusher = build_pusher(settings)
     later = timedelta()
 
@@ -255,19 +244,21 @@ def _outbox_story(
     table = Table(title="the outbox after delivery", title_justify="left")
     for column in ("request", "status", "CRM item", "files in the CRM", "why"):
         table.add_column(column)
-    items = {item.get("xmlId"): item for item in fake.service_requests().values()}
+    items = fake.service_requests()
     for key, _kind in filed:
-        row = conn.execute(
-            "SELECT id, status, crm_id, last_error FROM outbox_requests WHERE idempotency_key = ?",
-            (key,),
-        ).fetchone()
-        item = items.get(key)
-        uploaded = item["_disk_files"] if item else []
+        request = outbox.get_by_key(conn, key)
+        assert request is not None  # filed through the door above
         # stored as "<uuid>-<position>-<name>": show the name
-        shown = ", ".join(str(f["name"]).split("-", 6)[-1] for f in uploaded) or "-"
-        table.add_row(f"#{row[0]}", str(row[1]), str(row[2] or "-"), shown, str(row[3] or ""))
+        shown = ", ".join(name.split("-", 6)[-1] for name in items.get(key, [])) or "-"
+        table.add_row(
+            f"#{request.id}",
+            request.status,
+            request.crm_id or "-",
+            shown,
+            request.last_error or "",
+        )
     console.print(table)
-    duplicates = len(fake.service_requests()) - len(items)
+    duplicates = fake.service_request_count() - len(items)
     left = sum(1 for p in options.spool.rglob("*") if p.is_file())
     console.print(
         f"CRM items per request: exactly one ({duplicates} duplicates, despite the retried POST "
@@ -282,7 +273,7 @@ class _NoVat:
         raise RetriableError("VIES is shown in the next chapter")
 
 
-def _timed(console: Console, step: object, fake: FakeBitrix24) -> CycleReport:
+def _timed(console: Console, step: object, fake: FakeCrm) -> CycleReport:
     before = fake.request_count
     started = time.perf_counter()
     report: CycleReport = step()  # type: ignore[operator]
@@ -308,26 +299,13 @@ def _report_table(console: Console, report: CycleReport) -> None:
     console.print(table)
 
 
-def _counts_text(fake: FakeBitrix24) -> str:
-    return ", ".join(f"{len(fake.records(e.value))} {e.value}" for e in Entity)
+def _counts_text(fake: FakeCrm) -> str:
+    return ", ".join(f"{len(fake.record_ids(e))} {e.value}" for e in Entity)
 
 
 def _cache_counts_text(conn: sqlite3.Connection) -> str:
-    return ", ".join(
-        f"{conn.execute(f'SELECT count(*) FROM {e.value}').fetchone()[0]} {e.value}" for e in Entity
-    )
-
-
-def _mutation_text(summary: object) -> str:
-    if isinstance(summary, dict):
-        parts = []
-        for kind, per_entity in summary.items():
-            if isinstance(per_entity, dict):
-                parts.append(
-                    f"{kind} " + ", ".join(f"{len(v)} {e}" for e, v in per_entity.items() if v)
-                )
-        return "; ".join(parts) if parts else str(summary)
-    return str(summary)
+    store = CacheStore(conn)
+    return ", ".join(f"{store.count(e)} {e.value}" for e in Entity)
 
 
 __all__ = ["MirrorEngine", "run_demo"]

@@ -53,7 +53,7 @@ from syncd.engines.spool import (
     sanitise_name,
     sniff_bytes,
 )
-from syncd.state import outbox
+from syncd.state import outbox, references
 
 __all__ = [
     "FORM_FIELDS",
@@ -561,7 +561,7 @@ class ServiceRequestIntake:
             ("contact_crm_id", "contacts", "contact"),
         ):
             value = fields.get(name)
-            if value and outbox.unknown_reference(conn, table, value):
+            if value and references.unknown_reference(conn, table, value):
                 raise IntakeError(
                     422,
                     f"unknown_{entity}",

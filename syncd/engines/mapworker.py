@@ -1,4 +1,6 @@
-"""Mapping pages in a worker process during large full resyncs.
+"""Mapping batches of raw records for storage, in process or in a worker process.
+
+:func:`map_batch` turns raw records into a :class:`MappedBatch` (staging rows and rejects).
 
 Fetching (HTTP, JSON parsing) and mapping (pure Python) both need the interpreter lock, so in one
 process they take turns however they are threaded. For a full resync of many records the engine
@@ -16,6 +18,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -26,13 +29,33 @@ from syncd.state.cache import row_of
 
 NO_ID = "(no valid id)"
 PARENT_CHECK_SECONDS = 0.5
-MappedPage = tuple[list[tuple[Any, ...]], list[tuple[str, str]]]  # (rows, (crm_id, reason))
 
 _mappings: MappingSet | None = None
 
 
-def map_page(mappings: MappingSet, entity: str, records: Sequence[Any]) -> MappedPage:
-    """Map one page: staging rows for the records that fit, ``(crm_id, reason)`` for the rest."""
+@dataclass(slots=True)
+class MappedBatch:
+    """Raw records mapped for storage: a staging row (:func:`~syncd.state.cache.row_of`) for
+    each record that fits, ``(crm_id, reason)`` for each that does not (to quarantine).
+
+    Plain tuples, so that a batch crosses the worker's process boundary compactly.
+    """
+
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    rejects: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        """How many raw records the batch covers, mapped or rejected."""
+        return len(self.rows) + len(self.rejects)
+
+    def extend(self, other: MappedBatch) -> None:
+        """Append ``other``'s rows and rejects (to gather several pages)."""
+        self.rows.extend(other.rows)
+        self.rejects.extend(other.rejects)
+
+
+def map_batch(mappings: MappingSet, entity: str, records: Sequence[Any]) -> MappedBatch:
+    """Map raw ``records`` of ``entity``: rows for those that fit, rejects for the rest."""
     mapping = mappings[entity]
     rows: list[tuple[Any, ...]] = []
     rejects: list[tuple[str, str]] = []
@@ -42,7 +65,7 @@ def map_page(mappings: MappingSet, entity: str, records: Sequence[Any]) -> Mappe
         except RecordMappingError as error:
             record_id = mapping.record_id(raw) if isinstance(raw, dict) else None
             rejects.append((record_id or NO_ID, str(error)))
-    return rows, rejects
+    return MappedBatch(rows, rejects)
 
 
 def _load(vendor: str, directory: Any) -> None:
@@ -59,13 +82,13 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _map_serialised(entity: str, payload: bytes) -> MappedPage:
+def _map_serialised(entity: str, payload: bytes) -> MappedBatch:
     assert _mappings is not None, "worker not initialised"
-    return map_page(_mappings, entity, orjson.loads(payload))
+    return map_batch(_mappings, entity, orjson.loads(payload))
 
 
-def resolve(mapped: Future[MappedPage] | MappedPage) -> MappedPage:
-    """A page's mapping, waiting for the worker when it was handed there."""
+def resolve(mapped: Future[MappedBatch] | MappedBatch) -> MappedBatch:
+    """A batch's mapping, waiting for the worker when it was handed there."""
     if not isinstance(mapped, Future):
         return mapped
     try:
@@ -85,7 +108,8 @@ class MappingWorker:
             initargs=(mappings.vendor, mappings.directory),
         )
 
-    def submit(self, entity: str, records: Sequence[Any]) -> Future[MappedPage]:
+    def submit(self, entity: str, records: Sequence[Any]) -> Future[MappedBatch]:
+        """Hand raw ``records`` of ``entity`` to the worker to map (see :func:`map_batch`)."""
         try:
             return self._pool.submit(_map_serialised, entity, orjson.dumps(records))
         except BrokenProcessPool:

@@ -22,13 +22,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from syncd.connectors.crm.base import CRMAdapter, DeletionDetection, DeletionEvents, Page
 from syncd.core.clock import iso, utc_now
 from syncd.core.entities import ENTITY_ORDER, Entity
 from syncd.core.errors import SyncdError
-from syncd.engines.mapworker import MappedPage, MappingWorker, map_page, resolve
+from syncd.engines.mapworker import MappedBatch, MappingWorker, map_batch, resolve
 from syncd.mappings.loader import MappingSet
 from syncd.state.cache import CacheStore, RunCounts
 from syncd.state.db import write_transaction
@@ -149,13 +148,6 @@ class Prefetcher:
             abandoned.set()
 
 
-@dataclass
-class _Mapped:
-    # staging rows (syncd.state.cache.row_of)
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    rejects: list[tuple[str, str]] = field(default_factory=list)  # (crm_id, reason)
-
-
 class MirrorEngine:
     """Runs mirror cycles of one adapter into one cache connection."""
 
@@ -217,24 +209,24 @@ class MirrorEngine:
         report = CycleReport("incremental")
         started = utc_now()
         events = self._read_deletion_events()
-        fetched: dict[Entity, _Mapped] = {}
+        fetched: dict[Entity, MappedBatch] = {}
         server_times: dict[Entity, datetime] = {}
         total = 0
         for entity in ENTITY_ORDER:
             cursor = self.store.cursor(entity)
             since = cursor - timedelta(seconds=self.options.overlap_seconds) if cursor else None
-            bucket = fetched[entity] = _Mapped()
+            changed = fetched[entity] = MappedBatch()
             for page in self.adapter.list_changed(entity, since):
                 self._check_stop()
                 if page.server_time is not None:
                     server_times.setdefault(entity, page.server_time)
-                self._map_into(entity, page.records, bucket)
+                changed.extend(map_batch(self.mappings, entity.value, page.records))
                 total += len(page.records)
                 if self.progress:
-                    self.progress(entity.value, len(bucket.rows) + len(bucket.rejects), None)
+                    self.progress(entity.value, len(changed), None)
                 if total > self.options.max_incremental_records:
                     raise TooManyChangesError(f"{total} changed records")
-            report.fetched[entity] = len(bucket.rows) + len(bucket.rejects)
+            report.fetched[entity] = len(changed)
             log.debug(
                 "%d %s changed since %s",
                 report.fetched[entity],
@@ -250,8 +242,7 @@ class MirrorEngine:
                 gone = events.deleted.get(entity, set())
                 report.deleted[entity] = self.store.delete(entity, sorted(gone))
             for entity in ENTITY_ORDER:
-                bucket = fetched[entity]
-                self._apply_mapped(entity, bucket, report, run_id=run_id, now=now)
+                self._apply_mapped(entity, fetched[entity], report, run_id=run_id, now=now)
                 if entity in server_times:
                     self.store.set_cursor(entity, server_times[entity], now=now)
             report.data_as_of = self._data_as_of(server_times.values())
@@ -283,19 +274,23 @@ class MirrorEngine:
         worker: MappingWorker | None = None
         try:
             for entity in wanted:
-                row = progress[entity.value]
-                if row[5]:  # complete
+                staged = progress[entity.value]
+                if staged.complete:
                     continue
                 total = self.adapter.count(entity)
-                if worker is None and total - int(row[4]) >= self.options.map_worker_threshold:
+                if worker is None and total - staged.records >= self.options.map_worker_threshold:
                     log.info(
                         "full resync: mapping in a worker process (%s: %d records to go)",
                         entity.value,
-                        total - int(row[4]),
+                        total - staged.records,
                     )
                     worker = MappingWorker(self.mappings)
                 self._stage_listing(
-                    entity, resume_after=row[1], already=int(row[4]), total=total, worker=worker
+                    entity,
+                    resume_after=staged.resume_after,
+                    already=staged.records,
+                    total=total,
+                    worker=worker,
                 )
         finally:
             if worker is not None:
@@ -316,13 +311,13 @@ class MirrorEngine:
         With a ``worker`` the next pages are mapped in its process while this one commits.
         """
         done = already
-        in_flight: deque[tuple[Page, Future[MappedPage] | MappedPage]] = deque()
+        in_flight: deque[tuple[Page, Future[MappedBatch] | MappedBatch]] = deque()
         for page in self.prefetcher(self.adapter.list_changed(entity, None, resume_after)):
             self._check_stop()
             mapped = (
                 worker.submit(entity.value, page.records)
                 if worker
-                else map_page(self.mappings, entity.value, page.records)
+                else map_batch(self.mappings, entity.value, page.records)
             )
             in_flight.append((page, mapped))
             while len(in_flight) > (MAP_PIPELINE_DEPTH if worker else 0):
@@ -335,29 +330,29 @@ class MirrorEngine:
         self,
         entity: Entity,
         page: Page,
-        mapped: Future[MappedPage] | MappedPage,
+        mapped: Future[MappedBatch] | MappedBatch,
         *,
         done: int,
         total: int,
     ) -> int:
-        rows, rejects = resolve(mapped)
+        batch = resolve(mapped)
         now = iso(utc_now())
         with write_transaction(self.conn):
-            self.store.stage_rows("stage", entity, rows)
-            self._quarantine(entity, rejects, now)
+            self.store.stage_rows("stage", entity, batch.rows)
+            self._quarantine(entity, batch.rejects, now)
             self.store.save_progress(
                 entity,
                 resume_after=page.resume_after,
-                server_time=page.server_time.isoformat() if page.server_time else None,
+                server_time=page.server_time,
                 records=len(page.records),
                 complete=page.resume_after is None,
             )
         done += len(page.records)
         log.debug(
             "staged %d %s (%d quarantined), next after ID %s",
-            len(rows),
+            len(batch.rows),
             entity.value,
-            len(rejects),
+            len(batch.rejects),
             page.resume_after or "-",
         )
         if self.progress:
@@ -367,11 +362,11 @@ class MirrorEngine:
     def _swap_in(self, entities: list[Entity], report: CycleReport) -> CycleReport:
         progress = self.store.resync_progress()
         now = iso(utc_now())
-        started_at = min(str(progress[e.value][6]) for e in entities)
+        started_at = iso(min(progress[e.value].started_at for e in entities))
         server_times = {
-            e: datetime.fromisoformat(str(progress[e.value][2]))
+            e: server_time
             for e in entities
-            if progress[e.value][2]
+            if (server_time := progress[e.value].server_time) is not None
         }
         with write_transaction(self.conn):
             run_id = self.store.start_run("full", entities, started_at=started_at, now=now)
@@ -382,11 +377,7 @@ class MirrorEngine:
                 report.fetched[entity] = self.store.staged_count("stage", entity)
                 report.upserted[entity] = self.store.merge("stage", entity, run_id=run_id, now=now)
                 self.store.forget_quarantine_not_seen_since(entity, started_at)
-                report.quarantined[entity] = int(
-                    self.conn.execute(
-                        "SELECT count(*) FROM quarantine WHERE entity = ?", (entity.value,)
-                    ).fetchone()[0]
-                )
+                report.quarantined[entity] = self.store.quarantine_counts().get(entity, 0)
                 if entity in server_times:
                     self.store.set_cursor(entity, server_times[entity], now=now)
             report.run_id = run_id
@@ -430,8 +421,7 @@ class MirrorEngine:
                 gone = sorted(self.store.live_ids(entity) - listed[entity])
                 self._apply_deletions(entity, gone, report, now=now, truncated=truncated[entity])
             for entity in ENTITY_ORDER:
-                bucket = repairs[entity]
-                self._apply_mapped(entity, bucket, report, run_id=run_id, now=now)
+                self._apply_mapped(entity, repairs[entity], report, run_id=run_id, now=now)
             moment = utc_now()
             self.store.prune_history(
                 runs_before=iso(moment - timedelta(days=self.options.history_days)),
@@ -444,28 +434,24 @@ class MirrorEngine:
         log.info("%s (run #%s)", report.summary(), report.run_id)
         return report
 
-    def _fetch_missing(self, listed: dict[Entity, set[str]]) -> dict[Entity, _Mapped]:
-        repairs: dict[Entity, _Mapped] = {}
+    def _fetch_missing(self, listed: dict[Entity, set[str]]) -> dict[Entity, MappedBatch]:
+        repairs: dict[Entity, MappedBatch] = {}
         for entity in ENTITY_ORDER:
-            quarantined = {
-                row[0]
-                for row in self.conn.execute(
-                    "SELECT crm_id FROM quarantine WHERE entity = ?", (entity.value,)
-                )
-            }
+            quarantined = self.store.quarantined_ids(entity)
             missing = sorted(
                 listed[entity] - self.store.live_ids(entity) - quarantined,
                 key=lambda i: int(i) if i.isdigit() else 0,
             )
             missing = missing[: self.options.sweep_repair_limit]
-            bucket = repairs[entity] = _Mapped()
+            repairs[entity] = MappedBatch()
             if missing:
                 log.info(
                     "sweep found %d %s missing from the cache; fetching them",
                     len(missing),
                     entity.value,
                 )
-                self._map_into(entity, self.adapter.get_records(entity, missing), bucket)
+                raws = self.adapter.get_records(entity, missing)
+                repairs[entity] = map_batch(self.mappings, entity.value, raws)
         return repairs
 
     def _apply_deletions(
@@ -503,12 +489,12 @@ class MirrorEngine:
         """Re-fetch one record; if the CRM no longer has it, remove it from the cache."""
         report = CycleReport("record")
         raws = self.adapter.get_records(entity, [crm_id])
-        bucket = self._map_into(entity, raws, _Mapped())
+        mapped = map_batch(self.mappings, entity.value, raws)
         report.fetched[entity] = len(raws)
         now = iso(utc_now())
         with write_transaction(self.conn):
             run_id = self.store.start_run("record", [entity], started_at=now, now=now)
-            self._apply_mapped(entity, bucket, report, run_id=run_id, now=now)
+            self._apply_mapped(entity, mapped, report, run_id=run_id, now=now)
             if not raws:
                 report.deleted[entity] = self.store.delete(entity, [crm_id])
             report.run_id = run_id
@@ -521,22 +507,16 @@ class MirrorEngine:
     # -- helpers ------------------------------------------------------------------------------
 
     def _apply_mapped(
-        self, entity: Entity, bucket: _Mapped, report: CycleReport, *, run_id: int, now: str
+        self, entity: Entity, batch: MappedBatch, report: CycleReport, *, run_id: int, now: str
     ) -> None:
         """Merge mapped rows into the live table and quarantine the rejects (inside the
         caller's transaction, through the connection's scratch table)."""
         self.store.ensure_scratch()
         self.store.clear_staging("scratch", entity)
-        self.store.stage_rows("scratch", entity, bucket.rows)
+        self.store.stage_rows("scratch", entity, batch.rows)
         report.upserted[entity] = self.store.merge("scratch", entity, run_id=run_id, now=now)
         self.store.clear_staging("scratch", entity)
-        report.quarantined[entity] = self._quarantine(entity, bucket.rejects, now)
-
-    def _map_into(self, entity: Entity, raws: Sequence[object], bucket: _Mapped) -> _Mapped:
-        rows, rejects = map_page(self.mappings, entity.value, raws)
-        bucket.rows.extend(rows)
-        bucket.rejects.extend(rejects)
-        return bucket
+        report.quarantined[entity] = self._quarantine(entity, batch.rejects, now)
 
     def _quarantine(self, entity: Entity, rejects: Sequence[tuple[str, str]], now: str) -> int:
         for crm_id, reason in rejects:

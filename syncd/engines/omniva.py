@@ -15,6 +15,7 @@ import sqlite3
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, Protocol
 
 from syncd.connectors.omniva.client import Downloaded, NotModified
@@ -58,7 +59,7 @@ def refresh_locations(
     client: LocationsFetcher,
     *,
     max_shrink_share: float,
-    now: str,
+    now: datetime,
 ) -> RefreshReport:
     """Check Omniva for a new list and store it when it passes validation.
 

@@ -46,7 +46,8 @@ from syncd.engines.spool import (
     remove_spool_file,
     validate_file,
 )
-from syncd.state import outbox
+from syncd.state import outbox, references
+from syncd.state.db import data_version
 
 log = logging.getLogger(__name__)
 IDLE_CHECK_SECONDS = 0.2  # how often an idle worker asks SQLite whether the outbox changed
@@ -209,26 +210,23 @@ class OutboxDelivery:
     def _draft(self, request: outbox.OutboxRequest) -> ServiceRequestDraft:
         device = None
         if request.device_crm_id:
-            device = self.conn.execute(
-                "SELECT brand, model, serial_number, company_id FROM devices WHERE crm_id = ?",
-                (request.device_crm_id,),
-            ).fetchone()
+            device = references.device(self.conn, request.device_crm_id)
             if device is None:
                 self._unknown(
                     "devices", request.device_crm_id, f"the device {request.device_crm_id}"
                 )
-        company = device[3] if device else None
+        company = device.company_id if device else None
         if request.contact_crm_id:
-            contact = self.conn.execute(
-                "SELECT company_id FROM contacts WHERE crm_id = ?", (request.contact_crm_id,)
-            ).fetchone()
+            contact = references.contact(self.conn, request.contact_crm_id)
             if contact is None:
                 self._unknown(
                     "contacts", request.contact_crm_id, f"the contact {request.contact_crm_id}"
                 )
-            company = company or contact[0]
-        what = " ".join(str(part) for part in device[:2] if part) if device else ""
-        serial = f" (SN {device[2]})" if device and device[2] else ""
+            company = company or contact.company_id
+        what = (
+            " ".join(str(part) for part in (device.brand, device.model) if part) if device else ""
+        )
+        serial = f" (SN {device.serial_number})" if device and device.serial_number else ""
         title = f"{request.request_type.capitalize()}: {what or 'device'}{serial}"
         return ServiceRequestDraft(
             idempotency_key=request.idempotency_key,
@@ -246,7 +244,7 @@ class OutboxDelivery:
     def _unknown(self, entity: str, crm_id: str, what: str) -> NoReturn:
         """A reference the mirror does not know: permanent once that entity has been mirrored,
         but only a wait while the first mirror after installation is still running."""
-        if not outbox.unknown_reference(self.conn, entity, crm_id):
+        if not references.unknown_reference(self.conn, entity, crm_id):
             raise RetriableError(f"waiting for the first mirror of {entity} to check {what}")
         raise PermanentDeliveryError(f"{what} is not in the CRM mirror")
 
@@ -368,10 +366,10 @@ class OutboxDelivery:
 def wait_for_outbox_change(conn: sqlite3.Connection, stop: threading.Event, timeout: float) -> bool:
     """Sleep until another connection commits to the database (``PRAGMA data_version`` moves),
     ``stop`` is set, or ``timeout`` passes. True when something changed."""
-    start = conn.execute("PRAGMA data_version").fetchone()[0]
+    start = data_version(conn)
     deadline = time.monotonic() + timeout
     while not stop.is_set():
-        if conn.execute("PRAGMA data_version").fetchone()[0] != start:
+        if data_version(conn) != start:
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:

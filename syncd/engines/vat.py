@@ -52,7 +52,7 @@ from syncd.connectors.vies.errors import (
     ViesMalformedError,
     ViesUnavailableError,
 )
-from syncd.core.clock import iso, parse_iso, utc_now
+from syncd.core.clock import iso, utc_now
 from syncd.core.errors import RetriableError, SkippableError, SyncdError
 from syncd.state import vies_cache
 from syncd.state.db import ThreadConnections
@@ -488,7 +488,7 @@ class VatService:
             address=_shared(answer.address),
             request_date=answer.request_date,
             consultation_number=answer.consultation_number,
-            fetched_at=iso(fetched),
+            fetched_at=fetched.replace(microsecond=0),  # as stored: to the second
         )
         try:
             vies_cache.put(self._conn(), stored, fetched)
@@ -558,11 +558,11 @@ class VatService:
         )
 
     def _blocked(self, circuit: vies_cache.Circuit) -> VatUnavailableError:
-        remaining = (parse_iso(circuit.open_until) - self._clock()).total_seconds()
+        remaining = (circuit.open_until - self._clock()).total_seconds()
         return VatUnavailableError(
             "vies_blocked",
             f"VIES has blocked this server ({circuit.reason}); no VIES lookups until "
-            f"{circuit.open_until}",
+            f"{iso(circuit.open_until)}",
             retry_after=float(max(1, math.ceil(remaining))),
         )
 
@@ -602,7 +602,7 @@ class VatService:
             "from stale cache entries or fail with vies_blocked until then (to retry sooner, "
             "delete the row from vies_circuits once the block is lifted)",
             reason,
-            circuit.open_until,
+            iso(circuit.open_until),
         )
         return circuit
 
@@ -636,7 +636,7 @@ def _from_entry(
         address=entry.address,
         request_date=entry.request_date,
         consultation_number=entry.consultation_number,
-        fetched_at=entry.fetched_at,
+        fetched_at=iso(entry.fetched_at),
         source=source,
         age_seconds=age,
         invalid_reason=None,

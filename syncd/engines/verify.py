@@ -6,20 +6,10 @@ import sqlite3
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from syncd.core.entities import CANONICAL_FIELDS
+from syncd.core.entities import CANONICAL_FIELDS, CanonicalRecord
 from syncd.core.errors import RecordMappingError
 from syncd.mappings.loader import MappingSet
-
-Fingerprint = tuple[str, tuple[str | None, ...]]
-
-
-def cache_fingerprints(conn: sqlite3.Connection, entity: str) -> dict[str, Fingerprint]:
-    """``crm_id -> (content_hash, links)`` of the cached rows of ``entity``."""
-    refs = [f.name for f in CANONICAL_FIELDS[entity] if f.kind == "ref"]
-    columns = ", ".join(["crm_id", "content_hash", *refs])
-    return {
-        row[0]: (row[1], tuple(row[2:])) for row in conn.execute(f"SELECT {columns} FROM {entity}")
-    }
+from syncd.state.cache import CacheStore, Fingerprint
 
 
 def expected_fingerprints(
@@ -28,7 +18,7 @@ def expected_fingerprints(
     """What the cache should hold for the CRM's ``raw`` records (as the adapter delivers them):
     records that do not map are left out (they are quarantined), links to records that are not
     there become None."""
-    mapped: dict[str, dict[str, Any]] = {}
+    mapped: dict[str, dict[str, CanonicalRecord]] = {}
     for entity in CANONICAL_FIELDS:
         mapped[entity] = {}
         for record in raw.get(entity, []):
@@ -39,15 +29,13 @@ def expected_fingerprints(
             mapped[entity][result.crm_id] = result
     expected: dict[str, dict[str, Fingerprint]] = {}
     for entity, records in mapped.items():
-        refs = [f for f in CANONICAL_FIELDS[entity] if f.kind == "ref"]
+        refs = [(i, f) for i, f in enumerate(CANONICAL_FIELDS[entity]) if f.kind == "ref"]
         expected[entity] = {
             crm_id: (
                 record.content_hash,
                 tuple(
-                    record.values[f.name]
-                    if record.values[f.name] in mapped[str(f.references)]
-                    else None
-                    for f in refs
+                    record.values[i] if record.values[i] in mapped[str(f.references)] else None
+                    for i, f in refs
                 ),
             )
             for crm_id, record in records.items()
@@ -61,7 +49,7 @@ def differences(
     """Human-readable differences between the cache and the CRM (IDs only, no data)."""
     problems: list[str] = []
     for entity, expected in expected_fingerprints(mappings, raw).items():
-        actual = cache_fingerprints(conn, entity)
+        actual = CacheStore(conn).fingerprints(entity)
         missing = sorted(set(expected) - set(actual), key=int)
         extra = sorted(set(actual) - set(expected), key=int)
         stale = sorted(
