@@ -51,8 +51,8 @@ def main() -> None:
         (base / "token").write_text(fake.token)
         config = base / "syncd.toml"
         config.write_text(
-            f'[crm]\nurl = "{fake.base_url}"\nwebhook_token_file = "{base / "token"}"\n'
-            "requests_per_second = 0\n"  # the fake has no rate limit
+            "[crm]\nrequests_per_second = 0\n"  # the fake has no rate limit
+            f'[crm.bitrix24]\nurl = "{fake.base_url}"\nwebhook_token_file = "{base / "token"}"\n'
             f'[mirror]\ninterval_seconds = 60\n[state]\ndirectory = "{base / "state"}"\n'
             '[api]\nlisten = "127.0.0.1:0"\n[omniva]\nenabled = false\n'
         )

@@ -98,7 +98,7 @@ def write_config(base: Path, webhook: str, rate_limit: list[float] | None = None
         budget = "requests_per_second = 0\n"
     config = base / "syncd.toml"
     config.write_text(
-        f'[crm]\nurl = "{url}"\nwebhook_token_file = "{token}"\n{budget}'
+        f'[crm]\n{budget}[crm.bitrix24]\nurl = "{url}"\nwebhook_token_file = "{token}"\n'
         "[mirror]\ninterval_seconds = 3600\n"
         f'[state]\ndirectory = "{base / "state"}"\n'
         "[outbox]\n"

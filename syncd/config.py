@@ -3,20 +3,23 @@
 Sources, highest priority first:
 
 1. keyword arguments to :func:`load_settings` (the CLI's own overrides);
-2. ``SYNCD_*`` environment variables, nested with ``__`` (``SYNCD_CRM__URL``,
+2. ``SYNCD_*`` environment variables, nested with ``__`` (``SYNCD_CRM__BITRIX24__URL``,
    ``SYNCD_MIRROR__INTERVAL_SECONDS``);
 3. the TOML file named by ``--config FILE`` or else ``$SYNCD_CONFIG`` (read by pydantic-settings'
    :class:`~pydantic_settings.TomlConfigSettingsSource`); no file at all means defaults;
 4. the defaults below.
 
+The CRM vendor is a plug-in (:mod:`syncd.connectors.crm.registry`): ``[crm]`` holds what every
+vendor shares and ``crm.vendor``; each registered vendor's own settings are the table
+``[crm.<vendor>]``, validated by the model the vendor brings.
+
 Secrets are never settings values. They are read, lazily, from a file: a ``*_file`` setting
-(``crm.webhook_token_file``) or the systemd credential of the same name in
+(``crm.bitrix24.webhook_token_file``) or the systemd credential of the same name in
 ``$CREDENTIALS_DIRECTORY`` (``LoadCredential=crm_webhook_token:...``). A secret's value in the TOML
 file or in the environment is refused with a message saying where to put it instead.
 
 Every problem becomes one :class:`~syncd.core.errors.ConfigError` whose message is a single line
-naming
-the setting (``crm.colour: unknown setting``) or the environment variable
+naming the setting (``crm.colour: unknown setting``) or the environment variable
 (``SYNCD_MIRROR__INTERVAL_SECONDS: must be greater than or equal to 1 (got 0)``). Messages never
 contain a secret's value; values of settings that could carry one (URLs) are never echoed.
 """
@@ -32,8 +35,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
-from urllib.parse import urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, Final, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -41,6 +44,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -52,6 +56,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from syncd.connectors.crm import registry
+from syncd.connectors.crm.vendor import CrmVendor
 from syncd.core.errors import ConfigError
 
 __all__ = [
@@ -81,14 +87,19 @@ DEFAULT_STATE_DIRECTORY: Final = Path("/var/lib/syncd")
 CACHE_FILE_NAME: Final = "cache.sqlite3"
 MAX_SECRET_BYTES: Final = 64 * 1024  # a token, a client secret or a PEM certificate fits
 
-# Secrets syncd knows: (section, key) of the forbidden inline setting -> systemd credential name.
-# The file setting is always "<key>_file" in the same section.
-_SECRETS: Final[dict[tuple[str, str], str]] = {
-    ("crm", "webhook_token"): "crm_webhook_token",
+# Secrets syncd knows: where the forbidden inline setting would be (its table's path and key)
+# -> systemd credential name. The file setting is always "<key>_file" in the same table. Each
+# CRM vendor declares its own.
+_SECRETS: Final[dict[tuple[str, ...], str]] = {
+    ("crm", vendor.name, key): secret.credential
+    for vendor in registry.all_vendors()
+    for key, secret in vendor.secrets.items()
 }
 
 # Settings whose values are never repeated in an error message (they may embed a credential).
-_NEVER_ECHO: Final[frozenset[str]] = frozenset({"crm.url"})
+_NEVER_ECHO: Final[frozenset[str]] = frozenset(
+    f"crm.{vendor.name}.{key}" for vendor in registry.all_vendors() for key in vendor.never_echo
+)
 
 _SECTION_CONFIG: Final = ConfigDict(extra="forbid", allow_inf_nan=False, validate_default=True)
 
@@ -108,21 +119,13 @@ class InvalidSettingsError(ConfigError):
 # Sections
 # --------------------------------------------------------------------------------------------
 
-_BITRIX_WEBHOOK_PATH = re.compile(r"(?P<prefix>.*?/rest/\d+)(?P<rest>/.*)?")
-
-
-class CrmSettings(BaseModel):
-    """``[crm]``: which CRM and how to talk to it."""
+class _CrmShared(BaseModel):
+    """``[crm]``: which CRM vendor, and what every vendor's client shares (timeouts, retries,
+    the request budget). The vendor's own settings are the table ``[crm.<vendor>]``."""
 
     model_config = _SECTION_CONFIG
 
-    vendor: Literal["bitrix24"] = "bitrix24"
-    # Webhook base URL up to and including the user id: https://example.bitrix24.eu/rest/1/
-    url: str | None = None
-    webhook_token_file: Path | None = None
-    devices_entity_type_id: int = Field(default=1040, gt=0)
-    service_requests_entity_type_id: int = Field(default=1044, gt=0)
-    disk_folder_id: int = Field(default=1, gt=0)
+    vendor: str = "bitrix24"
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     timeout_seconds: float = Field(default=30.0, gt=0, le=120)
     max_attempts: int = Field(default=5, ge=1, le=20)
@@ -134,58 +137,55 @@ class CrmSettings(BaseModel):
     request_burst: int = Field(default=50, ge=1)
     push_reserve: int = Field(default=10, ge=0)
 
+    @field_validator("vendor")
+    @classmethod
+    def _check_vendor(cls, value: str) -> str:
+        if value not in registry.names():
+            raise ValueError(f"unknown CRM vendor (known: {', '.join(registry.names())})")
+        return value
+
     @model_validator(mode="after")
-    def _check_reserve(self) -> CrmSettings:
+    def _check_reserve(self) -> _CrmShared:
         if self.push_reserve >= self.request_burst:
             raise ValueError(
                 f"push_reserve ({self.push_reserve}) must be less than "
                 f"request_burst ({self.request_burst})"
             )
+        others = [
+            name for name in registry.names()
+            if name != self.vendor and name in self.model_fields_set
+        ]
+        if others:
+            raise ValueError(
+                f"[crm.{others[0]}] is set, but crm.vendor is {self.vendor!r}; remove the table "
+                "or choose that vendor"
+            )
         return self
 
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip()
-        try:
-            parts = urlsplit(value)
-            host = parts.hostname
-            parts.port  # noqa: B018 - raises ValueError on a malformed port
-        except ValueError:
-            raise ValueError("is not a valid URL") from None
-        if parts.scheme.lower() not in ("http", "https"):
-            raise ValueError("must be an http:// or https:// URL")
-        if not host:
-            raise ValueError("must name a host")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError(
-                "must not contain a user name or password; credentials belong in a file"
-            )
-        if parts.query or parts.fragment:
-            raise ValueError("must not contain a query string or fragment")
-        match = _BITRIX_WEBHOOK_PATH.fullmatch(parts.path.rstrip("/"))
-        if match is None:
-            raise ValueError(
-                "must be the webhook base URL up to and including the user id, "
-                "like https://example.bitrix24.eu/rest/1/"
-            )
-        if match.group("rest"):
-            raise ValueError(
-                "must end at the user id (…/rest/<user id>/); put the webhook token in "
-                "crm.webhook_token_file or the systemd credential 'crm_webhook_token', "
-                "not in the URL"
-            )
-        normalised: str = urlunsplit(
-            (parts.scheme.lower(), parts.netloc, match.group("prefix") + "/", "", "")
-        )
-        return normalised
+    @property
+    def vendor_plugin(self) -> CrmVendor:
+        """The configured vendor (from the registry)."""
+        return registry.get(self.vendor)
 
-    @field_validator("webhook_token_file")
-    @classmethod
-    def _expand_file(cls, value: Path | None) -> Path | None:
-        return None if value is None else value.expanduser()
+    @property
+    def vendor_settings(self) -> BaseModel:
+        """The configured vendor's own table, ``[crm.<vendor>]`` (defaults when absent)."""
+        table: BaseModel = getattr(self, self.vendor)
+        return table
+
+
+if TYPE_CHECKING:
+    CrmSettings = _CrmShared
+else:
+    CrmSettings = create_model(
+        "CrmSettings",
+        __base__=_CrmShared,
+        __doc__=_CrmShared.__doc__,
+        **{
+            vendor.name: (vendor.settings_model, Field(default_factory=vendor.settings_model))
+            for vendor in registry.all_vendors()
+        },
+    )
 
 
 class MirrorSettings(BaseModel):
@@ -509,20 +509,29 @@ class Settings(BaseSettings):
 
     # -- secrets ----------------------------------------------------------------------------
 
-    def crm_webhook_token(self) -> str | None:
-        """The Bitrix24 webhook token, read now from its file; None if none is configured."""
-        token = read_secret("crm_webhook_token", self.crm.webhook_token_file)
-        if token is not None and not re.fullmatch(r"[A-Za-z0-9_.~-]+", token):
-            source = secret_source("crm_webhook_token", self.crm.webhook_token_file)
+    def crm_secret(self, key: str) -> str | None:
+        """The configured CRM vendor's secret ``key``, read now from its file (the
+        ``crm.<vendor>.<key>_file`` setting or the systemd credential); None if not configured."""
+        secret = self.crm.vendor_plugin.secrets[key]
+        file_setting = getattr(self.crm.vendor_settings, f"{key}_file")
+        value = read_secret(secret.credential, file_setting)
+        if value is not None and not secret.shape.fullmatch(value):
             raise ConfigError(
-                f"secret file {source} does not hold a webhook token "
-                "(expected one word of letters and digits)"
+                f"secret file {secret_source(secret.credential, file_setting)} does not hold "
+                f"{secret.what}"
             )
-        return token
+        return value
+
+    @property
+    def crm_configured(self) -> bool:
+        """Whether a CRM is configured; without one the daemon serves VIES, Omniva and the API
+        only."""
+        return self.crm.vendor_plugin.is_configured(self.crm.vendor_settings)
 
     def check_secrets(self) -> None:
         """Read every configured secret once, raising ConfigError for any unusable one."""
-        self.crm_webhook_token()
+        for key in self.crm.vendor_plugin.secrets:
+            self.crm_secret(key)
 
     def check_complete(self) -> None:
         """Raise :class:`ConfigError` (one line naming the setting) for anything ``syncd run``
@@ -530,17 +539,7 @@ class Settings(BaseSettings):
         allowed file fits. A CRM not configured at all is fine: the daemon then serves VIES,
         Omniva and the API only."""
         self.check_secrets()
-        token = secret_source("crm_webhook_token", self.crm.webhook_token_file)
-        if self.crm.url and token is None:
-            raise ConfigError(
-                "crm.webhook_token_file: no webhook token (set crm.webhook_token_file or "
-                "provide the systemd credential crm_webhook_token)"
-            )
-        if not self.crm.url and self.crm.webhook_token_file is not None:
-            raise ConfigError(
-                "crm.url: not set, although crm.webhook_token_file is (the CRM webhook base "
-                "URL, e.g. https://example.bitrix24.eu/rest/1/)"
-            )
+        self.crm.vendor_plugin.check(self.crm.vendor_settings, self.crm_secret)
         largest = max(
             self.outbox.max_image_mb, self.outbox.max_video_mb, self.outbox.max_document_mb
         )
@@ -561,11 +560,13 @@ class Settings(BaseSettings):
         """Where attached files wait for delivery (``outbox.spool_directory`` or the default)."""
         return self.outbox.spool_directory or self.state.default_spool
 
-    def _secret_files(self) -> Iterator[tuple[str, str, str, Path | None]]:
-        """(section, key, credential name, file setting) for every known secret."""
-        for (section, key), credential in _SECRETS.items():
-            file_setting = getattr(getattr(self, section), f"{key}_file")
-            yield section, key, credential, file_setting
+    def _secret_files(self) -> Iterator[tuple[tuple[str, ...], str, str, Path | None]]:
+        """(table path, key, credential name, file setting) for every known secret."""
+        for (*table, key), credential in _SECRETS.items():
+            node: Any = self
+            for part in table:
+                node = getattr(node, part)
+            yield tuple(table), key, credential, getattr(node, f"{key}_file")
 
     # -- reporting --------------------------------------------------------------------------
 
@@ -575,15 +576,18 @@ class Settings(BaseSettings):
         A secret appears as ``"<set: from /path>"`` or ``"<not set>"``; its value is never read.
         """
         data: dict[str, Any] = self.model_dump(mode="json")
-        for section, key, credential, file_setting in self._secret_files():
+        for table, key, credential, file_setting in self._secret_files():
+            node = data
+            for part in table:
+                node = node[part]
             source = secret_source(credential, file_setting)
-            data[section][key] = "<not set>" if source is None else f"<set: from {source}>"
+            node[key] = "<not set>" if source is None else f"<set: from {source}>"
             if file_setting is None:  # the path it is read from, not null
-                data[section][f"{key}_file"] = str(source) if source else "<not set>"
+                node[f"{key}_file"] = str(source) if source else "<not set>"
         data["state"]["cache_path"] = str(self.state.cache_path)
         data["outbox"]["spool_directory"] = str(self.spool_directory)
-        if data["crm"]["url"] is None:
-            data["crm"]["url"] = "<not set: no CRM; mirror and service requests off>"
+        if not self.crm_configured:
+            data["crm"]["configured"] = "no CRM; mirror and service requests off"
         return data
 
     def describe_sources(self) -> dict[str, str]:
@@ -727,9 +731,10 @@ def _check_env_names(environ: Mapping[str, str]) -> None:
             continue
         rest = upper[len(ENV_PREFIX):].lower()
         if ENV_NESTED_DELIMITER in rest:
-            section, _, key = rest.partition(ENV_NESTED_DELIMITER)
-            if (section, key) in _SECRETS:
-                problems.append(_secret_message(var, section, key, via_env=True))
+            path = tuple(rest.split(ENV_NESTED_DELIMITER))
+            section = path[0]
+            if path in _SECRETS:
+                problems.append(_secret_message(var, path, via_env=True))
             elif section not in sections:
                 problems.append(f"{var}: unknown setting (no section [{section}])")
             continue
@@ -745,14 +750,25 @@ def _check_env_names(environ: Mapping[str, str]) -> None:
         raise InvalidSettingsError(problems)
 
 
-def _secret_message(where: str, section: str, key: str, *, via_env: bool) -> str:
-    credential = _SECRETS[(section, key)]
+def _secret_message(where: str, path: tuple[str, ...], *, via_env: bool) -> str:
+    credential = _SECRETS[path]
     origin = "environment variables" if via_env else "the config file"
     return (
         f"{where}: secrets are not accepted from {origin}; write it to a file readable only by "
-        f"syncd and set {section}.{key}_file, or pass the systemd credential '{credential}' "
+        f"syncd and set {'.'.join(path)}_file, or pass the systemd credential '{credential}' "
         f"(LoadCredential=)"
     )
+
+
+def _vendor_home(loc: tuple[str, ...]) -> tuple[str, ...] | None:
+    """Where a vendor's setting written directly in ``[crm]`` (as before vendor tables) belongs
+    now, e.g. ``("crm", "bitrix24", "url")``; None if no vendor has such a setting."""
+    if len(loc) != 2 or loc[0] != "crm":
+        return None
+    for vendor in registry.all_vendors():
+        if loc[1] in vendor.settings_model.model_fields or loc[1] in vendor.secrets:
+            return ("crm", vendor.name, loc[1])
+    return None
 
 
 def _env_var_for(loc: tuple[str, ...]) -> str | None:
@@ -786,8 +802,16 @@ def _describe_error(err: Mapping[str, Any], overrides: Mapping[str, Any]) -> str
     inner = "" if env_var is None or env_var.upper() == _env_name(loc) else f"{dotted} "
 
     if error_type == "extra_forbidden":
-        if len(loc) == 2 and (loc[0], loc[1]) in _SECRETS:
-            return _secret_message(where, loc[0], loc[1], via_env=env_var is not None)
+        if loc in _SECRETS:
+            return _secret_message(where, loc, via_env=env_var is not None)
+        home = _vendor_home(loc)
+        if home in _SECRETS:
+            return _secret_message(where, home, via_env=env_var is not None)
+        if home is not None:
+            return (
+                f"{where}: {inner}belongs in the CRM vendor's own table now: "
+                f"{'.'.join(home)} ([{'.'.join(home[:-1])}])"
+            )
         return f"{where}: {inner}unknown setting"
     return f"{where}: {inner}{_short_message(err)}{_echo_value(err, dotted)}"
 

@@ -6,7 +6,8 @@
 
 The rule is that code never logs personal data or secrets. :class:`RedactingFilter` is the safety
 net behind that rule: attached to the handler, it scrubs e-mail addresses, phone-number-like
-sequences, Bitrix24 webhook tokens in URLs, credential query parameters and ``Authorization`` /
+sequences, CRM credentials in URLs (each vendor declares its patterns, e.g. Bitrix24's webhook
+token), credential query parameters and ``Authorization`` /
 ``Bearer`` values from every formatted message, exception text and ``extra`` value.
 
 Third-party loggers are quietened: httpx, httpcore, zeep, urllib3 and waitress log at WARNING
@@ -16,12 +17,16 @@ their DEBUG lines carry full URLs, headers and SOAP envelopes (with VAT numbers)
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import sys
 import time
-from typing import IO, Any, Final, Literal
+from typing import IO, TYPE_CHECKING, Any, Final, Literal
+
+if TYPE_CHECKING:
+    from syncd.connectors.crm.vendor import Redaction
 
 __all__ = [
     "OUR_LOGGERS",
@@ -52,8 +57,6 @@ _EMAIL = re.compile(
     # the scan linear on long texts without "@" matches.
     r"(?<![\w.!#$%&'*+/=?^`{|}~-])[\w.!#$%&'*+/=?^`{|}~-]+@[\w-]+(?:\.[\w-]+)+",
 )
-# Bitrix24 webhook: https://portal/rest/<user id>/<token>/<method> -> /rest/<user id>/***/<method>
-_BITRIX_TOKEN = re.compile(r"(/rest/\d+/)(?!\*\*\*(?:[/?#\s]|$))[^/\s?#\"'<>]+")
 # Credentials in query strings or key=value text: ?auth=..., &access_token=..., token=...
 _QUERY_SECRET = re.compile(
     r"(?<![\w-])((?:auth|token|access_token|refresh_token|id_token|client_secret|password|passwd"
@@ -97,14 +100,24 @@ def _mask_grouped_phone(match: re.Match[str]) -> str:
     return PHONE_MASK if sum(c.isdigit() for c in found) >= _MIN_PHONE_DIGITS else found
 
 
+@functools.cache
+def _vendor_redactions() -> tuple[Redaction, ...]:
+    """Every registered CRM vendor's credential patterns (a vendor's token in a URL), whichever
+    vendor is configured: a log line may predate the configuration."""
+    from syncd.connectors.crm import registry
+
+    return tuple(r for vendor in registry.all_vendors() for r in vendor.redactions)
+
+
 def redact(text: str) -> str:
     """Scrub personal data and credentials from ``text``. Never raises on a ``str``."""
     if not text:
         return text
     if "@" in text:
         text = _EMAIL.sub(EMAIL_MASK, text)
-    if "/rest/" in text:
-        text = _BITRIX_TOKEN.sub(rf"\1{SECRET_MASK}", text)
+    for redaction in _vendor_redactions():
+        if redaction.needle in text:
+            text = redaction.pattern.sub(redaction.replacement, text)
     if "/v1/vat/" in text:
         text = _VAT_PATH.sub(rf"\1{VAT_MASK}", text)
     if "=" in text:

@@ -1,4 +1,5 @@
-"""Building the working parts (cache connection, CRM adapter, engine) from settings."""
+"""Building the working parts from settings: the cache connection, the configured CRM vendor's
+adapter and pusher (looked up by name in the registry), the engines and the service clients."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ from typing import TYPE_CHECKING
 
 from syncd.config import Settings
 from syncd.connectors.budget import Priority, RequestBudget
-from syncd.connectors.crm.bitrix24.adapter import Bitrix24Adapter
-from syncd.connectors.crm.bitrix24.client import Bitrix24Client
-from syncd.connectors.crm.bitrix24.push import Bitrix24Pusher
-from syncd.connectors.http import RetryPolicy
+from syncd.connectors.crm import registry
+from syncd.connectors.crm.base import CRMAdapter, ServiceRequestPusher
+from syncd.connectors.crm.vendor import Connection, CrmVendor
 from syncd.connectors.vies.answer import ViesAnswer
 from syncd.core.errors import ConfigError
 from syncd.engines.intake import IntakeOptions, ServiceRequestIntake, UploadBudget
@@ -21,7 +21,6 @@ from syncd.engines.push import PushOptions
 from syncd.engines.spool import MIB, FileLimits
 from syncd.engines.vat import VatOptions, VatService, ViesClientLike
 from syncd.mappings.loader import MappingSet, load_mapping_set
-from syncd.mappings.outbound import load_service_request_mapping
 from syncd.state.db import connect
 
 if TYPE_CHECKING:
@@ -40,8 +39,14 @@ def open_cache(settings: Settings) -> sqlite3.Connection:
         raise ConfigError(f"state.directory: {settings.state.cache_path}: {error}") from None
 
 
+def crm_vendor(settings: Settings) -> CrmVendor:
+    """The configured CRM vendor, looked up by name in the registry."""
+    return registry.get(settings.crm.vendor)
+
+
 def load_mappings(settings: Settings) -> MappingSet:
-    return load_mapping_set(settings.crm.vendor)
+    """The configured vendor's mapping files (``mappings/<vendor>/``)."""
+    return load_mapping_set(crm_vendor(settings).mappings)
 
 
 def build_budget(settings: Settings) -> RequestBudget | None:
@@ -53,30 +58,24 @@ def build_budget(settings: Settings) -> RequestBudget | None:
     return RequestBudget(crm.requests_per_second, crm.request_burst, crm.push_reserve)
 
 
-def _crm_client(
+def crm_connection(
     settings: Settings,
     *,
-    stop: threading.Event | None,
+    stop: threading.Event | None = None,
     budget: RequestBudget | None = None,
     priority: Priority = "mirror",
     on_request: Callable[[], None] | None = None,
-) -> Bitrix24Client:
+) -> Connection:
+    """What the vendor's builders get: its table, its secrets and the shared ``[crm]`` tuning."""
     crm = settings.crm
-    if not crm.url:
-        raise ConfigError(
-            "crm.url: not set (the CRM webhook base URL, e.g. https://example.bitrix24.eu/rest/1/)"
-        )
-    token = settings.crm_webhook_token()
-    if not token:
-        raise ConfigError(
-            "crm.webhook_token_file: no webhook token (set crm.webhook_token_file "
-            "or provide the systemd credential crm_webhook_token)"
-        )
-    return Bitrix24Client(
-        f"{crm.url.rstrip('/')}/{token}/",
+    return Connection(
+        settings=crm.vendor_settings,
+        secret=settings.crm_secret,
         connect_timeout=crm.connect_timeout_seconds,
         timeout=crm.timeout_seconds,
-        retry=RetryPolicy(max_attempts=crm.max_attempts, stop=stop),
+        max_attempts=crm.max_attempts,
+        deletion_events=crm.deletion_events == "auto",
+        stop=stop,
         budget=budget,
         priority=priority,
         on_request=on_request,
@@ -90,18 +89,14 @@ def build_adapter(
     stop: threading.Event | None = None,
     budget: RequestBudget | None = None,
     on_request: Callable[[], None] | None = None,
-) -> Bitrix24Adapter:
+) -> CRMAdapter:
     """The configured CRM adapter; a missing URL or credential is a ConfigError. Its client
     draws from ``budget`` (when given) at mirror priority and calls ``on_request`` before each
     request."""
-    return Bitrix24Adapter(
-        _crm_client(
-            settings, stop=stop, budget=budget, priority="mirror", on_request=on_request
-        ),
-        mappings,
-        devices_entity_type_id=settings.crm.devices_entity_type_id,
-        deletion_events=settings.crm.deletion_events == "auto",
+    connection = crm_connection(
+        settings, stop=stop, budget=budget, priority="mirror", on_request=on_request
     )
+    return crm_vendor(settings).build_adapter(connection, mappings)
 
 
 def build_pusher(
@@ -110,19 +105,13 @@ def build_pusher(
     stop: threading.Event | None = None,
     budget: RequestBudget | None = None,
     on_request: Callable[[], None] | None = None,
-) -> Bitrix24Pusher:
-    """The configured CRM's service-request pusher (its own HTTP client: the push lane never
+) -> ServiceRequestPusher:
+    """The configured CRM's service-request pusher (its own client: the push lane never
     waits on the mirror's connections; it draws from ``budget`` at push priority)."""
-    crm = settings.crm
-    adapter_client = _crm_client(
+    connection = crm_connection(
         settings, stop=stop, budget=budget, priority="push", on_request=on_request
     )
-    return Bitrix24Pusher(
-        adapter_client,
-        load_service_request_mapping(crm.vendor),
-        entity_type_id=crm.service_requests_entity_type_id,
-        disk_folder_id=crm.disk_folder_id,
-    )
+    return crm_vendor(settings).build_pusher(connection)
 
 
 def push_options(settings: Settings) -> PushOptions:

@@ -54,8 +54,7 @@ def make_settings(tmp_path: Path, fake: FakeBitrix24, **mirror: object) -> Setti
     return load_settings(
         None,
         crm={
-            "url": fake.base_url,
-            "webhook_token_file": token,
+            "bitrix24": {"url": fake.base_url, "webhook_token_file": token},
             "max_attempts": 4,
             "requests_per_second": 0,  # the fake has no rate limit; tests stay fast
         },
@@ -107,8 +106,8 @@ def write_config(tmp_path: Path, fake: FakeBitrix24, extra: str = "") -> Path:
     token.write_text(fake.token)
     config = tmp_path / "syncd.toml"
     config.write_text(
-        f'[crm]\nurl = "{fake.base_url}"\nwebhook_token_file = "{token}"\n'
-        "requests_per_second = 0\n"  # the fake has no rate limit
+        "[crm]\nrequests_per_second = 0\n"  # the fake has no rate limit
+        f'[crm.bitrix24]\nurl = "{fake.base_url}"\nwebhook_token_file = "{token}"\n'
         f'[state]\ndirectory = "{tmp_path / "state"}"\n{LOCAL_ONLY}{extra}'
     )
     return config

@@ -160,7 +160,8 @@ class Deployment:
 
     def write_config(self, crm_url: str, extra: str = "") -> None:
         self.config.write_text(
-            f'[crm]\nurl = "{crm_url}"\nrequests_per_second = 0\n'
+            '[crm]\nrequests_per_second = 0\n'
+            f'[crm.bitrix24]\nurl = "{crm_url}"\n'
             '[mirror]\ninterval_seconds = 2\njitter_seconds = 0\n'
             f'[api]\nlisten = "unix:{self.socket}"\n'
             '[omniva]\nenabled = false\n'

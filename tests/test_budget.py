@@ -289,7 +289,7 @@ def test_the_daemon_builds_one_budget_for_both_lanes(tmp_path: Path, fake: FakeB
     token.write_text(fake.token)
     settings = load_settings(
         None,
-        crm={"url": fake.base_url, "webhook_token_file": token},
+        crm={"bitrix24": {"url": fake.base_url, "webhook_token_file": token}},
         state={"directory": tmp_path / "state"},
         api={"enabled": False},
         omniva={"enabled": False},

@@ -70,7 +70,7 @@ def test_check_config_redacts_the_token(tmp_path: Path) -> None:
     token.write_text("s3cr3t-webhook-token\n")
     config = tmp_path / "syncd.toml"
     config.write_text(
-        f'[crm]\nurl = "https://b24.example/rest/1/"\nwebhook_token_file = "{token}"\n'
+        f'[crm.bitrix24]\nurl = "https://b24.example/rest/1/"\nwebhook_token_file = "{token}"\n'
         f'[state]\ndirectory = "{tmp_path / "state"}"\n'
     )
     result = subprocess.run(
@@ -121,9 +121,10 @@ def _syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("toml", "setting"),
     [
-        ('[crm]\nurl = "https://b24.example/rest/1/"\n', "crm.webhook_token_file"),
-        ('[crm]\nwebhook_token_file = "TOKEN"\n', "crm.url"),
-        ('[crm]\nwebhook_token_file = "/dev/zero"\nurl = "https://b24.example/rest/1/"\n',
+        ('[crm.bitrix24]\nurl = "https://b24.example/rest/1/"\n',
+         "crm.bitrix24.webhook_token_file"),
+        ('[crm.bitrix24]\nwebhook_token_file = "TOKEN"\n', "crm.bitrix24.url"),
+        ('[crm.bitrix24]\nwebhook_token_file = "/dev/zero"\nurl = "https://b24.example/rest/1/"\n',
          "/dev/zero"),
         ("[api]\nmax_upload_mb = 10\n", "api.max_upload_mb"),
         ("[api]\nmax_upload_mb_per_hour = 600\n", "api.max_upload_mb_per_hour"),
@@ -152,8 +153,8 @@ def test_check_config_prints_effective_paths(tmp_path: Path) -> None:
     effective = json.loads(result.stdout)
     assert effective["outbox"]["spool_directory"] == str(tmp_path / "state" / "spool")
     assert effective["state"]["cache_path"] == str(tmp_path / "state" / "cache.sqlite3")
-    assert effective["crm"]["webhook_token_file"] == "<not set>"
-    assert "no CRM" in effective["crm"]["url"]
+    assert effective["crm"]["bitrix24"]["webhook_token_file"] == "<not set>"
+    assert "no CRM" in effective["crm"]["configured"]
 
 
 def test_resync_json_prints_only_json_on_stdout(tmp_path: Path) -> None:
@@ -176,7 +177,7 @@ def test_resync_without_a_crm_is_a_configuration_error(tmp_path: Path) -> None:
     config.write_text(f'[state]\ndirectory = "{tmp_path / "state"}"\n')
     result = _syncd(config, "--resync", "devices")
     assert result.returncode == 78
-    assert "crm.url" in result.stderr
+    assert "crm.bitrix24: no CRM configured" in result.stderr
 
 
 def test_check_config_online_says_which_upstream_fails(tmp_path: Path) -> None:
@@ -195,7 +196,7 @@ def test_check_config_online_says_which_upstream_fails(tmp_path: Path) -> None:
         def write(secret: str, omniva_url: str) -> None:
             token.write_text(secret)
             config.write_text(
-                f'[crm]\nurl = "{crm.base_url}"\nwebhook_token_file = "{token}"\n'
+                f'[crm.bitrix24]\nurl = "{crm.base_url}"\nwebhook_token_file = "{token}"\n'
                 f'[vies]\nendpoint = "{vies.base_url}"\n[omniva]\nurl = "{omniva_url}"\n'
                 f'[state]\ndirectory = "{tmp_path / "state"}"\n')
 

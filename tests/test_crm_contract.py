@@ -215,12 +215,23 @@ class MemoryUpstream:
 
 
 @pytest.fixture
-def memory() -> tuple[Any, Any]:
-    from syncd.connectors.crm.memory import MemoryAdapter, MemoryRecords
+def memory(tmp_path: Path) -> Iterator[tuple[Any, Any]]:
+    """The in-memory vendor, configured by name (``[crm] vendor = "memory"``) and built through
+    the registry, as the daemon builds any vendor."""
+    from syncd.config import load_settings
+    from syncd.connectors.crm import registry
+    from syncd.runtime import build_adapter, load_mappings
 
-    records = MemoryRecords()
-    records.seed(companies=60, contacts=120, devices=110, seed=9)
-    return MemoryAdapter(records), MemoryUpstream(records)
+    store = f"contract-{tmp_path.name}"
+    settings = load_settings(
+        None, crm={"vendor": "memory",
+                   "memory": {"store": store, "companies": 60, "contacts": 120, "devices": 110,
+                              "seed": 9}},
+    )
+    vendor = registry.get("memory")
+    adapter = build_adapter(settings, load_mappings(settings))
+    yield adapter, MemoryUpstream(vendor.store(settings.crm.vendor_settings).records)  # type: ignore[attr-defined]
+    vendor.forget(store)  # type: ignore[attr-defined]
 
 
 class TestMemoryAdapter(CRMAdapterContract):

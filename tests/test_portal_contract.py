@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlite_utils
 
 from syncd.core.entities import CANONICAL_FIELDS
 from syncd.mappings.loader import FieldRule, load_mapping_set
@@ -94,10 +95,11 @@ def fresh_cache(tmp_path: Path) -> Iterator[sqlite3.Connection]:
 
 
 def table_info(conn: sqlite3.Connection, table: str) -> dict[str, tuple[str, bool, bool]]:
-    """column -> (declared type, NOT NULL, part of the primary key)."""
+    """column -> (declared type, NOT NULL, part of the primary key), read with sqlite-utils's
+    introspection."""
     return {
-        row[1]: (row[2].upper(), bool(row[3]), bool(row[5]))
-        for row in conn.execute(f"PRAGMA table_info({table})")
+        column.name: (column.type.upper(), bool(column.notnull), bool(column.is_pk))
+        for column in sqlite_utils.Database(conn)[table].columns
     }
 
 
@@ -134,12 +136,8 @@ def test_every_table_is_either_readable_or_declared_internal(
     readable = set(documented_tables())
     internal = internal_table_patterns()
     assert "stage_*" in internal and "quarantine" in internal
-    names = [
-        row[0]
-        for row in fresh_cache.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-        )
-    ]
+    names = [n for n in sqlite_utils.Database(fresh_cache).table_names()
+             if not n.startswith("sqlite_")]
     for name in names:
         is_internal = any(fnmatch.fnmatchcase(name, pattern) for pattern in internal)
         assert (name in readable) != is_internal, (
@@ -263,9 +261,10 @@ def write_config(directory: Path, fake: Any, **mirror: float) -> Path:
     config = directory / "syncd.toml"
     config.write_text(
         "[crm]\n"
+        "requests_per_second = 0\n"
+        "[crm.bitrix24]\n"
         f"url = {json.dumps(fake.base_url)}\n"
         f"webhook_token_file = {json.dumps(str(token))}\n"
-        "requests_per_second = 0\n"
         "[mirror]\n"
         + "".join(f"{key} = {value}\n" for key, value in settings.items())
         + f"[state]\ndirectory = {json.dumps(str(directory / 'state'))}\n"

@@ -19,9 +19,11 @@ from typing import Literal, Protocol
 
 import pytest
 
+from syncd.config import Settings, load_settings
 from syncd.connectors.crm.base import ServiceRequestPusher
 from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 from syncd.connectors.crm.memory import MemoryCRM, MemoryPusher
+from syncd.connectors.crm.memory.vendor import VENDOR as MEMORY
 from syncd.core.draft import ServiceRequestDraft
 from syncd.core.errors import AmbiguousWriteError, RetriableError
 from syncd.runtime import build_pusher
@@ -192,13 +194,23 @@ class MemoryUpstream:
 
 
 class TestMemoryPusher(ServiceRequestPusherContract):
-    @pytest.fixture
-    def crm(self) -> MemoryCRM:
-        return MemoryCRM()
+    """The in-memory vendor, configured by name and built through the registry."""
 
     @pytest.fixture
-    def pusher(self, crm: MemoryCRM) -> ServiceRequestPusher:
-        return MemoryPusher(crm)
+    def settings(self, tmp_path: Path) -> Iterator[Settings]:
+        store = f"pusher-{tmp_path.name}"
+        yield load_settings(None, crm={"vendor": "memory", "memory": {"store": store}})
+        MEMORY.forget(store)
+
+    @pytest.fixture
+    def crm(self, settings: Settings) -> MemoryCRM:
+        return MEMORY.store(settings.crm.vendor_settings).crm
+
+    @pytest.fixture
+    def pusher(self, settings: Settings) -> Iterator[ServiceRequestPusher]:
+        pusher = build_pusher(settings)
+        yield pusher
+        pusher.close()
 
     @pytest.fixture
     def upstream(self, crm: MemoryCRM) -> MemoryUpstream:

@@ -267,8 +267,8 @@ def daemon_config(
     token.write_text(crm.token)
     config = tmp_path / "syncd.toml"
     config.write_text(
-        f'[crm]\nurl = "{crm.base_url}"\nwebhook_token_file = "{token}"\n'
-        "requests_per_second = 0\n"
+        "[crm]\nrequests_per_second = 0\n"
+        f'[crm.bitrix24]\nurl = "{crm.base_url}"\nwebhook_token_file = "{token}"\n'
         f'[state]\ndirectory = "{tmp_path / "state"}"\n'
         f'[api]\nlisten = "unix:{socket_path}"\n'
         f'[vies]\nendpoint = "{vies.base_url}"\n'
@@ -434,7 +434,7 @@ def test_the_daemon_serves_vat_and_parcel_machines_on_a_unix_socket(
     # The lookup counters were flushed on the way out: live, cache and local.
     conn = open_cache(load_settings(config))
     try:
-        stats = vies_cache.stats(conn, datetime.now(UTC))
+        stats = vies_cache.figures(conn, datetime.now(UTC)).summary()
     finally:
         close_cache(conn)
     assert stats["lookups_24h"] == 3 and stats["hits_24h"] == 1

@@ -1,8 +1,8 @@
 """``syncd check-config --online``: one cheap call to each configured upstream, to tell whether
 it is reachable and accepts syncd's credentials, before the daemon finds out the hard way.
 
-* the CRM: one ``crm.contact.list`` of a single ID (reachability, the webhook token and its
-  ``crm`` scope);
+* the CRM: the vendor's own cheapest call (Bitrix24: one ``crm.contact.list`` of a single ID,
+  proving reachability, the webhook token and its ``crm`` scope);
 * VIES: one ``checkVat`` of syncd's own VAT number (``vies.requester_vat``), else of a
   well-formed test number; any answer from VIES, valid, invalid or "invalid input", proves it
   reachable;
@@ -38,7 +38,8 @@ class CheckResult:
 def check_upstreams(settings: Settings) -> list[CheckResult]:
     """Check every configured upstream once (not configured ones are reported as skipped)."""
     checks: list[tuple[str, Callable[[Settings], str] | None, str]] = [
-        ("crm", _check_crm if settings.crm.url else None, "not configured (crm.url)"),
+        ("crm", _check_crm if settings.crm_configured else None,
+         f"not configured ([crm.{settings.crm.vendor}])"),
         ("vies", _check_vies if settings.api.enabled else None, "off (api.enabled = false)"),
         ("omniva", _check_omniva if settings.omniva.enabled else None, "off (omniva.enabled)"),
     ]
@@ -59,21 +60,9 @@ def check_upstreams(settings: Settings) -> list[CheckResult]:
 
 
 def _check_crm(settings: Settings) -> str:
-    from syncd.connectors.http import RetryPolicy
-    from syncd.runtime import build_pusher
+    from syncd.runtime import crm_connection, crm_vendor
 
-    pusher = build_pusher(settings)
-    client = pusher.client
-    client.retry = RetryPolicy(max_attempts=1)
-    try:
-        client.call(
-            "crm.contact.list",
-            {"select": ["ID"], "order": {"ID": "ASC"}, "filter": {">ID": 0}, "start": -1},
-        )
-    finally:
-        pusher.close()
-    host = (settings.crm.url or "").split("/")[2]
-    return f"reachable at {host}; the webhook token is accepted with the crm scope"
+    return crm_vendor(settings).check_online(crm_connection(settings))
 
 
 def _check_vies(settings: Settings) -> str:

@@ -1,7 +1,9 @@
-"""Run a fake Bitrix24 standalone: prints ``READY <webhook_url>``, then the ``crm.url``, the token
-and the control API's URL, one a line, and serves until SIGTERM/SIGINT.
+"""Run a fake Bitrix24 standalone: prints ``READY <webhook_url>``, then the
+``crm.bitrix24.url``, the token and the control API's URL, one a line, and serves until
+SIGTERM/SIGINT.
 
-    python -m syncd.connectors.crm.bitrix24.fake --seed 1 --companies 50 --contacts 200 --devices 100
+    python -m syncd.connectors.crm.bitrix24.fake --seed 1 --companies 50 --contacts 200 \
+        --devices 100
 """
 
 from __future__ import annotations
@@ -72,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         fake,
         lambda: fake.webhook_url,
         lambda: [
-            f'crm.url = "{fake.base_url}"',
-            f"token {args.token} (put it in the file crm.webhook_token_file names)",
+            f'crm.bitrix24.url = "{fake.base_url}"',
+            f"token {args.token} (put it in the file crm.bitrix24.webhook_token_file names)",
             f"control {fake.control_url}",
         ],
     )
