@@ -4,6 +4,13 @@ Records are plain dicts in the memory vendor's own shape (``mappings/memory/*.to
 the canonical field names, an ``id`` and an ``updated_at``). The CRM has its own clock, which
 moves forward one second with every change, so "changed since" listings are exact; deletions are
 queued as events the adapter reads and acknowledges, as an app-context Bitrix24 would.
+
+Fault hooks for engine tests, in the style of :meth:`MemoryCRM.fail
+<syncd.connectors.crm.memory.pusher.MemoryCRM.fail>`: :meth:`MemoryRecords.fail` arms a listing
+that ends early without saying so (``truncated``) or breaks off with an error (``unavailable``)
+after a number of pages; :attr:`MemoryRecords.listings` records every listing asked for (where it
+resumed). A record that cannot be mapped needs no hook: give it a bad value
+(``records.update(Entity.CONTACTS, "61", birth_date="31.02.1985")``).
 """
 
 from __future__ import annotations
@@ -12,14 +19,46 @@ import itertools
 import random
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
-from syncd.connectors.crm.base import Capabilities, ChangeTracking, DeletionDetection, DeletionEvents, Page, RawRecord
-from syncd.core.entities import Entity
+from syncd.connectors.crm.base import (
+    Capabilities,
+    ChangeTracking,
+    DeletionDetection,
+    DeletionEvents,
+    Page,
+    RawRecord,
+)
 from syncd.core.clock import iso, parse_iso
+from syncd.core.entities import Entity
+from syncd.core.errors import UpstreamUnavailableError
 
 PAGE_SIZE = 50
+
+ListingOperation = Literal["list_changed", "list_ids"]
+ListingFaultKind = Literal["truncated", "unavailable"]
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One listing the adapter was asked for: which, of what, changed since when (``list_changed``
+    only) and after which resume point (None: from the start)."""
+
+    operation: ListingOperation
+    entity: Entity
+    since: datetime | None = None
+    resume_after: str | None = None
+
+
+@dataclass
+class _ListingFault:
+    operation: ListingOperation
+    kind: ListingFaultKind
+    after_pages: int
+    entity: Entity | None
+    times: int
 
 
 class MemoryRecords:
@@ -29,9 +68,44 @@ class MemoryRecords:
         self.now = start or datetime(2026, 1, 1, tzinfo=UTC)
         self.records: dict[Entity, dict[str, dict[str, Any]]] = {e: {} for e in Entity}
         self.deletions: list[tuple[int, Entity, str]] = []  # (event id, entity, record id)
+        self.listings: list[Listing] = []  # every listing asked for, in order
         self._ids = itertools.count(1)
         self._events = itertools.count(1)
+        self._faults: list[_ListingFault] = []
         self.lock = threading.Lock()
+
+    def fail(
+        self,
+        operation: ListingOperation,
+        kind: ListingFaultKind,
+        *,
+        after_pages: int = 0,
+        entity: Entity | None = None,
+        times: int = 1,
+    ) -> None:
+        """Arm a fault for the next ``times`` listings by ``operation`` (of ``entity``, or of
+        any entity): each yields ``after_pages`` pages as usual, then ``truncated`` ends it
+        quietly as if nothing followed (a CRM that cuts a listing short without saying so: the
+        delete guard must notice), and ``unavailable`` raises UpstreamUnavailableError instead of
+        the next page (a listing, say a full resync, broken off halfway)."""
+        if after_pages < 0 or times < 1:
+            raise ValueError("after_pages must be >= 0 and times >= 1")
+        with self.lock:
+            self._faults.append(_ListingFault(operation, kind, after_pages, entity, times))
+
+    def start_listing(self, listing: Listing) -> _ListingFault | None:
+        """Record ``listing`` and take the fault armed for it, if any (see :meth:`fail`)."""
+        with self.lock:
+            self.listings.append(listing)
+            for fault in self._faults:
+                if (
+                    fault.operation == listing.operation
+                    and fault.entity in (None, listing.entity)
+                    and fault.times > 0
+                ):
+                    fault.times -= 1
+                    return fault
+        return None
 
     def tick(self) -> datetime:
         """The CRM's clock, one second on (every change gets its own time)."""
@@ -130,9 +204,12 @@ class MemoryAdapter:
     def list_changed(
         self, entity: Entity, since: datetime | None, resume_after: str | None = None
     ) -> Iterator[Page]:
+        fault = self.store.start_listing(Listing("list_changed", entity, since, resume_after))
         started = self.server_time()
         after = int(resume_after) if resume_after else 0
-        while True:
+        for pages in itertools.count():
+            if _broken_off(fault, entity, pages):
+                return
             with self.store.lock:
                 ids = sorted(
                     int(i)
@@ -149,9 +226,12 @@ class MemoryAdapter:
                 return
 
     def list_ids(self, entity: Entity) -> Iterator[list[str]]:
+        fault = self.store.start_listing(Listing("list_ids", entity))
         with self.store.lock:
             ids = sorted(self.store.records[entity], key=int)
-        for start in range(0, len(ids), self.page_size):
+        for pages, start in enumerate(range(0, len(ids), self.page_size)):
+            if _broken_off(fault, entity, pages):
+                return
             yield ids[start : start + self.page_size]
 
     def count(self, entity: Entity) -> int:
@@ -180,3 +260,15 @@ class MemoryAdapter:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _broken_off(fault: _ListingFault | None, entity: Entity, pages: int) -> bool:
+    """Whether an armed listing ``fault`` ends the listing before its page number ``pages``
+    (counted from 0): True when truncated; raises when the CRM is to be unavailable."""
+    if fault is None or pages < fault.after_pages:
+        return False
+    if fault.kind == "unavailable":
+        raise UpstreamUnavailableError(
+            f"memory CRM: {fault.operation} of {entity.value} failed after {pages} page(s)"
+        )
+    return True

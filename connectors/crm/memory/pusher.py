@@ -11,10 +11,15 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
 from syncd.core.draft import ServiceRequestDraft
-from syncd.core.errors import AmbiguousWriteError, RateLimitedError, UpstreamUnavailableError
+from syncd.core.errors import (
+    AmbiguousWriteError,
+    AuthError,
+    RateLimitedError,
+    UpstreamUnavailableError,
+)
 
 Operation = Literal["find", "create", "find_file", "upload", "attach"]
-FaultKind = Literal["lost_answer", "unavailable", "rate_limited"]
+FaultKind = Literal["lost_answer", "unavailable", "rate_limited", "rejected_credentials"]
 _CHUNK = 64 * 1024
 
 
@@ -42,6 +47,7 @@ class _Fault:
     kind: FaultKind
     times: int
     retry_after: float | None
+    after: int = 0
 
 
 class MemoryCRM:
@@ -62,12 +68,17 @@ class MemoryCRM:
         *,
         times: int = 1,
         retry_after: float | None = None,
+        after: int = 0,
     ) -> None:
-        """Arm a fault for the next ``times`` calls of ``operation``: ``lost_answer`` does the
-        write and then loses its answer (AmbiguousWriteError); ``unavailable`` fails before
-        doing anything; ``rate_limited`` refuses with ``retry_after``."""
+        """Arm a fault for ``times`` calls of ``operation``, once ``after`` calls of it have gone
+        through as usual: ``lost_answer`` does the write and then loses its answer
+        (AmbiguousWriteError); ``unavailable`` fails before doing anything
+        (UpstreamUnavailableError); ``rate_limited`` refuses with ``retry_after``
+        (RateLimitedError); ``rejected_credentials`` refuses our credentials (AuthError)."""
+        if times < 1 or after < 0:
+            raise ValueError("times must be >= 1 and after >= 0")
         with self.lock:
-            self._faults.append(_Fault(operation, kind, times, retry_after))
+            self._faults.append(_Fault(operation, kind, times, retry_after, after))
 
     def next_id(self) -> str:
         return str(next(self._ids))
@@ -75,15 +86,21 @@ class MemoryCRM:
     def take_fault(self, operation: Operation) -> _Fault | None:
         with self.lock:
             self.calls.append(operation)
+            taken = None
             for fault in self._faults:
-                if fault.operation == operation and fault.times > 0:
+                if fault.operation != operation or fault.times <= 0:
+                    continue
+                if fault.after > 0:
+                    fault.after -= 1  # every fault still waiting counts the call
+                elif taken is None:
                     fault.times -= 1
-                    return fault
-        return None
+                    taken = fault
+            return taken
 
 
 class MemoryPusher:
-    """Implements :class:`syncd.connectors.crm.base.ServiceRequestPusher` over a :class:`MemoryCRM`."""
+    """Implements :class:`syncd.connectors.crm.base.ServiceRequestPusher` over a
+    :class:`MemoryCRM`."""
 
     def __init__(self, crm: MemoryCRM) -> None:
         self.crm = crm
@@ -141,6 +158,8 @@ class MemoryPusher:
             raise RateLimitedError(
                 f"memory CRM: {operation} refused (rate limit)", retry_after=fault.retry_after
             )
+        if fault.kind == "rejected_credentials":
+            raise AuthError(f"memory CRM: {operation} refused (credentials rejected)")
         raise UpstreamUnavailableError(f"memory CRM: {operation} failed (unavailable)")
 
     @staticmethod
