@@ -18,12 +18,12 @@ demo: $(STAMP)
 	$(BIN)/syncd demo
 
 test: $(STAMP)
-	$(BIN)/ruff check syncd tests bench
+	$(BIN)/ruff check syncd connectors mappings state tests bench
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2 -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd tests bench
+	$(BIN)/ruff check syncd connectors mappings state tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from syncd.mappings.loader import load_mapping_toml, read_mapping_file
 from syncd.core.errors import ConfigError
+from syncd.mappings.loader import load_mapping_toml, read_mapping_file
 
 SERVICE_REQUEST_FIELDS = frozenset(
     {

@@ -19,9 +19,9 @@ from syncd.core.entities import ENTITY_ORDER, Entity
 
 __all__ = [
     "ENTITY_ORDER",
+    "CRMAdapter",
     "Capabilities",
     "ChangeTracking",
-    "CRMAdapter",
     "DeletionDetection",
     "DeletionEvents",
     "Entity",

@@ -3,8 +3,8 @@
 The WSDL is the copy bundled with this package, parsed once and never fetched. zeep parses
 answers with DTDs, entities and external references forbidden; redirects are never followed;
 every exchange has connect and read timeouts. Every outcome is either a :class:`ViesAnswer` or
-a :class:`~syncd.connectors.vies.errors.ViesError` subclass (see ``errors.py``). No retries here: the
-caller owns the policy.
+a :class:`~syncd.connectors.vies.errors.ViesError` subclass (see ``errors.py``). No retries
+here: the caller owns the policy.
 """
 
 from __future__ import annotations

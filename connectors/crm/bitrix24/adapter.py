@@ -14,11 +14,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from syncd.connectors.crm.base import Capabilities, ChangeTracking, DeletionDetection, DeletionEvents, Page, RawRecord
-from syncd.core.entities import Entity
+from syncd.connectors.crm.base import (
+    Capabilities,
+    ChangeTracking,
+    DeletionDetection,
+    DeletionEvents,
+    Page,
+    RawRecord,
+)
 from syncd.connectors.crm.bitrix24.client import Bitrix24Client
-from syncd.mappings.loader import MappingSet
+from syncd.core.entities import Entity
 from syncd.core.errors import AuthError, MalformedResponseError
+from syncd.mappings.loader import MappingSet
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
-from syncd.core.draft import ServiceRequestDraft
 from syncd.connectors.crm.bitrix24.client import Bitrix24Client
-from syncd.mappings.outbound import OutboundMapping
+from syncd.core.draft import ServiceRequestDraft
 from syncd.core.errors import MalformedResponseError
+from syncd.mappings.outbound import OutboundMapping
 
 
 class Bitrix24Pusher:

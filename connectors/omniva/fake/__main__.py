@@ -1,6 +1,7 @@
 """Run a fake Omniva standalone: prints ``READY <locations_url>`` and serves until SIGTERM/SIGINT.
 
-python -m syncd.connectors.omniva.fake [--port 0] [--synthetic 5000 --countries EE,LV,LT] [--mode ok]
+python -m syncd.connectors.omniva.fake [--port 0] [--synthetic 5000 --countries EE,LV,LT] \
+    [--mode ok]
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ class FaultRegistry:
         retry_after: float | None = None,
         delay: float | None = None,
     ) -> Fault:
-        """Arm a fault; see the module docs of ``syncd.connectors.crm.bitrix24.fake`` for the kinds."""
+        """Arm a fault; see the module docs of ``syncd.connectors.crm.bitrix24.fake`` for the
+        kinds."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {sorted(FAULT_KINDS)}")
         if kind == "slow" and delay is None:
