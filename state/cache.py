@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from syncd.core.clock import parse_iso
+from syncd.core.clock import iso, iso_or_none, parse_iso
 from syncd.core.entities import CANONICAL_FIELDS, CanonicalRecord
 from syncd.state import audit, control
 
@@ -146,7 +146,7 @@ class CacheStore:
             self.conn.execute(f"SELECT count(*) FROM {table}_{_check(entity)}").fetchone()[0]
         )
 
-    def merge(self, table: str, entity: str, *, run_id: int, now: str) -> int:
+    def merge(self, table: str, entity: str, *, run_id: int, now: datetime) -> int:
         """Upsert staged rows into the live table; returns how many rows changed.
 
         Links to other entities are kept only when the target exists (a link to a record the
@@ -178,7 +178,7 @@ class CacheStore:
             f"INSERT INTO main.{entity} ({', '.join(columns)}) "
             f"SELECT {', '.join(select)} FROM {table}_{entity} s WHERE true "
             f"ON CONFLICT(crm_id) DO UPDATE SET {updates} WHERE {changed}",
-            {"now": now, "run_id": run_id},
+            {"now": iso(now), "run_id": run_id},
         )
         merged = cursor.rowcount
         self.conn.execute(
@@ -234,7 +234,7 @@ class CacheStore:
         row = self.conn.execute("SELECT value FROM cursors WHERE entity = ?", (entity,)).fetchone()
         return datetime.fromisoformat(row[0]) if row else None
 
-    def set_cursor(self, entity: str, value: datetime, *, now: str) -> None:
+    def set_cursor(self, entity: str, value: datetime, *, now: datetime) -> None:
         """Move the change cursor forward (never backwards)."""
         current = self.cursor(entity)
         if current is not None and value <= current:
@@ -243,18 +243,18 @@ class CacheStore:
             "INSERT INTO cursors (entity, value, updated_at) VALUES (?, ?, ?) "
             "ON CONFLICT(entity) DO UPDATE SET "
             "value = excluded.value, updated_at = excluded.updated_at",
-            (_check(entity), value.isoformat(), now),
+            (_check(entity), value.isoformat(), iso(now)),
         )
 
     # -- quarantine and held deletes ----------------------------------------------------------
 
-    def quarantine(self, entity: str, crm_id: str, reason: str, *, now: str) -> None:
+    def quarantine(self, entity: str, crm_id: str, reason: str, *, now: datetime) -> None:
         self.conn.execute(
             "INSERT INTO quarantine (entity, crm_id, reason, first_seen_at, last_seen_at) "
             "VALUES (?, ?, ?, ?, ?) ON CONFLICT(entity, crm_id) DO UPDATE SET "
             "reason = excluded.reason, last_seen_at = excluded.last_seen_at, "
             "occurrences = occurrences + 1",
-            (_check(entity), crm_id, reason, now, now),
+            (_check(entity), crm_id, reason, iso(now), iso(now)),
         )
 
     def quarantined_ids(self, entity: str) -> set[str]:
@@ -290,18 +290,20 @@ class CacheStore:
             "DELETE FROM quarantine WHERE entity = ? AND crm_id = ?", ((entity, i) for i in ids)
         )
 
-    def forget_quarantine_not_seen_since(self, entity: str, since: str) -> None:
+    def forget_quarantine_not_seen_since(self, entity: str, since: datetime) -> None:
         """Drop quarantine rows a complete listing did not meet again (gone upstream)."""
         self.conn.execute(
-            "DELETE FROM quarantine WHERE entity = ? AND last_seen_at < ?", (entity, since)
+            "DELETE FROM quarantine WHERE entity = ? AND last_seen_at < ?", (entity, iso(since))
         )
 
-    def hold_deletes(self, entity: str, ids: Sequence[str], reason: str, *, now: str) -> None:
+    def hold_deletes(
+        self, entity: str, ids: Sequence[str], reason: str, *, now: datetime
+    ) -> None:
         """Replace the held deletions of ``entity`` with ``ids``."""
         self.conn.execute("DELETE FROM held_deletes WHERE entity = ?", (_check(entity),))
         self.conn.executemany(
             "INSERT INTO held_deletes (entity, crm_id, detected_at, reason) VALUES (?, ?, ?, ?)",
-            ((entity, i, now, reason) for i in ids),
+            ((entity, i, iso(now), reason) for i in ids),
         )
 
     def held_deletes(self, entity: str) -> list[str]:
@@ -328,23 +330,30 @@ class CacheStore:
 
     # -- sync runs ----------------------------------------------------------------------------
 
-    def start_run(self, kind: str, entities: Sequence[str], *, started_at: str, now: str) -> int:
+    def start_run(
+        self, kind: str, entities: Sequence[str], *, started_at: datetime, now: datetime
+    ) -> int:
         """Insert the run's row (inside the cycle's transaction) and return its ID."""
         cursor = self.conn.execute(
             "INSERT INTO sync_runs (kind, entities, started_at, finished_at) VALUES (?, ?, ?, ?)",
-            (kind, ",".join(entities), started_at, now),
+            (kind, ",".join(entities), iso(started_at), iso(now)),
         )
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
     def finish_run(
-        self, run_id: int, counts: RunCounts, *, data_as_of: str | None, details: dict[str, Any]
+        self,
+        run_id: int,
+        counts: RunCounts,
+        *,
+        data_as_of: datetime | None,
+        details: dict[str, Any],
     ) -> None:
         self.conn.execute(
             "UPDATE sync_runs SET data_as_of = ?, upserted = ?, deleted = ?, quarantined = ?, "
             "held_deletes = ?, details = ? WHERE id = ?",
             (
-                data_as_of,
+                iso_or_none(data_as_of),
                 counts.upserted,
                 counts.deleted,
                 counts.quarantined,
@@ -367,16 +376,16 @@ class CacheStore:
 
     # -- housekeeping -------------------------------------------------------------------------
 
-    def prune_history(self, *, runs_before: str, audit_before: str) -> dict[str, int]:
+    def prune_history(self, *, runs_before: datetime, audit_before: datetime) -> dict[str, int]:
         """Drop ``sync_runs`` and finished resync requests older than ``runs_before`` (the newest
         run always stays: it is the portal's "last cycle") and audit entries older than
         ``audit_before`` (their retention)."""
         return {
             "sync_runs": self.conn.execute(
                 "DELETE FROM sync_runs WHERE finished_at < ? "
-                "AND id < (SELECT max(id) FROM sync_runs)", (runs_before,)).rowcount,
-            "control_requests": control.prune_finished(self.conn, before=parse_iso(runs_before)),
-            "audit_log": audit.prune(self.conn, before=parse_iso(audit_before)),
+                "AND id < (SELECT max(id) FROM sync_runs)", (iso(runs_before),)).rowcount,
+            "control_requests": control.prune_finished(self.conn, before=runs_before),
+            "audit_log": audit.prune(self.conn, before=audit_before),
         }
 
     # -- full-resync progress -----------------------------------------------------------------
@@ -401,12 +410,13 @@ class CacheStore:
             for entity, resume_after, server_time, pages, records, complete, started_at in rows
         }
 
-    def begin_resync(self, entities: Sequence[str], *, now: str) -> None:
+    def begin_resync(self, entities: Sequence[str], *, now: datetime) -> None:
         self.conn.execute("DELETE FROM resync_progress")
         for entity in entities:
             self.clear_staging("stage", entity)
             self.conn.execute(
-                "INSERT INTO resync_progress (entity, started_at) VALUES (?, ?)", (entity, now)
+                "INSERT INTO resync_progress (entity, started_at) VALUES (?, ?)",
+                (entity, iso(now)),
             )
 
     def save_progress(

@@ -91,17 +91,17 @@ def test_the_overview_reads_every_part_typed_and_in_utc(conn: sqlite3.Connection
     with write_transaction(conn):
         store.set_cursor(
             "companies", datetime(2026, 11, 21, 13, 30, tzinfo=timezone(timedelta(hours=2))),
-            now=stamp(NOW),
+            now=NOW,
         )
-        store.quarantine("devices", "18", "bad serial", now=stamp(NOW - timedelta(hours=1)))
-        store.quarantine("devices", "18", "bad serial", now=stamp(NOW - timedelta(minutes=5)))
-        store.quarantine("contacts", "9", "no name", now=stamp(NOW - timedelta(minutes=30)))
-        store.hold_deletes("devices", ["20", "21"], "too many at once", now=stamp(NOW))
+        store.quarantine("devices", "18", "bad serial", now=NOW - timedelta(hours=1))
+        store.quarantine("devices", "18", "bad serial", now=NOW - timedelta(minutes=5))
+        store.quarantine("contacts", "9", "no name", now=NOW - timedelta(minutes=30))
+        store.hold_deletes("devices", ["20", "21"], "too many at once", now=NOW)
         run_id = store.start_run(
-            "sweep", ["devices"], started_at=stamp(NOW - timedelta(minutes=2)), now=stamp(NOW)
+            "sweep", ["devices"], started_at=NOW - timedelta(minutes=2), now=NOW
         )
         store.finish_run(run_id, RunCounts(upserted=3, deleted=1), data_as_of=None, details={})
-        store.begin_resync(["devices"], now=stamp(NOW - timedelta(minutes=20)))
+        store.begin_resync(["devices"], now=NOW - timedelta(minutes=20))
         store.save_progress(
             "devices", resume_after="50", server_time=NOW, records=50, complete=False
         )
@@ -198,7 +198,7 @@ def test_the_mirror_look_ups_of_a_service_request(conn: sqlite3.Connection) -> N
     # Not certain while the table was never mirrored; certain once its cursor exists.
     assert references.unknown_reference(conn, "devices", "18") is False
     with write_transaction(conn):
-        CacheStore(conn).set_cursor("devices", NOW, now=stamp(NOW))
+        CacheStore(conn).set_cursor("devices", NOW, now=NOW)
     assert references.unknown_reference(conn, "devices", "18") is True
     assert references.unknown_reference(conn, "devices", "17") is False
     with pytest.raises(ValueError, match="not a mirrored table"):
@@ -211,8 +211,8 @@ def test_fingerprints_and_quarantined_ids(conn: sqlite3.Connection) -> None:
     assert store.fingerprints("devices") == {"17": ("h17", ("2", None))}
     assert store.fingerprints("companies") == {"1": ("h1", ()), "2": ("h2", ())}
     with write_transaction(conn):
-        store.quarantine("devices", "18", "bad serial", now=stamp(NOW))
-        store.quarantine("devices", "19", "bad serial", now=stamp(NOW))
+        store.quarantine("devices", "18", "bad serial", now=NOW)
+        store.quarantine("devices", "19", "bad serial", now=NOW)
     assert store.quarantined_ids("devices") == {"18", "19"}
     assert store.quarantined_ids("contacts") == set()
     assert store.quarantine_counts() == {"devices": 2}

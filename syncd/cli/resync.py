@@ -131,7 +131,7 @@ def _foreground(
     finally:
         process_lock.release()
     if emit_json:
-        emit_json({"ok": True, "report": vars(report)})
+        emit_json({"ok": True, "report": jsonable(report)})
     print(report.summary(), file=out)
     return 0
 

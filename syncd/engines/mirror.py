@@ -72,7 +72,7 @@ class CycleReport:
     quarantined: dict[str, int] = field(default_factory=dict)
     held: dict[str, int] = field(default_factory=dict)
     fetched: dict[str, int] = field(default_factory=dict)
-    data_as_of: str | None = None
+    data_as_of: datetime | None = None  # the CRM's clock when the listing started
 
     def totals(self) -> RunCounts:
         return RunCounts(
@@ -233,10 +233,10 @@ class MirrorEngine:
                 entity.value,
                 iso(since) if since else "the beginning",
             )
-        now = iso(utc_now())
+        now = utc_now()
         with write_transaction(self.conn):
             run_id = self.store.start_run(
-                "incremental", ENTITY_ORDER, started_at=iso(started), now=now
+                "incremental", ENTITY_ORDER, started_at=started, now=now
             )
             for entity in reversed(ENTITY_ORDER):  # children first, then parents
                 gone = events.deleted.get(entity, set())
@@ -269,7 +269,7 @@ class MirrorEngine:
         progress = self.store.resync_progress()
         if not (resume and progress and set(progress) == {e.value for e in wanted}):
             with write_transaction(self.conn):
-                self.store.begin_resync(wanted, now=iso(utc_now()))
+                self.store.begin_resync(wanted, now=utc_now())
             progress = self.store.resync_progress()
         worker: MappingWorker | None = None
         try:
@@ -336,7 +336,7 @@ class MirrorEngine:
         total: int,
     ) -> int:
         batch = resolve(mapped)
-        now = iso(utc_now())
+        now = utc_now()
         with write_transaction(self.conn):
             self.store.stage_rows("stage", entity, batch.rows)
             self._quarantine(entity, batch.rejects, now)
@@ -361,8 +361,8 @@ class MirrorEngine:
 
     def _swap_in(self, entities: list[Entity], report: CycleReport) -> CycleReport:
         progress = self.store.resync_progress()
-        now = iso(utc_now())
-        started_at = iso(min(progress[e.value].started_at for e in entities))
+        now = utc_now()
+        started_at = min(progress[e.value].started_at for e in entities)
         server_times = {
             e: server_time
             for e in entities
@@ -414,9 +414,9 @@ class MirrorEngine:
                 else None
             )
         repairs = self._fetch_missing(listed)
-        now = iso(utc_now())
+        now = utc_now()
         with write_transaction(self.conn):
-            run_id = self.store.start_run("sweep", ENTITY_ORDER, started_at=iso(started), now=now)
+            run_id = self.store.start_run("sweep", ENTITY_ORDER, started_at=started, now=now)
             for entity in reversed(ENTITY_ORDER):
                 gone = sorted(self.store.live_ids(entity) - listed[entity])
                 self._apply_deletions(entity, gone, report, now=now, truncated=truncated[entity])
@@ -424,8 +424,8 @@ class MirrorEngine:
                 self._apply_mapped(entity, repairs[entity], report, run_id=run_id, now=now)
             moment = utc_now()
             self.store.prune_history(
-                runs_before=iso(moment - timedelta(days=self.options.history_days)),
-                audit_before=iso(moment - timedelta(days=self.options.audit_retention_days)),
+                runs_before=moment - timedelta(days=self.options.history_days),
+                audit_before=moment - timedelta(days=self.options.audit_retention_days),
             )
             report.run_id = run_id
             self.store.finish_run(
@@ -460,7 +460,7 @@ class MirrorEngine:
         gone: Sequence[str],
         report: CycleReport,
         *,
-        now: str,
+        now: datetime,
         truncated: str | None,
     ) -> None:
         """Delete ``gone`` unless the delete guard holds them (then they wait for an operator)."""
@@ -491,7 +491,7 @@ class MirrorEngine:
         raws = self.adapter.get_records(entity, [crm_id])
         mapped = map_batch(self.mappings, entity.value, raws)
         report.fetched[entity] = len(raws)
-        now = iso(utc_now())
+        now = utc_now()
         with write_transaction(self.conn):
             run_id = self.store.start_run("record", [entity], started_at=now, now=now)
             self._apply_mapped(entity, mapped, report, run_id=run_id, now=now)
@@ -507,7 +507,8 @@ class MirrorEngine:
     # -- helpers ------------------------------------------------------------------------------
 
     def _apply_mapped(
-        self, entity: Entity, batch: MappedBatch, report: CycleReport, *, run_id: int, now: str
+        self, entity: Entity, batch: MappedBatch, report: CycleReport, *, run_id: int,
+        now: datetime,
     ) -> None:
         """Merge mapped rows into the live table and quarantine the rejects (inside the
         caller's transaction, through the connection's scratch table)."""
@@ -518,7 +519,9 @@ class MirrorEngine:
         self.store.clear_staging("scratch", entity)
         report.quarantined[entity] = self._quarantine(entity, batch.rejects, now)
 
-    def _quarantine(self, entity: Entity, rejects: Sequence[tuple[str, str]], now: str) -> int:
+    def _quarantine(
+        self, entity: Entity, rejects: Sequence[tuple[str, str]], now: datetime
+    ) -> int:
         for crm_id, reason in rejects:
             self.store.quarantine(entity, crm_id, reason, now=now)
         if rejects:
@@ -534,9 +537,9 @@ class MirrorEngine:
             raise StopRequested("stop requested")
 
     @staticmethod
-    def _data_as_of(times: Iterable[datetime]) -> str | None:
+    def _data_as_of(times: Iterable[datetime]) -> datetime | None:
         values = list(times)
-        return iso(min(values)) if values else None
+        return min(values) if values else None
 
     @staticmethod
     def _details(report: CycleReport) -> dict[str, dict[str, int]]:
@@ -550,7 +553,7 @@ class MirrorEngine:
 def apply_held_deletes(conn: sqlite3.Connection, entity: Entity) -> int:
     """Apply the held deletions of ``entity`` (an operator's explicit decision; local only)."""
     store = CacheStore(conn)
-    now = iso(utc_now())
+    now = utc_now()
     with write_transaction(conn):
         ids = store.held_deletes(entity)
         run_id = store.start_run("held_deletes", [entity], started_at=now, now=now)
