@@ -22,7 +22,8 @@ import pytest
 from syncd.config import Settings, load_settings
 from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 from syncd.engines.mirror import MirrorEngine
-from syncd.runtime import build_engine, open_cache
+from syncd.engines.push import OutboxDelivery
+from syncd.runtime import build_engine, build_pusher, open_cache, push_options
 
 ROOT = Path(__file__).parents[1]
 # Daemons under test listen on an ephemeral port and never reach for the real Omniva.
@@ -137,6 +138,41 @@ def engine(
     mirror = build_engine(settings, cache, stop=stop)
     yield mirror
     mirror.adapter.close()
+
+
+def memory_settings(tmp_path: Path, store: str, **seed: int) -> Settings:
+    """Settings naming the in-memory vendor, its store ``store`` seeded with ``seed`` (companies,
+    contacts, devices), and a cache under ``tmp_path/state``."""
+    return load_settings(
+        None,
+        crm={"vendor": "memory", "memory": {"store": store, **seed}},
+        state={"directory": tmp_path / "state"},
+        api={"listen": "127.0.0.1:0"},
+        omniva={"enabled": False},
+    )
+
+
+@pytest.fixture
+def delivery(settings: Settings, cache: sqlite3.Connection,
+             engine: MirrorEngine) -> Iterator[OutboxDelivery]:
+    """The outbox's delivery over this test's ``settings`` (whichever vendor they name), after
+    one mirror cycle so that the requests' devices and contacts are known."""
+    engine.run_cycle()
+    options = push_options(settings)
+    options.spool.mkdir(parents=True, exist_ok=True)
+    pusher = build_pusher(settings)
+    yield OutboxDelivery(cache, pusher, options, worker_id="test")
+    pusher.close()
+
+
+def spool_file(delivery: OutboxDelivery, relative: str, content: bytes) -> dict[str, object]:
+    """Put ``content`` into the spool at ``relative``; the file's outbox row as enqueue takes
+    it."""
+    path = delivery.options.spool / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return {"path": relative, "original_name": Path(relative).name,
+            "declared_type": None, "size": len(content)}
 
 
 # Plain HTTP only, but httpx builds a TLS context per client (about 50 ms each): share one.

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from syncd.config import Settings, load_settings
+from syncd.config import Settings
 from syncd.connectors.crm.memory import MemoryAdapter, MemoryRecords
 from syncd.connectors.crm.memory.vendor import VENDOR as MEMORY
 from syncd.core.entities import Entity
@@ -30,7 +30,7 @@ from syncd.mappings.loader import load_mapping_set
 from syncd.runtime import build_engine
 from syncd.state.cache import CacheStore
 from syncd.state.db import connect
-from tests.conftest import RecordingStop
+from tests.conftest import RecordingStop, memory_settings
 
 MAPPINGS = load_mapping_set("memory")
 
@@ -47,18 +47,6 @@ def engine(tmp_path: Path, records: MemoryRecords) -> Iterator[MirrorEngine]:
     conn = connect(tmp_path / "cache.sqlite3")
     yield MirrorEngine(conn, MemoryAdapter(records, page_size=20), MAPPINGS)
     conn.close()
-
-
-def memory_settings(tmp_path: Path, store: str, **seed: int) -> Settings:
-    """Settings naming the in-memory vendor, its store ``store`` seeded with ``seed`` (companies,
-    contacts, devices), and a cache under ``tmp_path/state``."""
-    return load_settings(
-        None,
-        crm={"vendor": "memory", "memory": {"store": store, **seed}},
-        state={"directory": tmp_path / "state"},
-        api={"listen": "127.0.0.1:0"},
-        omniva={"enabled": False},
-    )
 
 
 @pytest.fixture

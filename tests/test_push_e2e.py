@@ -15,11 +15,7 @@ import hashlib
 import sqlite3
 import unicodedata
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-
-import pytest
 
 from syncd.config import Settings
 from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
@@ -27,30 +23,12 @@ from syncd.engines.mirror import MirrorEngine
 from syncd.engines.push import OutboxDelivery
 from syncd.runtime import build_pusher, push_options
 from syncd.state import outbox
+from tests.conftest import spool_file
 
 TYPES = frozenset({"repair", "maintenance", "installation", "training", "other"})
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 8
 PDF = b"%PDF-1.7\n" + b"0" * 3000 + b"\n%%EOF\n"
 MP4 = b"\x00\x00\x00\x18ftypmp42\x00\x00\x00\x00mp42isom" + b"\x00" * 5000
-
-
-@pytest.fixture
-def delivery(settings: Settings, cache: sqlite3.Connection,
-             engine: MirrorEngine) -> Iterator[OutboxDelivery]:
-    engine.run_cycle()  # the mirror knows the devices and contacts the requests refer to
-    options = push_options(settings)
-    options.spool.mkdir(parents=True, exist_ok=True)
-    pusher = build_pusher(settings)
-    yield OutboxDelivery(cache, pusher, options, worker_id="test")
-    pusher.close()
-
-
-def spool_file(delivery: OutboxDelivery, relative: str, content: bytes) -> dict[str, object]:
-    path = delivery.options.spool / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return {"path": relative, "original_name": Path(relative).name,
-            "declared_type": None, "size": len(content)}
 
 
 def enqueue(delivery: OutboxDelivery, fake: FakeBitrix24, files: list[dict[str, object]],

@@ -30,11 +30,10 @@ from syncd.connectors.crm.memory.pusher import StoredItem
 from syncd.connectors.crm.memory.vendor import VENDOR as MEMORY
 from syncd.core.entities import Entity
 from syncd.core.errors import AuthError
-from syncd.engines.mirror import MirrorEngine
 from syncd.engines.push import OutboxDelivery
 from syncd.runtime import build_pusher, push_options
 from syncd.state import outbox
-from tests.test_mirror_memory import memory_settings
+from tests.conftest import memory_settings, spool_file
 
 TYPES = frozenset({"repair", "maintenance", "installation", "training", "other"})
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 8
@@ -60,25 +59,6 @@ def records(settings: Settings) -> MemoryRecords:
 def crm(settings: Settings) -> MemoryCRM:
     """The service requests and files the CRM holds, and its fault hooks."""
     return MEMORY.store(settings.crm.vendor_settings).crm
-
-
-@pytest.fixture
-def delivery(settings: Settings, cache: sqlite3.Connection,
-             engine: MirrorEngine) -> Iterator[OutboxDelivery]:
-    engine.run_cycle()  # the mirror knows the devices and contacts the requests refer to
-    options = push_options(settings)
-    options.spool.mkdir(parents=True, exist_ok=True)
-    pusher = build_pusher(settings)
-    yield OutboxDelivery(cache, pusher, options, worker_id="test")
-    pusher.close()
-
-
-def spool_file(delivery: OutboxDelivery, relative: str, content: bytes) -> dict[str, object]:
-    path = delivery.options.spool / relative
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(content)
-    return {"path": relative, "original_name": Path(relative).name,
-            "declared_type": None, "size": len(content)}
 
 
 def ids(records: MemoryRecords, entity: Entity) -> list[str]:
