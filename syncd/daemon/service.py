@@ -87,9 +87,13 @@ class _Lane:
         self.heartbeat = heartbeat or Heartbeat(self.name, DEADLINES[self.name])
         self._thread = threading.Thread(target=self._loop, name=f"{self.name}-lane", daemon=True)
         self.heartbeat.thread = self._thread
+        self._setup()
 
     def start(self) -> None:
         self._thread.start()
+
+    def _setup(self) -> None:
+        """The lane's own state, made at construction (before its thread starts)."""
 
     def _loop(self) -> None:
         raise NotImplementedError
@@ -101,14 +105,7 @@ class CrmLane(_Lane):
 
     name = "crm"
 
-    def __init__(
-        self,
-        settings: Settings,
-        stop: threading.Event,
-        budget: RequestBudget | None = None,
-        heartbeat: Heartbeat | None = None,
-    ) -> None:
-        super().__init__(settings, stop, budget, heartbeat)
+    def _setup(self) -> None:
         self._queue: queue.Queue[_Task | None] = queue.Queue()
         self._pending: set[str] = set()
         self._lock = threading.Lock()
@@ -188,14 +185,7 @@ class PushLane(_Lane):
     RETENTION_EVERY_SECONDS = 3600.0
     MAX_IDLE_SECONDS = 5.0  # re-check retry_wait rows at least this often
 
-    def __init__(
-        self,
-        settings: Settings,
-        stop: threading.Event,
-        budget: RequestBudget | None = None,
-        heartbeat: Heartbeat | None = None,
-    ) -> None:
-        super().__init__(settings, stop, budget, heartbeat)
+    def _setup(self) -> None:
         self.job = Job("push", self._drain)
         self.delivery: OutboxDelivery | None = None
 
