@@ -576,10 +576,15 @@ class Settings(BaseSettings):
         A secret appears as ``"<set: from /path>"`` or ``"<not set>"``; its value is never read.
         """
         data: dict[str, Any] = self.model_dump(mode="json")
+        for vendor in registry.names():  # only the configured vendor's own table
+            if vendor != self.crm.vendor:
+                del data["crm"][vendor]
         for table, key, credential, file_setting in self._secret_files():
             node = data
             for part in table:
-                node = node[part]
+                node = node.get(part, {})
+            if not node:  # another vendor's table, left out above
+                continue
             source = secret_source(credential, file_setting)
             node[key] = "<not set>" if source is None else f"<set: from {source}>"
             if file_setting is None:  # the path it is read from, not null

@@ -82,6 +82,11 @@ def test_check_config_redacts_the_token(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "s3cr3t" not in result.stdout + result.stderr
     assert "configuration OK" in result.stdout
+    # the configured vendor's own table follows [crm] as a table of its own; no other vendor's
+    tables = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert tables[:3] == ["[crm]", "[crm.bitrix24]", "[mirror]"]
+    assert "[crm.memory]" not in tables
+    assert f'webhook_token = "<set: from {token}>"' in result.stdout
 
 
 def test_resync_record_needs_one_entity() -> None:

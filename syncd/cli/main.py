@@ -271,18 +271,29 @@ def _check_config(settings: Any, *, as_json: bool, online: bool = False) -> int:
         _print_json(effective)
     else:
         for section, values in effective.items():
-            print(f"[{section}]")
-            if isinstance(values, dict):
-                for key, value in values.items():
-                    print(f"{key} = {json.dumps(value, default=str)}")
-            else:
-                print(json.dumps(values, default=str))
-            print()
+            _print_table(section, values)
         if online:
             for result in results:
                 print(f"{'ok  ' if result.ok else 'FAIL'} {result.upstream}: {result.detail}")
         print("configuration OK" + ("; an upstream check failed" if failed else ""))
     return EX_UNAVAILABLE if failed else EX_OK
+
+
+def _print_table(name: str, values: Any) -> None:
+    """One TOML-like table of the effective configuration; a nested table (the CRM vendor's
+    own) follows as ``[crm.<vendor>]``."""
+    print(f"[{name}]")
+    if not isinstance(values, dict):
+        print(json.dumps(values, default=str))
+        print()
+        return
+    nested = {key: value for key, value in values.items() if isinstance(value, dict)}
+    for key, value in values.items():
+        if key not in nested:
+            print(f"{key} = {json.dumps(value, default=str)}")
+    print()
+    for key, value in nested.items():
+        _print_table(f"{name}.{key}", value)
 
 
 def _deletes(conn: Any, args: argparse.Namespace) -> int:
