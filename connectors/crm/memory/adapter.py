@@ -36,6 +36,7 @@ from syncd.core.entities import Entity
 from syncd.core.errors import UpstreamUnavailableError
 
 PAGE_SIZE = 50
+CALL_LOG_LIMIT = 10_000  # the newest listings (and pusher calls) kept for inspection
 
 ListingOperation = Literal["list_changed", "list_ids"]
 ListingFaultKind = Literal["truncated", "unavailable"]
@@ -97,6 +98,8 @@ class MemoryRecords:
         """Record ``listing`` and take the fault armed for it, if any (see :meth:`fail`)."""
         with self.lock:
             self.listings.append(listing)
+            if len(self.listings) > CALL_LOG_LIMIT:  # a long trial must not grow without end
+                del self.listings[: len(self.listings) - CALL_LOG_LIMIT]
             for fault in self._faults:
                 if (
                     fault.operation == listing.operation

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Literal
 
+from syncd.connectors.crm.memory.adapter import CALL_LOG_LIMIT
 from syncd.core.draft import ServiceRequestDraft
 from syncd.core.errors import (
     AmbiguousWriteError,
@@ -86,6 +87,8 @@ class MemoryCRM:
     def take_fault(self, operation: Operation) -> _Fault | None:
         with self.lock:
             self.calls.append(operation)
+            if len(self.calls) > CALL_LOG_LIMIT:  # a long trial must not grow without end
+                del self.calls[: len(self.calls) - CALL_LOG_LIMIT]
             taken = None
             for fault in self._faults:
                 if fault.operation != operation or fault.times <= 0:
