@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -29,7 +29,17 @@ if TYPE_CHECKING:
     from syncd.core.entities import Entity
     from syncd.mappings.loader import MappingSet
 
-__all__ = ["Connection", "CrmVendor", "FakeCrm", "Redaction", "Secret"]
+__all__ = ["Connection", "CrmVendor", "FakeCrm", "Redaction", "Secret", "own_table"]
+
+TableT = TypeVar("TableT", bound=BaseModel)
+
+
+def own_table(settings: BaseModel, model: type[TableT]) -> TableT:
+    """``settings`` as the vendor's own settings model (what syncd hands a vendor is always its
+    own table; anything else is a programming error)."""
+    if not isinstance(settings, model):
+        raise TypeError(f"expected {model.__name__}, got {type(settings).__name__}")
+    return settings
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 from pydantic import BaseModel
 
 from syncd.connectors.crm.bitrix24.settings import Bitrix24Settings
-from syncd.connectors.crm.vendor import Connection, Redaction, Secret
+from syncd.connectors.crm.vendor import Connection, Redaction, Secret, own_table
 from syncd.core.entities import Entity
 from syncd.core.errors import ConfigError
 
@@ -36,9 +36,7 @@ _NO_URL: Final = (
 
 
 def _table(settings: BaseModel) -> Bitrix24Settings:
-    if not isinstance(settings, Bitrix24Settings):
-        raise TypeError(f"expected Bitrix24Settings, got {type(settings).__name__}")
-    return settings
+    return own_table(settings, Bitrix24Settings)
 
 
 class Bitrix24Vendor:

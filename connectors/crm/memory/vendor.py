@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from syncd.connectors.crm.memory.adapter import MemoryAdapter, MemoryRecords
 from syncd.connectors.crm.memory.pusher import MemoryCRM, MemoryPusher
 from syncd.connectors.crm.memory.settings import MemorySettings
-from syncd.connectors.crm.vendor import Connection, FakeCrm, Redaction, Secret
+from syncd.connectors.crm.vendor import Connection, FakeCrm, Redaction, Secret, own_table
 
 if TYPE_CHECKING:
     from syncd.mappings.loader import MappingSet
@@ -36,9 +36,7 @@ class MemoryStore:
 
 
 def _table(settings: BaseModel) -> MemorySettings:
-    if not isinstance(settings, MemorySettings):
-        raise TypeError(f"expected MemorySettings, got {type(settings).__name__}")
-    return settings
+    return own_table(settings, MemorySettings)
 
 
 class MemoryVendor:
