@@ -11,7 +11,7 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from syncd.state import control, omniva, outbox, vies_cache
+from syncd.state import control, documents, omniva, outbox, vies_cache
 from syncd.state.cache import (
     ENTITIES,
     CacheStore,
@@ -21,6 +21,7 @@ from syncd.state.cache import (
     SyncRun,
 )
 from syncd.state.control import ControlRequest
+from syncd.state.documents import LibraryState
 from syncd.state.health import JobHealth, load_all
 from syncd.state.migrations import current_version, latest_version
 from syncd.state.omniva import OmnivaListState
@@ -71,6 +72,7 @@ class Overview:
     outbox: OutboxDepth
     vies: ViesFigures
     omniva: OmnivaFigures
+    libraries: tuple[LibraryState, ...]  # SharePoint document libraries, by name
 
 
 def jobs(conn: sqlite3.Connection) -> tuple[JobHealth, ...]:
@@ -125,4 +127,10 @@ def read(conn: sqlite3.Connection, now: datetime) -> Overview:
         outbox=outbox.depth(conn),
         vies=vies_cache.figures(conn, now),
         omniva=omniva_figures(conn),
+        libraries=tuple(documents.all_libraries(conn)),
     )
+
+
+def libraries(conn: sqlite3.Connection) -> tuple[LibraryState, ...]:
+    """The SharePoint document libraries in the cache (empty when none is configured)."""
+    return tuple(documents.all_libraries(conn))

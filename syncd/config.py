@@ -58,6 +58,8 @@ from pydantic_settings import (
 
 from syncd.connectors.crm import registry
 from syncd.connectors.crm.vendor import CrmVendor
+from syncd.connectors.sharepoint import settings as sharepoint_settings
+from syncd.connectors.sharepoint.settings import SharepointSettings
 from syncd.core.errors import ConfigError
 
 __all__ = [
@@ -70,6 +72,7 @@ __all__ = [
     "MirrorSettings",
     "OmnivaSettings",
     "Settings",
+    "SharepointSettings",
     "StateSettings",
     "ViesSettings",
     "WatchdogSettings",
@@ -91,9 +94,12 @@ MAX_SECRET_BYTES: Final = 64 * 1024  # a token, a client secret or a PEM certifi
 # -> systemd credential name. The file setting is always "<key>_file" in the same table. Each
 # CRM vendor declares its own.
 _SECRETS: Final[dict[tuple[str, ...], str]] = {
-    ("crm", vendor.name, key): secret.credential
-    for vendor in registry.all_vendors()
-    for key, secret in vendor.secrets.items()
+    **{
+        ("crm", vendor.name, key): secret.credential
+        for vendor in registry.all_vendors()
+        for key, secret in vendor.secrets.items()
+    },
+    **{("sharepoint", key): name for key, name in sharepoint_settings.SECRETS.items()},
 }
 
 # Settings whose values are never repeated in an error message (they may embed a credential).
@@ -397,6 +403,7 @@ class WatchdogSettings(BaseModel):
     crm_lane_seconds: float = Field(default=900.0, ge=1)
     push_lane_seconds: float = Field(default=900.0, ge=1)
     services_lane_seconds: float = Field(default=300.0, ge=1)
+    documents_lane_seconds: float = Field(default=900.0, ge=1)
     api_loop_seconds: float = Field(default=60.0, ge=1)
 
     def deadlines(self) -> dict[str, float]:
@@ -405,6 +412,7 @@ class WatchdogSettings(BaseModel):
             "crm": self.crm_lane_seconds,
             "push": self.push_lane_seconds,
             "services": self.services_lane_seconds,
+            "documents": self.documents_lane_seconds,
             "api": self.api_loop_seconds,
         }
 
@@ -484,6 +492,7 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     vies: ViesSettings = Field(default_factory=ViesSettings)
     omniva: OmnivaSettings = Field(default_factory=OmnivaSettings)
+    sharepoint: SharepointSettings = Field(default_factory=SharepointSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)
     state: StateSettings = Field(default_factory=StateSettings)
@@ -532,6 +541,47 @@ class Settings(BaseSettings):
         """Read every configured secret once, raising ConfigError for any unusable one."""
         for key in self.crm.vendor_plugin.secrets:
             self.crm_secret(key)
+        if self.sharepoint.configured:
+            self.sharepoint_credential()
+
+    def sharepoint_secret(self, key: str) -> str | None:
+        """The SharePoint secret ``key`` (``certificate`` or ``client_secret``), read now from
+        its file; None if not configured."""
+        credential = sharepoint_settings.SECRETS[key]
+        file_setting = getattr(self.sharepoint, f"{key}_file")
+        value = read_secret(credential, file_setting)
+        shape, what = {
+            "certificate": (
+                sharepoint_settings.CERTIFICATE_SHAPE,
+                "a PEM private key and certificate",
+            ),
+            "client_secret": (sharepoint_settings.CLIENT_SECRET_SHAPE, "a client secret"),
+        }[key]
+        if value is not None and not shape.fullmatch(value):
+            raise ConfigError(
+                f"secret file {secret_source(credential, file_setting)} does not hold {what}"
+            )
+        return value
+
+    def sharepoint_credential(self) -> tuple[str, str]:
+        """``("certificate", PEM)`` or ``("client_secret", secret)``: the app's credential for
+        SharePoint, read now. ConfigError when neither or both are configured."""
+        certificate = self.sharepoint_secret("certificate")
+        secret = self.sharepoint_secret("client_secret")
+        if certificate is not None and secret is not None:
+            raise ConfigError(
+                "sharepoint: both a certificate and a client secret are configured; keep one "
+                "(a certificate is recommended)"
+            )
+        if certificate is not None:
+            return "certificate", certificate
+        if secret is not None:
+            return "client_secret", secret
+        raise ConfigError(
+            "sharepoint.certificate_file: no credential for SharePoint; set certificate_file "
+            "(recommended) or client_secret_file, or pass the systemd credential "
+            "'sharepoint_certificate' or 'sharepoint_client_secret' (LoadCredential=)"
+        )
 
     def check_complete(self) -> None:
         """Raise :class:`ConfigError` (one line naming the setting) for anything ``syncd run``
@@ -540,6 +590,18 @@ class Settings(BaseSettings):
         Omniva and the API only."""
         self.check_secrets()
         self.crm.vendor_plugin.check(self.crm.vendor_settings, self.crm_secret)
+        sharepoint = self.sharepoint
+        if sharepoint.configured:
+            for setting in ("tenant_id", "client_id"):
+                if getattr(sharepoint, setting) is None:
+                    raise ConfigError(
+                        f"sharepoint.{setting}: required once [sharepoint] is configured"
+                    )
+            if not sharepoint.libraries:
+                raise ConfigError(
+                    "sharepoint.libraries: [sharepoint] is configured but lists no library "
+                    "([[sharepoint.libraries]] with name, site, library, producers, permission)"
+                )
         largest = max(
             self.outbox.max_image_mb, self.outbox.max_video_mb, self.outbox.max_document_mb
         )

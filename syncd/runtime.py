@@ -25,6 +25,7 @@ from syncd.state.db import connect
 
 if TYPE_CHECKING:
     from syncd.connectors.omniva.client import OmnivaClient
+    from syncd.engines.documents import DocumentSource
 
 
 def open_cache(settings: Settings) -> sqlite3.Connection:
@@ -249,4 +250,44 @@ def build_omniva_client(settings: Settings) -> OmnivaClient:
         connect_timeout=omniva.connect_timeout_seconds,
         timeout=omniva.timeout_seconds,
         max_body_bytes=omniva.max_body_mb * MIB,
+    )
+
+
+def build_document_budget(settings: Settings) -> RequestBudget | None:
+    """The per-tenant Graph request budget the SharePoint lane and the API's downloads share."""
+    sharepoint = settings.sharepoint
+    if sharepoint.requests_per_second <= 0:
+        return None
+    return RequestBudget(sharepoint.requests_per_second, sharepoint.request_burst, reserve=0)
+
+
+def build_document_source(
+    settings: Settings,
+    *,
+    stop: threading.Event | None = None,
+    budget: RequestBudget | None = None,
+    priority: Priority = "mirror",
+    on_request: Callable[[], None] | None = None,
+    name: str = "graph",
+) -> DocumentSource:
+    """The Graph connector for the configured tenant. Importing it loads msgraph-sdk and
+    azure-identity (seconds, tens of MB): call it only when SharePoint is configured."""
+    if not settings.sharepoint.configured:
+        raise ConfigError("sharepoint: not configured; there are no document libraries")
+    credential = settings.sharepoint_credential()
+    try:
+        from syncd.connectors.sharepoint.graph import GraphLibraries
+    except ImportError as error:
+        raise ConfigError(
+            f"sharepoint: the SharePoint extra is not installed ({error.name}); install "
+            "syncd[sharepoint]"
+        ) from None
+    return GraphLibraries(
+        settings.sharepoint,
+        credential,
+        stop=stop,
+        budget=budget,
+        priority=priority,
+        on_request=on_request,
+        name=name,
     )

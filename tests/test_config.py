@@ -536,10 +536,14 @@ def test_example_file_documents_every_setting(tmp_path: Path) -> None:
         assert dict(_leaves(settings))[dotted] == dict(_leaves(defaults))[dotted], dotted
 
 
+# Settings whose value is itself a table (a mapping), documented as one inline table.
+_MAPPING_SETTINGS = frozenset({"sharepoint.producer_aliases"})
+
+
 def _leaves(table: dict[str, object], prefix: str = "") -> list[tuple[str, object]]:
     found: list[tuple[str, object]] = []
     for key, value in table.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and f"{prefix}{key}" not in _MAPPING_SETTINGS:
             found.extend(_leaves(value, f"{prefix}{key}."))
         else:
             found.append((f"{prefix}{key}", value))

@@ -63,7 +63,7 @@ def mirror_rows(conn: sqlite3.Connection) -> None:
 
 def test_an_empty_cache_reads_as_empty(conn: sqlite3.Connection) -> None:
     seen = overview.read(conn, NOW)
-    assert (seen.at, seen.schema_version, seen.schema_expected) == (NOW, latest_version(), 3)
+    assert (seen.at, seen.schema_version, seen.schema_expected) == (NOW, latest_version(), 4)
     assert seen.jobs == ()
     figures = {
         e: (f.records, f.data_as_of, f.quarantined, f.held) for e, f in seen.entities.items()
@@ -83,6 +83,7 @@ def test_an_empty_cache_reads_as_empty(conn: sqlite3.Connection) -> None:
     assert seen.outbox.oldest_undelivered_age(NOW) is None
     assert (seen.vies.answers, seen.vies.open_circuits, seen.vies.hit_ratio) == (0, (), None)
     assert (seen.omniva.list_state.loaded, seen.omniva.counts) == (False, {})
+    assert seen.libraries == ()
 
 
 def test_the_overview_reads_every_part_typed_and_in_utc(conn: sqlite3.Connection) -> None:

@@ -147,6 +147,13 @@ class CacheCollector:
         ):
             if moment is not None:
                 family.add_metric([], max(0.0, (now - moment).total_seconds()))
+        for library in overview.libraries(conn):
+            f.document_items.add_metric([library.name], library.item_count)
+            f.document_up.add_metric([library.name], 1 if library.health == "ok" else 0)
+            if library.last_delta_at is not None:
+                f.document_delta_age.add_metric(
+                    [library.name], max(0.0, (now - library.last_delta_at).total_seconds())
+                )
         return f.all()
 
 
@@ -255,6 +262,23 @@ class _Families:
             "syncd_omniva_list_checked_age_seconds",
             "Seconds since Omniva's list was last checked successfully (absent before the "
             "first check).",
+        )
+        self.document_items = GaugeMetricFamily(
+            "syncd_document_library_items",
+            "Files of a SharePoint document library in the cache (in its folder scope).",
+            labels=["library"],
+        )
+        self.document_up = GaugeMetricFamily(
+            "syncd_document_library_up",
+            "1 while the library's last delta succeeded; 0 while it is pending, failing or "
+            "stopped.",
+            labels=["library"],
+        )
+        self.document_delta_age = GaugeMetricFamily(
+            "syncd_document_library_delta_age_seconds",
+            "Seconds since the library's last complete delta was applied (absent before the "
+            "first).",
+            labels=["library"],
         )
 
     def all(self) -> list[Metric]:

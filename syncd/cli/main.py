@@ -28,7 +28,7 @@ EX_OK, EX_UNHEALTHY, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_TEMPFAIL, EX_CONF
     75,
     78,
 )
-RESYNC_TARGETS = ("contacts", "companies", "devices", "all")
+RESYNC_TARGETS = ("contacts", "companies", "devices", "all", "documents")
 log = logging.getLogger("syncd")
 # A CRM record ID as --record takes it: the CRM's own ID, as text (digits with Bitrix24).
 _RECORD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -71,8 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--resync",
         choices=RESYNC_TARGETS,
         metavar="ENTITY",
-        help="resync ENTITY (contacts, companies, devices or all): through the "
-        "running daemon, or in the foreground when none runs",
+        help="resync ENTITY (contacts, companies, devices, all, or documents: the "
+        "SharePoint libraries): through the running daemon, or in the foreground when none "
+        "runs",
+    )
+    parser.add_argument(
+        "--library",
+        metavar="NAME",
+        help="with --resync documents: only this document library (its name in "
+        "[[sharepoint.libraries]])",
     )
     parser.add_argument(
         "--record",
@@ -168,8 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--json before a command needs --resync; put it after the command")
     if args.record and not args.resync:
         parser.error("--record needs --resync ENTITY")
-    if args.record and args.resync == "all":
-        parser.error("--record needs a single entity, not 'all'")
+    if args.record and args.resync in ("all", "documents"):
+        parser.error(f"--record needs a single CRM entity, not {args.resync!r}")
+    if args.library and args.resync != "documents":
+        parser.error("--library needs --resync documents")
     if not args.resync and not args.command:
         parser.print_help()
         return EX_USAGE
@@ -226,7 +235,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                 settings,
                 conn,
                 args.resync,
-                args.record,
+                args.library if args.resync == "documents" else args.record,
                 out=sys.stderr if args.json else sys.stdout,
                 emit_json=_print_json if args.json else None,
             )

@@ -35,13 +35,29 @@ def run_resync(
     out: TextIO = sys.stdout,
     emit_json: Callable[[dict[str, Any]], None] | None = None,
 ) -> int:
-    """Returns an exit code: 0 done, 1 failed, 75 busy (another resync or lock holder)."""
-    if not settings.crm_configured:
+    """Returns an exit code: 0 done, 1 failed, 75 busy (another resync or lock holder).
+
+    For ``entity == "documents"``, ``record_id`` is the library's name (None: every library).
+    """
+    if entity == "documents":
+        if not settings.sharepoint.configured:
+            raise ConfigError("sharepoint: not configured; there are no document libraries")
+        if record_id is not None:
+            try:
+                settings.sharepoint.library(record_id)
+            except KeyError:
+                names = ", ".join(lib.name for lib in settings.sharepoint.libraries)
+                raise ConfigError(
+                    f"sharepoint.libraries: no library called {record_id!r} (configured: "
+                    f"{names})"
+                ) from None
+    elif not settings.crm_configured:
         raise ConfigError(
             f"crm.{settings.crm.vendor}: no CRM configured; there is nothing to resync from"
         )
     state_dir = settings.state.cache_path.parent
-    target = entity + (f" record {record_id}" if record_id else "")
+    what = "library" if entity == "documents" else "record"
+    target = entity + (f" {what} {record_id}" if record_id else "")
     audit.record(conn, "resync.request", target=target)
     holder = lock.holder(state_dir)
     if holder is not None and "daemon" in holder:
@@ -110,6 +126,8 @@ def _foreground(
         print(f"cannot resync now: {error}", file=sys.stderr)
         return 75
     try:
+        if entity == "documents":
+            return _documents_foreground(settings, conn, record_id, out, emit_json)
         with _bar(out) as bar:
             tasks: dict[str, Any] = {}
 
@@ -133,6 +151,47 @@ def _foreground(
     if emit_json:
         emit_json({"ok": True, "report": jsonable(report)})
     print(report.summary(), file=out)
+    return 0
+
+
+def _documents_foreground(
+    settings: Settings,
+    conn: sqlite3.Connection,
+    library: str | None,
+    out: TextIO,
+    emit_json: Callable[[dict[str, Any]], None] | None,
+) -> int:
+    """Enumerate the document libraries again in this process (no daemon runs)."""
+    from syncd.engines.documents import DocumentMirror
+    from syncd.runtime import build_document_budget, build_document_source
+
+    source = build_document_source(settings, budget=build_document_budget(settings))
+    reports = []
+    try:
+        mirror = DocumentMirror(conn, source, settings.sharepoint)
+        mirror.configure()
+        with _bar(out) as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(name: str, _pages: int, items: int) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(f"documents {name}", total=None)
+                bar.update(tasks[name], completed=items)
+
+            mirror.progress = progress
+            for name in [library] if library else mirror.names():
+                try:
+                    reports.append(mirror.run(name, full=True))
+                except SyncdError as error:
+                    if emit_json:
+                        emit_json({"ok": False, "library": name, "error": str(error)})
+                    raise
+    finally:
+        source.close()
+    if emit_json:
+        emit_json({"ok": True, "reports": [jsonable(report) for report in reports]})
+    for report in reports:
+        print(report.summary(), file=out)
     return 0
 
 

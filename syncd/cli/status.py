@@ -53,6 +53,29 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
         for c in vies["open_circuits"]
     ]
     parcel_list = seen.omniva.list_state
+    libraries = [
+        {
+            "name": library.name,
+            "site": library.site,
+            "library": library.library,
+            "items": library.item_count,
+            "last_delta_at": iso_or_none(library.last_delta_at),
+            "age_seconds": _age_seconds(library.last_delta_at, now),
+            "last_full_at": iso_or_none(library.last_full_at),
+            "health": library.health,
+            "last_error": library.last_error if library.health != "ok" else None,
+            "enumerating": (
+                {"kind": library.enumeration_kind, "pages": library.enumeration_pages}
+                if library.enumeration_kind else None
+            ),
+        }
+        for library in seen.libraries
+    ]
+    problems += [
+        f"document library {lib['name']} is {lib['health']}: {lib['last_error']}"
+        for lib in libraries
+        if lib["health"] in ("failing", "stopped")
+    ]
     if daemon is None:
         problems.append("no daemon is running")
     if queue["by_status"]["dead"]:
@@ -91,6 +114,7 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
             "refused_reason": parcel_list.refused_reason,
             "counts": seen.omniva.counts,
         },
+        "documents": libraries,
     }
 
 
@@ -138,6 +162,7 @@ def render(report: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"outbox  {counts}" + (f"; oldest undelivered {age:.0f}s old" if age else ""))
     lines.extend(_render_services(report))
+    lines.extend(_render_documents(report["documents"]))
     quarantine = report["quarantine"]
     if quarantine["count"]:
         lines.append("")
@@ -178,6 +203,24 @@ def render(report: dict[str, Any]) -> str:
         lines.append("problems")
         lines.extend(f"  - {p}" for p in report["problems"])
     return "\n".join(lines)
+
+
+def _render_documents(libraries: list[dict[str, Any]]) -> list[str]:
+    if not libraries:
+        return []
+    lines = ["", "documents (SharePoint libraries)"]
+    for lib in libraries:
+        line = (
+            f"  {lib['name']:<16} {lib['items']:>7,} file(s)  {lib['health']:<8} "
+            f"last delta {_ago(lib['last_delta_at'])}"
+        )
+        enumerating = lib["enumerating"]
+        if enumerating:
+            line += f"; {enumerating['kind']} enumeration at page {enumerating['pages']}"
+        if lib["last_error"]:
+            line += f"; last error: {lib['last_error']}"
+        lines.append(line)
+    return lines
 
 
 def _render_services(report: dict[str, Any]) -> list[str]:

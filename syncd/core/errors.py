@@ -35,6 +35,11 @@ class MalformedResponseError(RetriableError):
     """The upstream answered with a body we cannot parse (truncated JSON, an HTML error page)."""
 
 
+class DeltaExpiredError(RetriableError):
+    """A change-tracking cursor is no longer valid upstream (Graph's 410 ``resyncRequired``):
+    the source must be enumerated again from the start."""
+
+
 class AmbiguousWriteError(RetriableError):
     """A write may or may not have happened upstream (the connection dropped after sending)."""
 
@@ -49,6 +54,10 @@ class AuthError(FatalError):
 
 class ConfigError(FatalError):
     """The configuration (settings, mapping files, credentials) is invalid."""
+
+
+class UpstreamNotFoundError(FatalError):
+    """A configured upstream resource (a SharePoint site or library) does not exist (404)."""
 
 
 class UpstreamRejectedError(FatalError):

@@ -119,6 +119,10 @@ class Job:
         delay = self._rng.uniform(delay / 2, delay)
         return max(delay, retry_after or 0.0)
 
+    def save(self, conn: sqlite3.Connection) -> None:
+        """Record the job's health now (``run`` does so after every run)."""
+        self._save(conn)
+
     def _save(self, conn: sqlite3.Connection) -> None:
         wait = max(0.0, self.backoff_until - time.monotonic())
         next_run = utc_now() + timedelta(seconds=wait) if wait else None

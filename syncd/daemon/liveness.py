@@ -26,7 +26,9 @@ __all__ = ["DEADLINES", "Heartbeat", "Hung", "Liveness"]
 #: ``[watchdog]`` settings). Generous: a CRM request may wait out Bitrix24's operating-time pause
 #: (up to 10 minutes), an upload of a 500 MB video over a slow line takes minutes; the API loop
 #: answers a ping within a second when it is well.
-DEADLINES: Final = {"crm": 900.0, "push": 900.0, "services": 300.0, "api": 60.0}
+DEADLINES: Final = {
+    "crm": 900.0, "push": 900.0, "services": 300.0, "documents": 900.0, "api": 60.0
+}
 
 
 @dataclass(frozen=True)

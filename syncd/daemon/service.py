@@ -22,19 +22,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import ClassVar
 
 import schedule
 
 from syncd.api.app import ApiServer, make_app
 from syncd.api.sources import CachedLocations, DaemonHealth
 from syncd.config import Settings
-from syncd.connectors.budget import RequestBudget
 from syncd.core.clock import utc_now
 from syncd.core.entities import Entity
 from syncd.core.errors import ConfigError
+from syncd.daemon.documents_lane import DocumentsLane
 from syncd.daemon.jobs import Job
-from syncd.daemon.liveness import DEADLINES, Heartbeat, Liveness
+from syncd.daemon.lane import Lane
+from syncd.daemon.liveness import Liveness
 from syncd.daemon.lock import ProcessLock
 from syncd.daemon.sdnotify import Notifier
 from syncd.daemon.services_lane import ServicesLane
@@ -43,6 +43,7 @@ from syncd.engines.push import OutboxDelivery, wait_for_outbox_change
 from syncd.engines.spool import MIB
 from syncd.runtime import (
     build_budget,
+    build_document_budget,
     build_engine,
     build_intake,
     build_pusher,
@@ -67,39 +68,7 @@ class _Task:
     run: Callable[[sqlite3.Connection, MirrorEngine], None]
 
 
-class _Lane:
-    """What each CRM-facing lane has: the settings, the stop event, the request budget it
-    shares with the other lane, a heartbeat the watchdog reads, and its own thread running
-    ``_loop``."""
-
-    name: ClassVar[str]
-
-    def __init__(
-        self,
-        settings: Settings,
-        stop: threading.Event,
-        budget: RequestBudget | None = None,
-        heartbeat: Heartbeat | None = None,
-    ) -> None:
-        self.settings = settings
-        self.stop = stop
-        self.budget = budget
-        self.heartbeat = heartbeat or Heartbeat(self.name, DEADLINES[self.name])
-        self._thread = threading.Thread(target=self._loop, name=f"{self.name}-lane", daemon=True)
-        self.heartbeat.thread = self._thread
-        self._setup()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _setup(self) -> None:
-        """The lane's own state, made at construction (before its thread starts)."""
-
-    def _loop(self) -> None:
-        raise NotImplementedError
-
-
-class CrmLane(_Lane):
+class CrmLane(Lane):
     """A worker thread that owns its own cache connection and engine, running one task at a
     time; a task already queued or running is not queued twice."""
 
@@ -176,7 +145,7 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-class PushLane(_Lane):
+class PushLane(Lane):
     """The outbox's own thread: its own cache connection and CRM client, so a full resync on the
     CRM lane never delays a service request. It drains due requests, then sleeps until the
     portal commits something (``PRAGMA data_version``) or the next retry is due."""
@@ -260,6 +229,15 @@ class Daemon:
         self.services = ServicesLane(
             settings, self.stop, self.vat, self.liveness.heartbeat("services")
         )
+        # SharePoint: its own lane, and a per-tenant Graph budget it shares with the API's
+        # downloads. Nothing of msgraph or azure is imported unless it is configured.
+        self.documents: DocumentsLane | None = None
+        self.document_budget = None
+        if settings.sharepoint.configured:
+            self.document_budget = build_document_budget(settings)
+            self.documents = DocumentsLane(
+                settings, self.stop, self.document_budget, self.liveness.heartbeat("documents")
+            )
         self._hung_reported = False
         self.api: ApiServer | None = None
         self._api_connections = ThreadConnections(lambda: open_cache(settings))
@@ -357,6 +335,8 @@ class Daemon:
                 raise self.lane.failed_to_start
             self.push.start()
         self.services.start()
+        if self.documents is not None:
+            self.documents.start()
         self._schedule_jobs()
         audit.record(conn, "daemon.start", details={"pid_user": audit.os_user()})
         self.notifier.ready(
@@ -398,8 +378,9 @@ class Daemon:
             idle = self.scheduler.idle_seconds
             self.stop.wait(min(CONTROL_POLL_SECONDS, idle if idle and idle > 0 else 0.05))
         self.notifier.stopping()
-        if self.budget is not None:
-            self.budget.wake()  # a lane waiting for a CRM request token sees the stop at once
+        for budget in (self.budget, self.document_budget):
+            if budget is not None:
+                budget.wake()  # a lane waiting for a request token sees the stop at once
         log.info("stopping (waiting up to %.0fs for the running task)", STOP_GRACE_SECONDS)
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         if self.lane is not None:
@@ -408,7 +389,7 @@ class Daemon:
             self.api.stop(max(0.0, deadline - time.monotonic()))
         stopped = [
             lane.shutdown(max(0.0, deadline - time.monotonic()))
-            for lane in (self.push, self.services, self.lane)
+            for lane in (self.push, self.services, self.documents, self.lane)
             if lane is not None
         ]
         if self.vat is not None:
@@ -527,15 +508,41 @@ class Daemon:
             self.lane.submit(self._job_task(job))
 
     def _poll_control(self, conn: sqlite3.Connection) -> None:
-        if self.lane is None:  # no CRM: `syncd --resync` refuses before asking
+        if self.lane is None and self.documents is None:  # `syncd --resync` refuses first
             return
         # A plain read first: the main loop must not queue for the write lock every half
         # second (it would sit in SQLite's busy wait while a lane writes, deaf to signals).
         if not control.has_pending(conn):
             return
-        if any(self.lane.queued(f"control-{i}") for i in control.running_ids(conn)):
+        running = control.running_ids(conn)
+        if self.lane is not None and any(self.lane.queued(f"control-{i}") for i in running):
+            return
+        if self.documents is not None and self.documents.pending & set(running):
             return
         request = control.claim_pending(conn, now=utc_now())
+        if request is not None and request.entity == "documents":
+            if self.documents is None:
+                control.finish(
+                    conn, request.id, ok=False, now=utc_now(),
+                    message="SharePoint is not configured in this daemon",
+                )
+                return
+            log.info(
+                "resync request #%d (documents%s) from %s accepted",
+                request.id,
+                f" library {request.record_id}" if request.record_id else "",
+                request.requested_by,
+            )
+            self.documents.submit(request)
+            return
+        if request is None:
+            return
+        if self.lane is None:
+            control.finish(
+                conn, request.id, ok=False, now=utc_now(),
+                message="no CRM is configured in this daemon",
+            )
+            return
         if request is not None:
             log.info(
                 "resync request #%d (%s%s) from %s accepted",
@@ -548,7 +555,8 @@ class Daemon:
 
     def _update_status(self) -> None:
         crm_jobs = (*self.jobs.values(), self.push.job) if self.push is not None else ()
-        jobs = (*crm_jobs, *self.services.jobs.values())
+        document_jobs = self.documents.jobs.values() if self.documents is not None else ()
+        jobs = (*crm_jobs, *self.services.jobs.values(), *document_jobs)
         parts = [f"{job.name} {job.state}" for job in jobs]
         self.notifier.status("; ".join(parts))
 
