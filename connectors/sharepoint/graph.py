@@ -347,6 +347,9 @@ class GraphLibraries:
         if self.on_request is not None:
             self.on_request()
         self.requests += 1
+        # kiota adds the bearer token only to a request without one: a retried request must not
+        # carry the token of its first attempt (it may be the one Graph just rejected).
+        info.headers.remove("Authorization")
         adapter = self._client.request_adapter
         try:
             body = self._loop.run(
