@@ -402,7 +402,7 @@ def _rebuild_paths(conn: sqlite3.Connection, name: str, folder: str) -> None:
             if result is not None:
                 result = f"{result}/{by_id[item][3]}"
             full[item] = result
-        return full[item_id]
+        return full.setdefault(item_id, result)
 
     changes = []
     for item_id, parent_id, kind, _item_name, old_path, old_scope in rows:

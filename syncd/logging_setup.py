@@ -39,9 +39,14 @@ __all__ = [
 ]
 
 OUR_LOGGERS: Final = ("syncd",)
-THIRD_PARTY_LOGGERS: Final = ("httpx", "httpcore", "zeep", "urllib3", "waitress")
+THIRD_PARTY_LOGGERS: Final = (
+    "httpx", "httpcore", "zeep", "urllib3", "waitress", "azure", "msal", "kiota_http",
+    "kiota_abstractions", "msgraph", "msgraph_core",
+)
 # Loggers whose DEBUG output contains URLs/headers: never below INFO.
-_URL_LOGGERS: Final = frozenset({"httpx", "httpcore", "zeep"})
+_URL_LOGGERS: Final = frozenset({"httpx", "httpcore", "zeep", "kiota_http", "msgraph_core"})
+# Loggers that log whole requests (URLs, headers, token endpoints) at INFO: never below WARNING.
+_REQUEST_LOGGERS: Final = frozenset({"azure", "msal"})
 _LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # ------------------------------------------------------------------------------------------
@@ -292,6 +297,8 @@ def configure_logging(
         logging.getLogger(logger_name).setLevel(numeric)
     for logger_name in THIRD_PARTY_LOGGERS:
         floor = logging.INFO if logger_name in _URL_LOGGERS else logging.DEBUG
+        if logger_name in _REQUEST_LOGGERS:
+            floor = logging.WARNING
         third = logging.WARNING if numeric > logging.DEBUG else floor
         logging.getLogger(logger_name).setLevel(max(third, numeric))
     logging.captureWarnings(True)

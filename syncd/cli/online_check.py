@@ -6,7 +6,9 @@ it is reachable and accepts syncd's credentials, before the daemon finds out the
 * VIES: one ``checkVat`` of syncd's own VAT number (``vies.requester_vat``), else of a
   well-formed test number; any answer from VIES, valid, invalid or "invalid input", proves it
   reachable;
-* Omniva: a ``HEAD`` of the location list.
+* Omniva: a ``HEAD`` of the location list;
+* SharePoint: an app-only token from the login endpoint, then each configured library resolved
+  to its site and drive (one result per library, ``sharepoint:<name>``).
 
 Nothing is written to the cache. Each check is a :class:`CheckResult` whose ``detail`` holds no
 secret (the webhook URL with its token is never shown).
@@ -56,6 +58,41 @@ def check_upstreams(settings: Settings) -> list[CheckResult]:
             results.append(CheckResult(name, False, f"unreachable: {error}"))
         except (ConfigError, SyncdError) as error:
             results.append(CheckResult(name, False, str(error)))
+    if settings.sharepoint.configured:
+        results.extend(_check_sharepoint(settings))
+    else:
+        results.append(CheckResult("sharepoint", True, "skipped: not configured ([sharepoint])"))
+    return results
+
+
+def _check_sharepoint(settings: Settings) -> list[CheckResult]:
+    """One result per library: resolving it needs a token (so the credential is proven by the
+    first) and read access to its site."""
+    from syncd.runtime import build_document_source
+
+    try:
+        source = build_document_source(settings, name="check-graph")
+    except SyncdError as error:
+        return [CheckResult("sharepoint", False, str(error))]
+    results = []
+    try:
+        for library in settings.sharepoint.libraries:
+            name = f"sharepoint:{library.name}"
+            try:
+                resolved = source.resolve(library.site, library.library)
+            except AuthError as error:
+                results.append(CheckResult(name, False, f"credentials refused: {error}"))
+            except RetriableError as error:
+                results.append(CheckResult(name, False, f"unreachable: {error}"))
+            except SyncdError as error:
+                results.append(CheckResult(name, False, str(error)))
+            else:
+                results.append(CheckResult(
+                    name, True, f"reachable (library {library.library!r} is drive "
+                    f"{resolved.drive_id[:12]}...)"
+                ))
+    finally:
+        source.close()
     return results
 
 
