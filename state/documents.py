@@ -290,9 +290,9 @@ def finish(
         conn.execute(
             "UPDATE document_libraries SET delta_link = ?, enumeration_kind = NULL, "
             "enumeration_link = NULL, enumeration_pages = 0, enumeration_started_at = NULL, "
-            "last_delta_at = ?, item_count = ?, "
+            "last_delta_at = ?, item_count = ?, health = 'ok', health_updated_at = ?, "
             "last_full_at = CASE WHEN ? = 'full' THEN ? ELSE last_full_at END WHERE name = ?",
-            (delta_link, iso(now), count, kind, iso(now), name),
+            (delta_link, iso(now), count, iso(now), kind, iso(now), name),
         )
     return ApplyResult(kind=kind, upserted=upserted, deleted=deleted, item_count=count)
 

@@ -84,7 +84,9 @@ def parse_item(raw: Any) -> DocumentItem | None:
         kind=kind,
         parent_id=None if kind == "root" else parent_id,
         name=name,
-        size=_int(raw.get("size")),
+        # A folder's size is the sum below it, and Graph does not report a folder again when
+        # something below it changes: kept only for files, so no stale figure is shown.
+        size=_int(raw.get("size")) if kind == "file" else None,
         mime_type=_text(file.get("mimeType")) if isinstance(file, dict) else None,
         quick_xor_hash=_text(hashes.get("quickXorHash")) if isinstance(hashes, dict) else None,
         etag=_text(raw.get("eTag")),

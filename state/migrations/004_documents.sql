@@ -34,7 +34,7 @@ CREATE TABLE documents (
     name TEXT NOT NULL,
     folder_path TEXT NOT NULL DEFAULT '', -- "/Candela/GentleMax" of the containing folder; "/" at the top
     in_scope INTEGER NOT NULL DEFAULT 1 CHECK (in_scope IN (0, 1)), -- under the library's folder scope
-    size INTEGER,
+    size INTEGER,                        -- bytes, files only (NULL for folders)
     mime_type TEXT,
     quick_xor_hash TEXT,                 -- file.hashes.quickXorHash (base64)
     etag TEXT,

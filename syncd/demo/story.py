@@ -1,6 +1,7 @@
 """``syncd demo``: the whole daemon's work, end to end, against the built-in fakes: the CRM
-mirror and the outbox against a fake Bitrix24, VAT lookups against a fake VIES and the parcel
-machines from a fake Omniva, through the local HTTP API.
+mirror and the outbox against a fake Bitrix24, VAT lookups against a fake VIES, the parcel
+machines from a fake Omniva through the local HTTP API, and SharePoint documentation libraries
+through a fake Microsoft Graph (with a fake Entra ID login over TLS).
 
 Everything runs on loopback with a seeded dataset; nothing leaves the machine. The demo writes a
 real cache (``demo-data/cache.sqlite3``) and a DEBUG log (``demo-data/syncd.log``) that a
@@ -30,6 +31,7 @@ from syncd.connectors.crm import registry
 from syncd.connectors.crm.vendor import FakeCrm
 from syncd.core.entities import Entity
 from syncd.core.errors import ConfigError, RetriableError
+from syncd.demo.documents import documents_story
 from syncd.demo.services import services_story
 from syncd.engines.mirror import CycleReport, MirrorEngine, apply_held_deletes
 from syncd.engines.push import OutboxDelivery
@@ -135,6 +137,9 @@ def _story(
 
     services_ok = services_story(console, settings, conn)
 
+    console.rule("10. SharePoint documentation libraries through Microsoft Graph")
+    documents_ok = documents_story(console, settings, conn)
+
     console.rule("syncd status")
     console.print(
         "(the demo ran the cycles itself, so status rightly says no daemon runs; "
@@ -149,7 +154,11 @@ def _story(
     console.print(
         f'        sqlite3 {cache} "SELECT crm_id, name, vat_number, country FROM companies LIMIT 5"'
     )
-    return 1 if problems or not services_ok else 0
+    console.print(
+        f'        sqlite3 {cache} "SELECT device_id, library, folder_path, name FROM '
+        'device_documents LIMIT 5"'
+    )
+    return 1 if problems or not services_ok or not documents_ok else 0
 
 
 def _outbox_story(
