@@ -209,7 +209,7 @@ def test_check_config_online_says_which_upstream_fails(tmp_path: Path) -> None:
         good = _syncd(config, "check-config", "--online", "--json")
         assert good.returncode == 0, good.stdout + good.stderr
         assert {u: r["ok"] for u, r in json.loads(good.stdout)["online"].items()} == {
-            "crm": True, "vies": True, "omniva": True}
+            "crm": True, "vies": True, "omniva": True, "sharepoint": True}  # skipped: not set
 
         write("wrong", "http://127.0.0.1:9/locations.json")  # a closed loopback port
         bad = _syncd(config, "check-config", "--online")

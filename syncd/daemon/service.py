@@ -26,6 +26,7 @@ from types import FrameType
 import schedule
 
 from syncd.api.app import ApiServer, make_app
+from syncd.api.documents import DocumentDownloads
 from syncd.api.sources import CachedLocations, DaemonHealth
 from syncd.config import Settings
 from syncd.core.clock import utc_now
@@ -240,6 +241,7 @@ class Daemon:
             )
         self._hung_reported = False
         self.api: ApiServer | None = None
+        self._downloads: DocumentDownloads | None = None
         self._api_connections = ThreadConnections(lambda: open_cache(settings))
         self.jobs = {
             "mirror": Job("mirror", self._mirror_cycle),
@@ -394,6 +396,8 @@ class Daemon:
         ]
         if self.vat is not None:
             self.vat.close()
+        if self._downloads is not None:
+            self._downloads.close()
         self._api_connections.close_all()
         close_cache(conn)
         if not all(stopped):
@@ -422,6 +426,17 @@ class Daemon:
             if self.crm_enabled
             else None
         )
+        downloads = None
+        if self.settings.sharepoint.configured:
+            # The Graph connector behind it is built on the first download (msgraph loads in
+            # seconds); it shares the tenant's request budget with the documents lane.
+            downloads = DocumentDownloads.from_config(
+                self.settings,
+                self._api_connections.get,
+                stop=self.stop,
+                budget=self.document_budget,
+            )
+        self._downloads = downloads
         app = make_app(
             self.vat,
             CachedLocations(self._api_connections),
@@ -429,6 +444,7 @@ class Daemon:
             metrics=MetricsSource(self._api_connections.get),
             service_requests=intake,
             max_upload_bytes=max_upload_bytes,
+            documents=downloads,
         )
         self.api = ApiServer(
             app,
