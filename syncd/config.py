@@ -588,10 +588,8 @@ class Settings(BaseSettings):
         would refuse: an unusable secret, a CRM half configured, an upload limit that no
         allowed file fits. A CRM not configured at all is fine: the daemon then serves VIES,
         Omniva and the API only."""
-        self.check_secrets()
-        self.crm.vendor_plugin.check(self.crm.vendor_settings, self.crm_secret)
         sharepoint = self.sharepoint
-        if sharepoint.configured:
+        if sharepoint.configured:  # what is missing first, then whether the credential reads
             for setting in ("tenant_id", "client_id"):
                 if getattr(sharepoint, setting) is None:
                     raise ConfigError(
@@ -602,6 +600,8 @@ class Settings(BaseSettings):
                     "sharepoint.libraries: [sharepoint] is configured but lists no library "
                     "([[sharepoint.libraries]] with name, site, library, producers, permission)"
                 )
+        self.check_secrets()
+        self.crm.vendor_plugin.check(self.crm.vendor_settings, self.crm_secret)
         largest = max(
             self.outbox.max_image_mb, self.outbox.max_video_mb, self.outbox.max_document_mb
         )
