@@ -27,6 +27,7 @@ import concurrent.futures
 import logging
 import ssl
 import threading
+import warnings
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -67,6 +68,11 @@ from syncd.core.errors import (
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The SDK's generated request builders deprecate their own configuration classes as they load
+# (lazily, on first use); that is Microsoft's to fix, not an operator's to read in the journal.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"msgraph\.generated\.")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"kiota_abstractions\.")
 
 DEFAULT_THROTTLE_SECONDS = 10.0  # when Graph throttles without saying for how long
 
@@ -328,6 +334,8 @@ class GraphLibraries:
                 return self._send(info, what)
             except AuthError:
                 raise
+            except DeltaExpiredError as error:  # the same link stays expired: not retried
+                raise _NotRetried(error) from None
             except _TokenRejected:
                 if renewed:
                     raise AuthError(
@@ -337,9 +345,15 @@ class GraphLibraries:
                 renewed = True
                 log.info("Graph rejected the access token; fetching a new one")
                 self._credential.renew()
-                return self._send(info, what)
+                try:
+                    return self._send(info, what)
+                except DeltaExpiredError as error:
+                    raise _NotRetried(error) from None
 
-        return self._policy.call(attempt, what=what)
+        try:
+            return self._policy.call(attempt, what=what)
+        except _NotRetried as wrapper:
+            raise wrapper.error from None
 
     def _send(self, info: RequestInformation, what: str) -> bytes:
         if self.budget is not None:
@@ -374,6 +388,15 @@ class GraphLibraries:
 
 class _TokenRejected(RetriableError):
     """Graph answered 401: the token is expired or revoked."""
+
+
+class _NotRetried(Exception):
+    """Carries a RetriableError the retry policy must not retry (a 410: the link stays expired
+    however often it is asked; the engine enumerates again instead) past the policy."""
+
+    def __init__(self, error: RetriableError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def _classify(error: APIError, what: str, max_retry_after: float) -> Exception:

@@ -1,17 +1,20 @@
-"""The local HTTP API the portal calls: VAT number lookups, Omniva's parcel machines, health,
-Prometheus metrics.
+"""The local HTTP API the portal calls: VAT number lookups, Omniva's parcel machines, document
+downloads, health, Prometheus metrics.
 
-A WSGI application (werkzeug routing, requests and responses) built by :func:`make_app` over three
+A WSGI application (werkzeug routing, requests and responses) built by :func:`make_app` over
 small interfaces, so it depends on no concrete service:
 :class:`VatLookup` (syncd.engines.vat.VatService),
-:class:`LocationSource` (Omniva's list in the cache) and :class:`HealthSource`. The server that
+:class:`LocationSource` (Omniva's list in the cache), :class:`HealthSource` and, optionally,
+:class:`DocumentDownloadSource` (syncd.api.documents.DocumentDownloads). The server that
 runs it, :class:`~syncd.api.server.ApiServer`, is re-exported here (``from syncd.api.app import
 ApiServer, make_app``); the contract is ``docs/openapi.yaml``.
 
 Every answer is JSON (``application/json; charset=utf-8``), except the Prometheus text of
-``GET /metrics``, with ``Cache-Control: no-store`` and ``X-Content-Type-Options: nosniff``. Every
-error is ``{"error": {"code": ..., "message": ...}}`` with a stable ``code`` and a fixed message:
-nothing the client sent (a VAT number, say) is ever echoed in an error or written to a log line.
+``GET /metrics`` and a document's bytes (``GET /v1/documents/{id}/download``, streamed), with
+``Cache-Control: no-store`` (a download: ``private, no-store``) and
+``X-Content-Type-Options: nosniff``. Every error is ``{"error": {"code": ..., "message": ...}}``
+with a stable ``code`` and a fixed message: nothing the client sent (a VAT number, say) is ever
+echoed in an error or written to a log line.
 
 Given a :class:`~syncd.api.metrics.MetricsSource`, the app records every request there (by route
 name, never by path: the path of a VAT lookup holds the number) and serves it at ``/metrics``;
@@ -56,6 +59,8 @@ __all__ = [
     "ApiBindError",
     "ApiError",
     "ApiServer",
+    "DocumentDownload",
+    "DocumentDownloadSource",
     "HealthSource",
     "LocationSource",
     "ServiceRequestDesk",
@@ -109,11 +114,26 @@ _MESSAGES: Final[Mapping[str, str]] = {
     "bad_request": "The request could not be understood.",
     "forbidden_host": "This API answers only requests addressed to localhost or a loopback "
     "address.",
+    "unknown_document": "No such document: it is not in a mirrored library (or not in its "
+    "folder scope), or SharePoint no longer has it.",
+    "documents_not_configured": "Documents cannot be downloaded here: this syncd has no "
+    "SharePoint libraries configured.",
+    "sharepoint_unavailable": "SharePoint is not available or is throttling at the moment; "
+    "try again later.",
+    "sharepoint_refused": "SharePoint refused syncd access to the document; an operator must "
+    "check the app's permissions.",
+    "sharepoint_bad_response": "SharePoint sent an answer that could not be used; try again "
+    "later.",
+    "range_not_satisfiable": "The requested byte range lies outside the document; "
+    "Content-Range gives its size.",
+    "downloads_busy": "Too many document downloads are in progress; try again shortly.",
 }
 
 # What a VAT number may look like before the VAT service is even asked (the service applies
 # the same rule and more: a known country prefix, python-stdnum's checks).
 _VAT_CHARS: Final = re.compile(r"[A-Za-z0-9 .\-]+")
+# A Graph driveItem ID (SharePoint "01ABC...", OneDrive "ABC!123"); anything else is unknown.
+_DOCUMENT_ID: Final = re.compile(r"[A-Za-z0-9!_-]{1,256}", re.ASCII)
 _COUNTRY: Final = re.compile(r"[A-Za-z]{2}")
 _FRESH: Final[Mapping[str, bool]] = {"true": True, "1": True, "false": False, "0": False}
 _KINDS: Final = ("parcel_machine", "post_office")
@@ -169,6 +189,37 @@ class ServiceRequestDesk(Protocol):
 
     def status(self, key: str) -> Mapping[str, Any] | None:
         """The ``ServiceRequestStatus`` JSON of the request filed under ``key``, or None."""
+        ...
+
+
+class DocumentDownload(Protocol):
+    """A download in progress (``syncd.api.documents.Download``)."""
+
+    @property
+    def status(self) -> int:
+        """200, or 206 for a byte range."""
+        ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, str]]:
+        """The answer's headers (Content-Type, Content-Length, Content-Disposition, ...)."""
+        ...
+
+    @property
+    def body(self) -> Iterable[bytes]:
+        """The bytes, streamed; its ``close()`` frees the upstream connection."""
+        ...
+
+
+class DocumentDownloadSource(Protocol):
+    """Streams mirrored SharePoint documents (``syncd.api.documents.DocumentDownloads``).
+
+    ``open`` raises :class:`ApiError` (``unknown_document``, ``sharepoint_unavailable``,
+    ``sharepoint_refused``, ``sharepoint_bad_response``, ``range_not_satisfiable``,
+    ``documents_not_configured``, ``downloads_busy``)."""
+
+    def open(self, document_id: str, range_header: str | None, *, head: bool) -> DocumentDownload:
+        """Start the download of ``document_id`` (``range_header``: the client's Range)."""
         ...
 
 
@@ -288,6 +339,11 @@ _URLS: Final = Map(
             endpoint="service_request_status",
             methods=["GET"],
         ),
+        Rule(
+            "/v1/documents/<rest:document_id>/download",
+            endpoint="document_download",
+            methods=["GET"],
+        ),
         Rule("/healthz", endpoint="healthz", methods=["GET"]),
         Rule("/metrics", endpoint="metrics", methods=["GET"]),
     ],
@@ -339,6 +395,7 @@ class _Api:
         metrics: MetricsSource | None,
         service_requests: ServiceRequestDesk | None,
         max_upload_bytes: int,
+        documents: DocumentDownloadSource | None,
     ) -> None:
         self._vat = vat
         self._locations = locations
@@ -347,11 +404,13 @@ class _Api:
         self._metrics = metrics
         self._desk = service_requests
         self._max_upload_bytes = max_upload_bytes
+        self._documents = documents
         self._handlers: Mapping[str, Callable[..., Response]] = {
             "vat": self._vat_lookup,
             "parcel_machines": self._parcel_machines,
             "service_request_post": self._file_service_request,
             "service_request_status": self._service_request_status,
+            "document_download": self._document_download,
             "healthz": self._healthz,
             "metrics": self._metrics_text,
         }
@@ -510,6 +569,24 @@ class _Api:
             raise ApiError(404, "unknown_service_request")
         return _json(200, found)
 
+    def _document_download(self, request: Request, document_id: str) -> Response:
+        _check_params(request, frozenset())
+        if self._documents is None:
+            raise ApiError(404, "documents_not_configured")
+        if not _DOCUMENT_ID.fullmatch(document_id):
+            raise ApiError(404, "unknown_document")  # before the cache is asked
+        download = self._documents.open(
+            document_id, request.headers.get("Range"), head=request.method == "HEAD"
+        )
+        # Streamed as it arrives: direct_passthrough hands the body to the server untouched,
+        # and the server calls its close() when the answer is done or the client went away.
+        return Response(
+            download.body,
+            status=download.status,
+            headers=list(download.headers),
+            direct_passthrough=True,
+        )
+
     def _healthz(self, request: Request) -> Response:
         _check_params(request, frozenset())
         try:
@@ -560,6 +637,7 @@ def make_app(
     metrics: MetricsSource | None = None,
     service_requests: ServiceRequestDesk | None = None,
     max_upload_bytes: int = 0,
+    documents: DocumentDownloadSource | None = None,
 ) -> WSGIApplication:
     """The API as a WSGI application.
 
@@ -570,7 +648,9 @@ def make_app(
     recorded there and ``/metrics`` serves it (Prometheus text); without, ``/metrics`` is 404.
     With ``service_requests``, ``POST /v1/service-requests`` (a body of up to
     ``max_upload_bytes``) files a request and ``GET /v1/service-requests/{key}`` reports it;
-    without, both answer 503 ``service_requests_disabled``.
+    without, both answer 503 ``service_requests_disabled``. With ``documents``,
+    ``GET /v1/documents/{id}/download`` streams a mirrored SharePoint document (Range honoured);
+    without, it answers 404 ``documents_not_configured``.
     """
     if max_request_bytes < 0:
         raise ValueError("max_request_bytes must not be negative")
@@ -582,4 +662,5 @@ def make_app(
         metrics,
         service_requests,
         max(max_upload_bytes, max_request_bytes),
+        documents,
     )

@@ -56,6 +56,11 @@ STANDARD_HEADERS: Final = (
 
 MAX_REQUEST_HEADER_BYTES: Final = 16 * 1024
 CONNECTION_LIMIT: Final = 100
+# What waitress may hold of an answer not yet sent, per connection: a worker thread writing a
+# streamed answer (a document download) waits while more than this is buffered. waitress's
+# default (16 MiB, spilling to a temporary file past 1 MiB) would let every download of a slow
+# client park 16 MiB; 256 KiB keeps it in memory and small, and still fills a socket's buffer.
+OUTBUF_HIGH_WATERMARK: Final = 256 * 1024
 _PROBE_TIMEOUT: Final = 1.0
 
 # Waitress's own errors (raised before the application runs) and their stable codes.
@@ -332,6 +337,7 @@ class ApiServer:
                     max_request_body_size=self._max_request_bytes + 1,
                     max_request_header_size=MAX_REQUEST_HEADER_BYTES,
                     channel_timeout=max(1, math.ceil(self._channel_timeout)),
+                    outbuf_high_watermark=OUTBUF_HIGH_WATERMARK,
                     cleanup_interval=max(1, math.ceil(self._channel_timeout / 2)),
                     connection_limit=CONNECTION_LIMIT,
                     ident="syncd",

@@ -435,6 +435,8 @@ class Daemon:
                 self._api_connections.get,
                 stop=self.stop,
                 budget=self.document_budget,
+                # a download holds an API thread for its whole transfer: leave some for the rest
+                max_concurrent=max(1, self.settings.api.threads - 2),
             )
         self._downloads = downloads
         app = make_app(

@@ -272,3 +272,143 @@ function syncd_verify_vat(string $base, string $number): ?array
     }
     throw new InvalidArgumentException($answer['error']['code'] ?? 'unexpected answer');
 }
+
+/**
+ * The documents of device $deviceId (`devices.crm_id`) that a user holding $permissions may
+ * see: $permissions are the libraries' permission keys the portal grants that user. Files only,
+ * ordered by library, folder and name. Call inside syncd_read().
+ *
+ * @param string[] $permissions
+ */
+function syncd_device_documents(PDO $db, string $deviceId, array $permissions): array
+{
+    $permissions = array_values(array_unique(array_map('strval', $permissions)));
+    if ($permissions === []) {
+        return [];
+    }
+    $marks = implode(', ', array_fill(0, count($permissions), '?'));
+    $query = $db->prepare(
+        'SELECT document_id, library, name, folder_path, size, mime_type, modified_at'
+        . ' FROM device_documents WHERE device_id = ? AND permission IN (' . $marks . ')'
+        . ' ORDER BY library, folder_path, name, document_id'
+    );
+    $query->execute([$deviceId, ...$permissions]);
+    return $query->fetchAll(PDO::FETCH_ASSOC);
+}
+
+/** Where this portal finds syncd's cache and its local API (sections 1 and 12). */
+const SYNCD_CACHE_PATH = '/var/lib/syncd/cache.sqlite3';
+const SYNCD_API_SOCKET = '/run/syncd/api.sock';
+
+/** The headers of a download that are passed on to the browser. */
+const SYNCD_DOWNLOAD_HEADERS = [
+    'content-type', 'content-length', 'content-range', 'accept-ranges', 'etag', 'last-modified',
+    'content-disposition', 'x-content-type-options', 'cache-control',
+];
+
+/**
+ * Send document $documentId to the browser if a user holding $userPermissions may see it.
+ *
+ * The cache decides first: 404 for a document it does not list as a file in scope, 403 when
+ * the user lacks the library's permission; syncd's API is then not called at all. Otherwise
+ * GET /v1/documents/{id}/download is relayed as it arrives: status, headers, and the bytes
+ * chunk by chunk (never the whole file in memory); the browser's Range (and HEAD) pass
+ * through. Call it before any output. Returns the HTTP status sent to the browser; a transfer
+ * that breaks off mid-way ends short of its Content-Length, which the browser reports.
+ *
+ * @param string[] $userPermissions
+ */
+function stream_document(string $documentId, array $userPermissions,
+                         string $cachePath = SYNCD_CACHE_PATH,
+                         string $socket = SYNCD_API_SOCKET): int
+{
+    if (preg_match('/^[A-Za-z0-9!_-]{1,256}$/D', $documentId) !== 1) {
+        return syncd_download_refused(404, 'No such document.');
+    }
+    $db = syncd_open($cachePath);
+    $query = $db->prepare(<<<'SQL'
+        SELECT l.permission FROM documents AS d
+        JOIN document_libraries AS l ON l.name = d.library
+        WHERE d.id = :id AND d.kind = 'file' AND d.in_scope = 1
+        SQL);
+    $query->execute([':id' => $documentId]);
+    $permission = $query->fetchColumn();
+    $query = $db = null; // hold no cache connection during the transfer
+    if ($permission === false) {
+        return syncd_download_refused(404, 'No such document.');
+    }
+    if (!in_array($permission, $userPermissions, true)) {
+        return syncd_download_refused(403, 'You may not download this document.');
+    }
+
+    while (ob_get_level() > 0) {
+        ob_end_clean(); // no output buffer may collect the file
+    }
+    $request = [];
+    // syncd does not evaluate If-Range: a range of a file that may have changed is not asked
+    // for, the whole file is sent instead (as RFC 9110 allows).
+    if (isset($_SERVER['HTTP_RANGE']) && !isset($_SERVER['HTTP_IF_RANGE'])) {
+        $request[] = 'Range: ' . $_SERVER['HTTP_RANGE'];
+    }
+    $status = 0;
+    $headers = [];
+    $curl = curl_init('http://localhost/v1/documents/' . rawurlencode($documentId) . '/download');
+    curl_setopt_array($curl, [
+        CURLOPT_UNIX_SOCKET_PATH => $socket,
+        CURLOPT_HTTPHEADER => $request,
+        CURLOPT_NOBODY => ($_SERVER['REQUEST_METHOD'] ?? 'GET') === 'HEAD',
+        CURLOPT_CONNECTTIMEOUT => 5,
+        CURLOPT_LOW_SPEED_LIMIT => 1, // give up on a transfer stalled for a minute,
+        CURLOPT_LOW_SPEED_TIME => 60, // never on a long one
+        CURLOPT_HEADERFUNCTION => function ($curl, string $line) use (&$status, &$headers): int {
+            if (preg_match('#^HTTP/[0-9.]+ ([0-9]{3})#', $line, $match) === 1) {
+                [$status, $headers] = [(int) $match[1], []];
+            } elseif (str_contains($line, ':')) {
+                [$name, $value] = explode(':', $line, 2);
+                $headers[strtolower(trim($name))] = trim($name) . ': ' . trim($value);
+            } elseif (trim($line) === '' && $status >= 200 && $status < 300) {
+                http_response_code($status); // the headers are complete: pass them on
+                foreach (array_intersect_key($headers, array_flip(SYNCD_DOWNLOAD_HEADERS)) as $h) {
+                    header($h);
+                }
+            }
+            return strlen($line);
+        },
+        CURLOPT_WRITEFUNCTION => function ($curl, string $chunk) use (&$status): int {
+            if ($status >= 200 && $status < 300) {
+                echo $chunk;
+                flush();
+            }
+            return strlen($chunk); // an error's JSON body is not passed on
+        },
+    ]);
+    curl_exec($curl);
+    curl_close($curl);
+    if ($status >= 200 && $status < 300) {
+        return $status;
+    }
+    return match (true) {
+        $status === 404 => syncd_download_refused(404, 'No such document.'),
+        $status === 416 => syncd_download_refused(
+            416, 'The requested range is outside the document.', [$headers['content-range'] ?? '']
+        ),
+        $status === 503, $status === 0 => syncd_download_refused(
+            503, 'Documents cannot be fetched right now; try again later.',
+            [$headers['retry-after'] ?? 'Retry-After: 60']
+        ),
+        default => syncd_download_refused(502, 'The document cannot be fetched right now.'),
+    };
+}
+
+/** Answer the browser with $status and a short text (and the $headers given). */
+function syncd_download_refused(int $status, string $message, array $headers = []): int
+{
+    http_response_code($status);
+    header('Content-Type: text/plain; charset=utf-8');
+    header('Cache-Control: no-store');
+    foreach (array_filter($headers) as $header) {
+        header($header);
+    }
+    echo $message, "\n";
+    return $status;
+}
