@@ -168,6 +168,12 @@ def configure(
                 )
                 if old[3] != library.folder:
                     _rebuild_paths(conn, library.name, library.folder)
+                    conn.execute(
+                        "UPDATE document_libraries SET item_count = (SELECT count(*) FROM "
+                        "documents WHERE library = ? AND kind = 'file' AND in_scope = 1) "
+                        "WHERE name = ?",
+                        (library.name, library.name),
+                    )
             conn.execute("DELETE FROM library_producers WHERE library = ?", (library.name,))
             conn.executemany(
                 "INSERT OR IGNORE INTO library_producers (library, producer_key) VALUES (?, ?)",
@@ -330,6 +336,14 @@ def _swap(conn: sqlite3.Connection, name: str) -> tuple[int, int]:
 
 
 def _merge(conn: sqlite3.Connection, name: str) -> tuple[int, int]:
+    # Graph reports a renamed or moved folder, not what lies below it: the web URLs below it
+    # follow the folder's (path-style URLs; SharePoint's Doc.aspx links do not change).
+    moved_folders = conn.execute(
+        "SELECT d.web_url, s.web_url FROM documents_staging AS s JOIN documents AS d "
+        "ON d.id = s.id WHERE s.library = ? AND s.deleted = 0 AND s.kind = 'folder' "
+        "AND d.web_url IS NOT NULL AND s.web_url IS NOT NULL AND d.web_url <> s.web_url",
+        (name,),
+    ).fetchall()
     upserted = conn.execute(
         f"INSERT INTO documents (library, {_COLUMN_LIST}) "
         f"SELECT library, {_COLUMN_LIST} FROM documents_staging "
@@ -338,6 +352,13 @@ def _merge(conn: sqlite3.Connection, name: str) -> tuple[int, int]:
         + ", ".join(f"{column} = excluded.{column}" for column in _ITEM_COLUMNS[1:]),
         (name,),
     ).rowcount
+    for old_url, new_url in moved_folders:
+        conn.execute(
+            "UPDATE documents SET web_url = ? || substr(web_url, ?) WHERE library = ? "
+            "AND substr(web_url, 1, ?) = ? AND id NOT IN "
+            "(SELECT id FROM documents_staging WHERE library = ?)",
+            (new_url, len(old_url) + 1, name, len(old_url) + 1, old_url + "/", name),
+        )
     gone = [
         row[0]
         for row in conn.execute(

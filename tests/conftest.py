@@ -197,3 +197,103 @@ def short_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="syncd-", dir="/tmp" if os.path.isdir("/tmp") else None))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+# -- SharePoint document libraries against the fake Microsoft Graph ---------------------------
+
+import typing  # noqa: E402
+
+SHAREPOINT_HOST = "contoso.sharepoint.com"
+SHAREPOINT_SITE_PATH = "/sites/Manufacturers"
+SHAREPOINT_SITE = f"{SHAREPOINT_HOST}:{SHAREPOINT_SITE_PATH}"
+
+if typing.TYPE_CHECKING:  # the fake and pydantic models load only in the tests that use them
+    from syncd.connectors.sharepoint.fake import FakeGraph
+    from syncd.connectors.sharepoint.settings import SharepointSettings
+
+
+def sharepoint_options(
+    fake: FakeGraph, *libraries: dict[str, Any], **options: Any
+) -> dict[str, Any]:
+    """``[sharepoint]`` as a dict pointing at ``fake`` (login over its TLS endpoint, trusting its
+    CA), with no request budget; each library is a ``[[sharepoint.libraries]]`` table."""
+    return {
+        "tenant_id": fake.tenant_id,
+        "client_id": fake.client_id,
+        "graph_url": fake.graph_url,
+        "login_url": fake.login_url,
+        "ca_file": fake.ca_file,
+        "requests_per_second": 0,
+        "libraries": list(libraries),
+        **options,
+    }
+
+
+def sharepoint_settings(
+    fake: FakeGraph, *libraries: dict[str, Any], **options: Any
+) -> SharepointSettings:
+    """SharepointSettings pointing at ``fake`` (see :func:`sharepoint_options`)."""
+    from syncd.connectors.sharepoint.settings import SharepointSettings
+
+    return SharepointSettings(**sharepoint_options(fake, *libraries, **options))
+
+
+def document_library(
+    name: str, library: str, producers: tuple[str, ...] = (), **extra: Any
+) -> dict[str, Any]:
+    """One ``[[sharepoint.libraries]]`` entry in the fake's site."""
+    return {"name": name, "site": SHAREPOINT_SITE, "library": library,
+            "producers": list(producers), "permission": f"docs.{name}", **extra}
+
+
+def sharepoint_toml(fake: FakeGraph, tmp_path: Path, *libraries: dict[str, Any],
+                    interval_seconds: float = 300.0) -> str:
+    """``[sharepoint]`` as TOML for a ``syncd`` subprocess pointing at ``fake`` (the client
+    secret in a file under ``tmp_path``)."""
+    import json
+
+    secret = tmp_path / "sharepoint_client_secret"
+    secret.write_text(fake.client_secret)
+    secret.chmod(0o600)
+    lines = [
+        "[sharepoint]",
+        f"tenant_id = {json.dumps(fake.tenant_id)}",
+        f"client_id = {json.dumps(fake.client_id)}",
+        f"client_secret_file = {json.dumps(str(secret))}",
+        f"graph_url = {json.dumps(fake.graph_url)}",
+        f"login_url = {json.dumps(fake.login_url)}",
+        f"ca_file = {json.dumps(str(fake.ca_file))}",
+        f"interval_seconds = {interval_seconds}",
+        "requests_per_second = 0",
+    ]
+    for library in libraries:
+        lines.append("[[sharepoint.libraries]]")
+        lines.extend(f"{key} = {json.dumps(value)}" for key, value in library.items())
+    return "\n".join(lines) + "\n"
+
+
+def fake_documents(fake: FakeGraph, drive_id: str, folder: str = "") -> dict[str, dict[str, Any]]:
+    """The fake's library as the cache should hold it, in the shape of
+    :func:`syncd.state.documents.snapshot`: the folder path from the fake's own tree, in scope
+    when below ``folder`` ('' = everything), sizes of files only (a folder's changes with what
+    is below it, which Graph's delta does not report, so the cache keeps none)."""
+    view = {}
+    for item_id, entry in fake.snapshot(drive_id).items():
+        row = dict(entry)
+        path = row.pop("path")
+        row["folder_path"] = path
+        row["in_scope"] = int(not folder or path == folder or path.startswith(folder + "/"))
+        if row["kind"] == "folder":
+            row["size"] = None
+        view[item_id] = row
+    return view
+
+
+def settled(view: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A documents view without the webUrl, which changes with a renamed or moved ancestor
+    that Graph's delta reports alone: a cache kept by delta has the old one until the next full
+    enumeration."""
+    return {
+        item_id: {key: value for key, value in row.items() if key != "web_url"}
+        for item_id, row in view.items()
+    }

@@ -174,3 +174,38 @@ def test_find_file_answers_only_files_in_scope(conn: sqlite3.Connection) -> None
     assert documents.find_file(conn, "F") is None
     assert documents.find_file(conn, "B") is None
     assert documents.find_file(conn, "nope") is None
+
+
+def test_web_urls_below_a_renamed_folder_follow_it(conn: sqlite3.Connection) -> None:
+    base = "https://h.sharepoint.com/sites/M/Candela"
+    full(conn, [[
+        root(),
+        DocumentItem(id="F", kind="folder", name="Manuals", parent_id="R",
+                     web_url=f"{base}/Manuals"),
+        DocumentItem(id="A", kind="file", name="a.pdf", parent_id="F",
+                     web_url=f"{base}/Manuals/a.pdf"),
+        DocumentItem(id="B", kind="file", name="b.pdf", parent_id="R",
+                     web_url=f"{base}/Manuals old/b.pdf"),
+        DocumentItem(id="C", kind="file", name="c.docx", parent_id="F",
+                     web_url=f"{base}/_layouts/15/Doc.aspx?sourcedoc=x"),
+    ]])
+    documents.finish(
+        conn, "candela", "incremental",
+        [DocumentItem(id="F", kind="folder", name="Service manuals", parent_id="R",
+                      web_url=f"{base}/Service%20manuals")],
+        "D2", now=NOW,
+    )
+    urls = {i: row["web_url"] for i, row in documents.snapshot(conn, "candela").items()}
+    assert urls == {
+        "F": f"{base}/Service%20manuals",
+        "A": f"{base}/Service%20manuals/a.pdf",
+        "B": f"{base}/Manuals old/b.pdf",  # a prefix of the name, not below the folder
+        "C": f"{base}/_layouts/15/Doc.aspx?sourcedoc=x",
+    }
+
+
+def test_a_changed_scope_recounts_the_files_at_once(conn: sqlite3.Connection) -> None:
+    full(conn, [[root(), folder("M", "Manuals"), file("A", "a.pdf", "M"), file("B", "b.pdf")]])
+    assert documents.load(conn, "candela").item_count == 2  # type: ignore[union-attr]
+    documents.configure(conn, [library(folder="/Manuals")], {})
+    assert documents.load(conn, "candela").item_count == 1  # type: ignore[union-attr]
