@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/daemon_bench.py
 	$(BIN)/python bench/push_bench.py
 	$(BIN)/python bench/api_bench.py
+	$(BIN)/python bench/documents_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
