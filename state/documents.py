@@ -286,8 +286,10 @@ def finish(
             upserted, deleted = _swap(conn, name)
         else:
             upserted, deleted = _merge(conn, name)
-        if upserted or deleted or kind == "full":
+        if kind == "full" or _folders_staged(conn, name):
             _rebuild_paths(conn, name, folder)
+        elif upserted:  # only files changed: place them under their (unchanged) folders
+            _place_staged_files(conn, name, folder)
         conn.execute("DELETE FROM documents_staging WHERE library = ?", (name,))
         count = conn.execute(
             "SELECT count(*) FROM documents WHERE library = ? AND kind = 'file' AND in_scope = 1",
@@ -367,6 +369,17 @@ def _merge(conn: sqlite3.Connection, name: str) -> tuple[int, int]:
     ]
     if not gone:
         return upserted, 0
+    folders_gone = conn.execute(
+        "SELECT count(*) FROM documents WHERE library = ? AND kind <> 'file' AND id IN "
+        "(SELECT id FROM documents_staging WHERE library = ? AND deleted = 1)",
+        (name, name),
+    ).fetchone()[0]
+    if not folders_gone:  # files only: nothing below them
+        return upserted, conn.execute(
+            "DELETE FROM documents WHERE library = ? AND id IN "
+            "(SELECT id FROM documents_staging WHERE library = ? AND deleted = 1)",
+            (name, name),
+        ).rowcount
     # A deleted folder takes whatever is still below it (Graph may report only the folder).
     children: dict[str, list[str]] = {}
     for item_id, parent_id in conn.execute(
@@ -387,6 +400,38 @@ def _merge(conn: sqlite3.Connection, name: str) -> tuple[int, int]:
             "DELETE FROM documents WHERE id = ? AND library = ?", (item_id, name)
         ).rowcount
     return upserted, deleted
+
+
+def _folders_staged(conn: sqlite3.Connection, name: str) -> bool:
+    """Whether the staged changes touch a folder (or the root): then paths below may move."""
+    return conn.execute(
+        "SELECT 1 FROM documents_staging WHERE library = ? AND deleted = 0 AND kind <> 'file' "
+        "LIMIT 1",
+        (name,),
+    ).fetchone() is not None
+
+
+def _place_staged_files(conn: sqlite3.Connection, name: str, folder: str) -> None:
+    """``folder_path`` and ``in_scope`` of the staged files alone, from their parents' stored
+    paths (valid, since no folder changed): a delta's cost follows its changes, not the
+    library's size."""
+    changes = []
+    for item_id, parent_kind, parent_name, parent_path in conn.execute(
+        "SELECT d.id, p.kind, p.name, p.folder_path FROM documents_staging AS s "
+        "JOIN documents AS d ON d.id = s.id LEFT JOIN documents AS p ON p.id = d.parent_id "
+        "WHERE s.library = ? AND s.deleted = 0",
+        (name,),
+    ):
+        if parent_kind == "root":
+            path = "/"
+        elif parent_kind is None or not parent_path:  # parent missing or itself unplaced
+            changes.append(("", 0, item_id))
+            continue
+        else:
+            path = f"{'' if parent_path == '/' else parent_path}/{parent_name}"
+        scope = int(not folder or path == folder or path.startswith(folder + "/"))
+        changes.append((path, scope, item_id))
+    conn.executemany("UPDATE documents SET folder_path = ?, in_scope = ? WHERE id = ?", changes)
 
 
 def _rebuild_paths(conn: sqlite3.Connection, name: str, folder: str) -> None:
