@@ -12,25 +12,17 @@ import logging
 import queue
 import sqlite3
 import time
-from dataclasses import dataclass
 
 from syncd.core.clock import utc_now
-from syncd.core.errors import FatalError
+from syncd.core.errors import FatalError, SyncdError
 from syncd.daemon.jobs import Job
 from syncd.daemon.lane import Lane
-from syncd.engines.documents import DocumentMirror, DocumentSource
+from syncd.engines.documents import DocumentMirror
 from syncd.runtime import build_document_source, open_cache
 from syncd.state import control, documents
 from syncd.state.db import close as close_cache
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ResyncOrder:
-    """An operator's ``syncd --resync documents [--library NAME]``."""
-
-    request: control.ControlRequest
 
 
 class DocumentsLane(Lane):
@@ -39,7 +31,8 @@ class DocumentsLane(Lane):
     name = "documents"
 
     def _setup(self) -> None:
-        self._orders: queue.Queue[ResyncOrder] = queue.Queue()
+        # operators' resyncs (``syncd --resync documents``); None ends the loop
+        self._orders: queue.Queue[control.ControlRequest | None] = queue.Queue()
         self.mirror: DocumentMirror | None = None
         self.conn: sqlite3.Connection | None = None
         self.jobs: dict[str, Job] = {
@@ -57,10 +50,10 @@ class DocumentsLane(Lane):
     def submit(self, request: control.ControlRequest) -> None:
         """Queue an operator's resync; the lane picks it up within a second."""
         self.pending.add(request.id)
-        self._orders.put(ResyncOrder(request))
+        self._orders.put(request)
 
     def shutdown(self, timeout: float) -> bool:
-        self._orders.put(ResyncOrder(_STOP))
+        self._orders.put(None)
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
@@ -69,7 +62,6 @@ class DocumentsLane(Lane):
     def _loop(self) -> None:
         conn = open_cache(self.settings)
         self.conn = conn
-        source: DocumentSource | None = None
         try:
             source = build_document_source(
                 self.settings,
@@ -79,42 +71,49 @@ class DocumentsLane(Lane):
                 on_request=self.heartbeat.beat,
                 name="documents-graph",
             )
+        except SyncdError as error:  # the credential or the SharePoint extra
+            log.error("SharePoint lane cannot start: %s", error)
+            for name, job in self.jobs.items():
+                job.give_up(error)
+                job.save(conn)
+                self._record(conn, name, job)
+            close_cache(conn)
+            return
+        try:
             self.mirror = DocumentMirror(conn, source, self.settings.sharepoint, stop=self.stop)
             self.mirror.configure()
-            interval = self.settings.sharepoint.interval_seconds
-            while not self.stop.is_set():
-                for name, job in self.jobs.items():
-                    if self.stop.is_set():
-                        break
-                    if time.monotonic() >= self._due[name] and job.ready():
-                        with self.heartbeat.working(f"document library {name}"):
-                            job.run(conn)
-                        self._record(conn, name, job)
-                        self._due[name] = time.monotonic() + interval
-                wait = min(
-                    [max(0.05, due - time.monotonic()) for due in self._due.values()]
-                    + [max(0.05, job.backoff_until - time.monotonic())
-                       for job in self.jobs.values() if job.state == "failing"]
-                    + [interval]
-                )
-                try:
-                    order = self._orders.get(timeout=wait)
-                except queue.Empty:
-                    continue
-                if order.request is _STOP:
-                    break
-                self._resync(conn, order.request)
-        except Exception as error:  # the lane cannot start (credential, extra missing)
-            log.error("SharePoint lane stopped: %s", error)
-            for job in self.jobs.values():
-                job.state = "stopped"
-                job.last_error = str(error)
-                job.last_error_at = utc_now()
-                job.save(conn)
+            self._serve(conn)
         finally:
-            if source is not None:
-                source.close()
+            source.close()
             close_cache(conn)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        """Run each library when it is due (and not backing off), and operators' resyncs as
+        they come, until stopped."""
+        interval = self.settings.sharepoint.interval_seconds
+        while not self.stop.is_set():
+            for name, job in self.jobs.items():
+                if self.stop.is_set():
+                    break
+                if time.monotonic() >= self._due[name] and job.ready():
+                    with self.heartbeat.working(f"document library {name}"):
+                        job.run(conn)
+                    self._record(conn, name, job)
+                    self._due[name] = time.monotonic() + interval
+            # The next library due, counting a failing one's backoff; stopped ones never are.
+            upcoming = [
+                max(self._due[name], job.backoff_until)
+                for name, job in self.jobs.items()
+                if not job.stopped
+            ]
+            wait = max(0.05, min(upcoming) - time.monotonic()) if upcoming else None
+            try:
+                request = self._orders.get(timeout=wait)
+            except queue.Empty:
+                continue
+            if request is None:
+                break
+            self._resync(conn, request)
 
     def _run_library(self, name: str) -> str:
         assert self.mirror is not None
@@ -146,8 +145,7 @@ class DocumentsLane(Lane):
                 done += report.item_count
                 reports.append(report.summary())
                 job = self.jobs[name]
-                job.state, job.consecutive_failures, job.backoff_until = "ok", 0, 0.0
-                job.last_success_at = utc_now()
+                job.record_success()
                 job.save(conn)
                 self._record(conn, name, job)
                 self._due[name] = time.monotonic() + self.settings.sharepoint.interval_seconds
@@ -164,9 +162,3 @@ class DocumentsLane(Lane):
             self.mirror.progress = None
             self.pending.discard(request.id)
 
-
-# The sentinel order that ends the lane's loop.
-_STOP = control.ControlRequest(
-    id=-1, action="stop", entity="", record_id=None, requested_by="", requested_at=utc_now(),
-    status="", progress_done=0, progress_total=None, message=None,
-)

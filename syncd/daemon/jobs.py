@@ -119,6 +119,15 @@ class Job:
         delay = self._rng.uniform(delay / 2, delay)
         return max(delay, retry_after or 0.0)
 
+    def record_success(self) -> None:
+        """Count work done outside :meth:`run` (an operator's resync) as a success."""
+        self._succeeded()
+
+    def give_up(self, error: BaseException) -> None:
+        """Stop the job for good without running it, as a :class:`FatalError` would (its lane
+        could not start)."""
+        self._failed(error, fatal=True)
+
     def save(self, conn: sqlite3.Connection) -> None:
         """Record the job's health now (``run`` does so after every run)."""
         self._save(conn)
