@@ -39,7 +39,6 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from azure.identity import CertificateCredential, ClientSecretCredential
 from kiota_abstractions.api_error import APIError
-from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_abstractions.method import Method
 from kiota_abstractions.request_information import RequestInformation
 from kiota_authentication_azure.azure_identity_authentication_provider import (
@@ -265,27 +264,17 @@ class GraphLibraries:
         is None, otherwise the page at ``link`` (a nextLink or a deltaLink Graph gave).
 
         :class:`DeltaExpiredError` when Graph says the link can no longer be used (410)."""
-        if link is None:
-            info = (
-                self._client.drives.by_drive_id(drive_id)
-                .items.by_drive_item_id("root")
-                .delta.to_get_request_information()
-            )
-            info.url = f"{self._graph_url}/drives/{quote(drive_id, safe='!')}/root/delta"
-        else:
-            info = self._info(link)
+        # The documented form of the first request; every later one is a link Graph gave.
+        info = self._info(
+            link or f"{self._graph_url}/drives/{quote(drive_id, safe='!')}/root/delta"
+        )
         body = self._call(info, "library changes")
         return parse_delta_page(body)
 
     def download_url(self, drive_id: str, item_id: str) -> str:
         """The item's short-lived pre-authenticated download URL (never store or log it)."""
-        config = RequestConfiguration[Any]()
-        info = (
-            self._client.drives.by_drive_id(drive_id)
-            .items.by_drive_item_id(item_id)
-            .to_get_request_information(config)
-        )
-        info.url = (
+        # A plain URL: the SDK's $select cannot name the instance annotation.
+        info = self._info(
             f"{self._graph_url}/drives/{quote(drive_id, safe='!')}/items/"
             f"{quote(item_id, safe='')}?$select=id,size,file,@microsoft.graph.downloadUrl"
         )
