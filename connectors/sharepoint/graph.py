@@ -9,12 +9,14 @@ token cache belong to a loop: a loop per job would reconnect and fetch a new tok
 The SharePoint lane and the API's downloads each have their own connector, hence their own loop
 and connections.
 
-**The calls.** The SDK builds every request (its request builders, or the delta links Graph
-hands out) and sends it through its adapter, with its auth provider and middleware; the answer
-is taken as bytes and read by :mod:`syncd.connectors.sharepoint.items` (the SDK's PageIterator
-drops the delta link, and its model parse is slow). kiota's own retry handler is switched off:
-retries, ``Retry-After`` and the per-tenant request budget are syncd's (:class:`RetryPolicy`,
-:class:`RequestBudget`), so a throttled library backs off like every other job.
+**The calls.** Every request goes through the SDK's request adapter, with its auth provider and
+middleware: a site's libraries from its request builders, the rest as Graph's documented paths
+(``root/delta``, an item with ``@microsoft.graph.downloadUrl``) or the links Graph hands out;
+the answer is taken as bytes and read by :mod:`syncd.connectors.sharepoint.items` (the SDK's
+PageIterator drops the delta link, and its model parse is slow). kiota's own retry handler is
+switched off: retries, ``Retry-After`` and the per-tenant request budget are syncd's
+(:class:`RetryPolicy`, :class:`RequestBudget`), so a throttled library backs off like every
+other job.
 
 Importing this module imports msgraph and azure: only the daemon with ``[sharepoint]`` configured,
 ``check-config --online`` and the document tests do.
