@@ -24,6 +24,9 @@ from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
 from syncd.engines.mirror import MirrorEngine
 from syncd.engines.push import OutboxDelivery
 from syncd.runtime import build_engine, build_pusher, open_cache, push_options
+from tests import loopback_guard
+
+loopback_guard.install()
 
 ROOT = Path(__file__).parents[1]
 # Daemons under test listen on an ephemeral port and never reach for the real Omniva.
