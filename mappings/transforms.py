@@ -101,8 +101,11 @@ def timestamp(value: Any, args: Mapping[str, Any]) -> str | None:
 def calendar_date(value: Any, args: Mapping[str, Any]) -> str | None:
     """A calendar date (``YYYY-MM-DD``) from a date or a CRM datetime.
 
-    CRMs store dates as midnight in the portal's time zone (``1985-03-14T03:00:00+03:00``), so the
-    date is read in the value's own offset, never converted to UTC (which could shift the day).
+    Bitrix24 stores a date-only field as midnight UTC and renders it in the portal's offset:
+    ``1985-03-14T03:00:00+03:00`` in Tallinn, ``2001-11-10T19:00:00-05:00`` (the 11th) in New
+    York. So a datetime with an offset is converted to UTC before its date is taken; reading it
+    in its own offset would give the day before in every portal west of Greenwich. The host's
+    time zone is never used.
     """
     if value in (None, ""):
         return None
@@ -110,8 +113,14 @@ def calendar_date(value: Any, args: Mapping[str, Any]) -> str | None:
         raise RecordMappingError("date is not a string")
     raw = value.strip()
     try:
-        day = datetime.fromisoformat(raw).date() if "T" in raw else date.fromisoformat(raw)
-    except ValueError:
+        if "T" in raw:
+            moment = datetime.fromisoformat(raw)
+            if moment.tzinfo is not None:
+                moment = moment.astimezone(UTC)
+            day = moment.date()
+        else:
+            day = date.fromisoformat(raw)
+    except (ValueError, OverflowError):
         raise RecordMappingError("not an ISO 8601 date") from None
     if not 1900 <= day.year <= 2200:
         raise RecordMappingError("date out of range")

@@ -63,7 +63,7 @@ def test_device_mapping_reads_spa_fields() -> None:
         "ufCrm8Brand": "Candela",
         "ufCrm8IsRental": "Y",
         "ufCrm8Handpieces": ["18 mm", ""],
-        "ufCrm8WarrantyStart": "2023-05-01T00:00:00+03:00",
+        "ufCrm8WarrantyStart": "2023-05-01T03:00:00+03:00",  # midnight UTC, as rendered
         "companyId": 5,
         "contactId": None,
     }
@@ -77,13 +77,37 @@ def test_device_mapping_reads_spa_fields() -> None:
     assert values["contact_id"] is None
 
 
-def test_birth_date_keeps_the_crm_day() -> None:
-    raw = {
-        "ID": "1",
-        "DATE_MODIFY": "2026-01-01T00:00:00+02:00",
-        "BIRTHDATE": "1985-03-14T00:00:00+03:00",
-    }
-    assert fields_of("contacts", MAPPINGS["contacts"].map(raw))["birth_date"] == "1985-03-14"
+@pytest.mark.parametrize(
+    ("rendered", "day"),
+    [
+        ("1985-03-14T03:00:00+03:00", "1985-03-14"),  # Tallinn, summer (the reference sample)
+        ("2001-11-11T02:00:00+02:00", "2001-11-11"),  # Tallinn, winter (the API notes)
+        ("2001-11-10T19:00:00-05:00", "2001-11-11"),  # New York: the evening before, in UTC-5
+        ("1990-06-30T14:00:00-10:00", "1990-07-01"),  # Honolulu
+        ("1990-07-01T12:00:00+12:00", "1990-07-01"),  # Auckland: midnight UTC is noon there
+        ("1990-07-01T00:00:00+00:00", "1990-07-01"),
+        ("1990-07-01", "1990-07-01"),  # a plain date stays as it is
+    ],
+)
+def test_birth_date_is_the_crm_day_in_any_portal_offset(rendered: str, day: str) -> None:
+    """Bitrix24 keeps a date-only field as midnight UTC and renders it in the portal's offset;
+    the day is the UTC date, whatever the offset's sign and whatever the host's zone."""
+    raw = {"ID": "1", "DATE_MODIFY": "2026-01-01T00:00:00+02:00", "BIRTHDATE": rendered}
+    assert fields_of("contacts", MAPPINGS["contacts"].map(raw))["birth_date"] == day
+
+
+def test_birth_date_ignores_the_hosts_time_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as time_module
+
+    monkeypatch.setenv("TZ", "America/Los_Angeles")
+    time_module.tzset()
+    try:
+        raw = {"ID": "1", "DATE_MODIFY": "2026-01-01T00:00:00+02:00",
+               "BIRTHDATE": "2001-11-10T19:00:00-05:00"}
+        assert fields_of("contacts", MAPPINGS["contacts"].map(raw))["birth_date"] == "2001-11-11"
+    finally:
+        monkeypatch.delenv("TZ")
+        time_module.tzset()
 
 
 def test_unmapped_fields_are_not_stored() -> None:
