@@ -4,17 +4,22 @@ A mapping file names, for each canonical field, the vendor field it comes from (
 into the raw record) and a named transform from :mod:`syncd.mappings.transforms`. Files are
 validated when loaded; a bad file is a :class:`~syncd.core.errors.ConfigError` naming the file
 and key.
+
+A file may also carry *vendor options* (:data:`VENDOR_OPTIONS`): top-level tables that the
+vendor's adapter reads, not the mapper. The loader checks only their shape and hands them over as
+:attr:`EntityMapping.options`; what they mean belongs to the adapter.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -23,6 +28,8 @@ from syncd.core.errors import ConfigError, RecordMappingError
 from syncd.mappings.transforms import REQUIRED_ARGS, TRANSFORMS, Transform
 
 _FIELD_KEYS = frozenset({"source", "transform", "args", "required"})
+_CORE_KEYS = frozenset({"vendor", "entity", "id", "updated_at", "fields"})
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,9 @@ class EntityMapping:
     id_rule: FieldRule
     updated_rule: FieldRule
     rules: tuple[FieldRule, ...]
+    # Vendor options (see VENDOR_OPTIONS), shape-checked: only the keys the file has.
+    options: Mapping[str, Any] = field(default_factory=dict)
+    label: str = ""  # the file's name in errors ("mappings/bitrix24/companies.toml")
 
     def __post_init__(self) -> None:
         fields = CANONICAL_FIELDS[self.entity]
@@ -202,8 +212,11 @@ def parse_mapping(content: str, *, label: str, vendor: str, entity: str) -> Enti
     """Parse and validate one mapping file's text."""
     data = load_mapping_toml(content, label=label, vendor=vendor, entity=entity)
     for key in data:
-        if key not in {"vendor", "entity", "id", "updated_at", "fields"}:
+        if key not in _CORE_KEYS and key not in VENDOR_OPTIONS:
             raise ConfigError(f"mapping file {label}: unknown key {key!r}")
+    options = {
+        key: VENDOR_OPTIONS[key](data[key], key, label) for key in data if key in VENDOR_OPTIONS
+    }
     fields = data.get("fields")
     if not isinstance(fields, dict):
         raise ConfigError(f"mapping file {label}: missing [fields] table")
@@ -225,6 +238,8 @@ def parse_mapping(content: str, *, label: str, vendor: str, entity: str) -> Enti
             _rule(fields[spec.name], f"fields.{spec.name}", label, target=spec.name)
             for spec in CANONICAL_FIELDS[entity]
         ),
+        options=options,
+        label=label,
     )
 
 
@@ -259,3 +274,41 @@ def _rule(spec: Any, key: str, label: str, *, target: str | None = None) -> Fiel
         args=args,
         required=required,
     )
+
+
+def _key_path(*parts: str) -> str:
+    """A dotted TOML key path for errors: bare keys as they are, others quoted."""
+    return ".".join(p if _BARE_KEY.match(p) else orjson.dumps(p).decode() for p in parts)
+
+
+def _named_renamings(value: Any, key: str, label: str) -> dict[str, dict[str, str]]:
+    """A table of named tables, each renaming names to field names (both non-empty strings):
+    ``{name: {slot: field}}``. An empty inner table is allowed (it renames nothing)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"mapping file {label}: {key} must be a table")
+    checked: dict[str, dict[str, str]] = {}
+    for name, renaming in value.items():
+        if not name.strip():
+            raise ConfigError(f"mapping file {label}: {key} has an empty key")
+        if not isinstance(renaming, dict):
+            raise ConfigError(f"mapping file {label}: {_key_path(key, name)} must be a table")
+        for slot, target in renaming.items():
+            if not slot.strip() or not isinstance(target, str) or not target.strip():
+                raise ConfigError(
+                    f"mapping file {label}: {_key_path(key, name, slot)} must be a field name "
+                    "(a non-empty string)"
+                )
+        checked[name] = dict(renaming)
+    return checked
+
+
+OptionCheck = Callable[[Any, str, str], Any]
+"""Checks one vendor option's value ``(value, key, label)`` and returns it as stored; raises
+:class:`ConfigError` naming the file and key."""
+
+VENDOR_OPTIONS: Final[Mapping[str, OptionCheck]] = {
+    # Per requisite preset (a CRM's per-country field set): the vendor field each slot that the
+    # field rules read comes from. Its adapter reads it (Bitrix24: connectors/crm/bitrix24/presets).
+    "requisite_presets": _named_renamings,
+}
+"""Top-level tables a mapping file may carry besides its rules, with the check of each."""

@@ -1,5 +1,5 @@
 """The mirrored tables and their bookkeeping: staging, merge, deletions, cursors, quarantine,
-held deletes and ``sync_runs``.
+data-quality warnings, held deletes and ``sync_runs``.
 
 Nothing here opens or commits a transaction: the engine decides a transaction's extent (see
 :func:`syncd.state.db.write_transaction`) so that data and the cursor covering it always commit
@@ -61,6 +61,22 @@ class QuarantinedRecord:
     reason: str
     last_seen_at: datetime
     occurrences: int
+
+
+@dataclass(frozen=True)
+class DataQualitySummary:
+    """One data-quality message of one entity: how many records carry it (the message says
+    what is wrong, never a value), a few of their IDs, and when it was first and last seen."""
+
+    entity: str
+    message: str
+    records: int
+    examples: tuple[str, ...]  # up to DATA_QUALITY_EXAMPLES record IDs, the lowest first
+    first_seen: datetime
+    last_seen: datetime
+
+
+DATA_QUALITY_EXAMPLES = 5
 
 
 @dataclass(frozen=True)
@@ -205,11 +221,16 @@ class CacheStore:
     # -- live rows ----------------------------------------------------------------------------
 
     def delete(self, entity: str, ids: Iterable[str]) -> int:
+        """Delete live rows of ``entity`` (and their data-quality warnings); returns how many
+        rows were deleted."""
+        ids = list(ids)
         # rowcount, unlike total_changes, leaves out the rows the foreign keys' SET NULL touched.
         cursor = self.conn.executemany(
             f"DELETE FROM main.{_check(entity)} WHERE crm_id = ?", ((i,) for i in ids)
         )
-        return max(cursor.rowcount, 0)
+        deleted = max(cursor.rowcount, 0)
+        self.forget_data_quality(entity, ids)
+        return deleted
 
     def live_ids(self, entity: str) -> set[str]:
         return {row[0] for row in self.conn.execute(f"SELECT crm_id FROM main.{_check(entity)}")}
@@ -246,7 +267,7 @@ class CacheStore:
             (_check(entity), value.isoformat(), iso(now)),
         )
 
-    # -- quarantine and held deletes ----------------------------------------------------------
+    # -- quarantine ---------------------------------------------------------------------------
 
     def quarantine(self, entity: str, crm_id: str, reason: str, *, now: datetime) -> None:
         self.conn.execute(
@@ -295,6 +316,104 @@ class CacheStore:
         self.conn.execute(
             "DELETE FROM quarantine WHERE entity = ? AND last_seen_at < ?", (entity, iso(since))
         )
+
+    # -- data-quality warnings ----------------------------------------------------------------
+
+    def record_data_quality(
+        self,
+        entity: str,
+        crm_ids: Iterable[str],
+        warnings: Iterable[tuple[str, str]],
+        *,
+        now: datetime,
+    ) -> int:
+        """Make the stored warnings of the records ``crm_ids`` (just applied or staged) exactly
+        ``warnings`` (``(crm_id, message)``): those met again keep their first sighting and are
+        seen ``now``, new ones are added, and the ones these records no longer carry are
+        forgotten. Returns how many warnings the records carry."""
+        _check(entity)
+        current = set(warnings)
+        if self.conn.execute(
+            "SELECT 1 FROM data_quality WHERE entity = ? LIMIT 1", (entity,)
+        ).fetchone():
+            ids = sorted({*crm_ids, *(crm_id for crm_id, _ in current)})
+            stale = [
+                (entity, crm_id, message)
+                for crm_id, message in self.conn.execute(
+                    "SELECT crm_id, message FROM data_quality WHERE entity = ? "
+                    "AND crm_id IN (SELECT value FROM json_each(?))",
+                    (entity, json.dumps(ids)),
+                )
+                if (crm_id, message) not in current
+            ]
+            self.conn.executemany(
+                "DELETE FROM data_quality WHERE entity = ? AND crm_id = ? AND message = ?", stale
+            )
+        stamp = iso(now)
+        self.conn.executemany(
+            "INSERT INTO data_quality (entity, crm_id, message, first_seen, last_seen) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(entity, crm_id, message) DO UPDATE SET "
+            "last_seen = excluded.last_seen",
+            ((entity, crm_id, message, stamp, stamp) for crm_id, message in sorted(current)),
+        )
+        return len(current)
+
+    def forget_data_quality(self, entity: str, ids: Iterable[str]) -> None:
+        """Forget every warning of the records ``ids`` (deleted ones)."""
+        self.conn.executemany(
+            "DELETE FROM data_quality WHERE entity = ? AND crm_id = ?",
+            ((_check(entity), i) for i in ids),
+        )
+
+    def forget_data_quality_not_seen_since(self, entity: str, since: datetime) -> None:
+        """Drop warnings a complete listing did not meet again (their records are gone, or
+        were quarantined)."""
+        self.conn.execute(
+            "DELETE FROM data_quality WHERE entity = ? AND last_seen < ?",
+            (_check(entity), iso(since)),
+        )
+
+    def data_quality_counts(self) -> dict[str, int]:
+        """Data-quality warnings (record and message) per entity (entities without any are left
+        out)."""
+        return {
+            entity: int(count)
+            for entity, count in self.conn.execute(
+                "SELECT entity, count(*) FROM data_quality GROUP BY entity"
+            )
+        }
+
+    def data_quality_summary(self, entity: str | None = None) -> list[DataQualitySummary]:
+        """The warnings per entity and message (of ``entity``, or of all): entities in
+        ``ENTITIES`` order, the messages most records carry first."""
+        where, params = ("WHERE entity = ?", (_check(entity),)) if entity else ("", ())
+        groups = self.conn.execute(
+            "SELECT entity, message, count(*), min(first_seen), max(last_seen) "
+            f"FROM data_quality {where} GROUP BY entity, message",
+            params,
+        ).fetchall()
+        order = {name: n for n, name in enumerate(ENTITIES)}
+        groups.sort(key=lambda g: (order.get(g[0], len(order)), g[0], -g[2], g[1]))
+        return [
+            DataQualitySummary(
+                entity=name,
+                message=message,
+                records=int(count),
+                examples=tuple(
+                    crm_id
+                    for (crm_id,) in self.conn.execute(
+                        "SELECT crm_id FROM data_quality WHERE entity = ? AND message = ? "
+                        "ORDER BY CAST(crm_id AS INTEGER), crm_id LIMIT ?",
+                        (name, message, DATA_QUALITY_EXAMPLES),
+                    )
+                ),
+                first_seen=parse_iso(first_seen),
+                last_seen=parse_iso(last_seen),
+            )
+            for name, message, count, first_seen, last_seen in groups
+        ]
+
+    # -- held deletes -------------------------------------------------------------------------
 
     def hold_deletes(
         self, entity: str, ids: Sequence[str], reason: str, *, now: datetime

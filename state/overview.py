@@ -15,6 +15,7 @@ from syncd.state import control, documents, omniva, outbox, vies_cache
 from syncd.state.cache import (
     ENTITIES,
     CacheStore,
+    DataQualitySummary,
     HeldDeletes,
     QuarantinedRecord,
     ResyncProgress,
@@ -37,6 +38,7 @@ class EntityFigures:
     data_as_of: datetime | None  # the change cursor (the CRM's clock); None: never mirrored
     quarantined: int
     held: HeldDeletes | None  # deletions the delete guard holds; None when it holds none
+    data_quality: int = 0  # data-quality warnings (record and message) of mirrored records
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class Overview:
     jobs: tuple[JobHealth, ...]
     entities: dict[str, EntityFigures]  # in ENTITIES order
     quarantined: tuple[QuarantinedRecord, ...]  # the most recently seen first
+    data_quality: tuple[DataQualitySummary, ...]  # per entity and message, the commonest first
     last_run: SyncRun | None
     resync_request: ControlRequest | None  # pending or running
     resync_staged: dict[str, ResyncProgress]  # an interrupted or running full resync
@@ -84,6 +87,7 @@ def entities(conn: sqlite3.Connection) -> dict[str, EntityFigures]:
     """The figures of every mirrored entity, in ``ENTITIES`` order."""
     store = CacheStore(conn)
     quarantined = store.quarantine_counts()
+    data_quality = store.data_quality_counts()
     held = store.held_summary()
     figures = {}
     for entity in ENTITIES:
@@ -93,6 +97,7 @@ def entities(conn: sqlite3.Connection) -> dict[str, EntityFigures]:
             data_as_of=cursor.astimezone(UTC) if cursor else None,
             quarantined=quarantined.get(entity, 0),
             held=held.get(entity),
+            data_quality=data_quality.get(entity, 0),
         )
     return figures
 
@@ -121,6 +126,7 @@ def read(conn: sqlite3.Connection, now: datetime) -> Overview:
         jobs=jobs(conn),
         entities=entities(conn),
         quarantined=tuple(store.quarantined()),
+        data_quality=tuple(store.data_quality_summary()),
         last_run=store.last_run(),
         resync_request=control.open_request(conn),
         resync_staged=store.resync_progress(),

@@ -123,6 +123,7 @@ class CacheCollector:
         for entity, figures in overview.entities(conn).items():
             f.records.add_metric([entity], figures.records)
             f.quarantined.add_metric([entity], figures.quarantined)
+            f.data_quality.add_metric([entity], figures.data_quality)
             f.held_deletes.add_metric([entity], figures.held.count if figures.held else 0)
             if figures.data_as_of is not None:
                 f.data_as_of.add_metric([entity], figures.data_as_of.timestamp())
@@ -209,6 +210,13 @@ class _Families:
         self.quarantined = GaugeMetricFamily(
             "syncd_cache_quarantined_records",
             "Records of the entity the mapper refused (quarantined; see syncd status).",
+            labels=["entity"],
+        )
+        self.data_quality = GaugeMetricFamily(
+            "syncd_data_quality_warnings",
+            "Data-quality warnings of the entity's mirrored records (one per record and "
+            "message; e.g. a company requisite of a preset the mapping does not map; see "
+            "syncd status).",
             labels=["entity"],
         )
         self.held_deletes = GaugeMetricFamily(

@@ -13,6 +13,7 @@ from syncd.daemon import lock
 from syncd.state import overview
 
 QUARANTINE_SHOWN = 5
+DATA_QUALITY_SHOWN = 10
 
 
 def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
@@ -34,6 +35,17 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
             "occurrences": q.occurrences,
         }
         for q in seen.quarantined
+    ]
+    data_quality = [
+        {
+            "entity": d.entity,
+            "message": d.message,
+            "records": d.records,
+            "examples": list(d.examples),
+            "first_seen_at": iso(d.first_seen),
+            "last_seen_at": iso(d.last_seen),
+        }
+        for d in seen.data_quality
     ]
     held = {e: figures.held for e, figures in seen.entities.items() if figures.held is not None}
     queue: dict[str, Any] = {
@@ -96,6 +108,10 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
         "entities": entities,
         "last_run": jsonable(seen.last_run) if seen.last_run else None,
         "quarantine": {"count": len(quarantine), "records": quarantine},
+        "data_quality": {
+            "count": sum(d["records"] for d in data_quality),
+            "warnings": data_quality,
+        },
         "held_deletes": {e: {"count": h.count, "reason": h.reason} for e, h in held.items()},
         "resync": jsonable(seen.resync_request) if seen.resync_request else None,
         "resync_in_progress": {
@@ -171,6 +187,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(f"  {item['entity']} {item['crm_id']}: {item['reason']}")
         if quarantine["count"] > QUARANTINE_SHOWN:
             lines.append("  ... (syncd status --json lists all)")
+    lines.extend(_render_data_quality(report["data_quality"]))
     if report["held_deletes"]:
         lines.append("")
         lines.append("held deletions (the delete guard refused them)")
@@ -203,6 +220,24 @@ def render(report: dict[str, Any]) -> str:
         lines.append("problems")
         lines.extend(f"  - {p}" for p in report["problems"])
     return "\n".join(lines)
+
+
+def _render_data_quality(data_quality: dict[str, Any]) -> list[str]:
+    """Records mirrored with a data-quality warning: per entity and message, how many (and a
+    few of their IDs)."""
+    if not data_quality["count"]:
+        return []
+    lines = ["", f"data quality warnings: {data_quality['count']}"]
+    warnings = data_quality["warnings"]
+    for item in warnings[:DATA_QUALITY_SHOWN]:
+        more = ", ..." if item["records"] > len(item["examples"]) else ""
+        lines.append(
+            f"  {item['records']} {item['entity']}: {item['message']} "
+            f"(e.g. {', '.join(item['examples'])}{more})"
+        )
+    if len(warnings) > DATA_QUALITY_SHOWN:
+        lines.append("  ... (syncd status --json lists all)")
+    return lines
 
 
 def _render_documents(libraries: list[dict[str, Any]]) -> list[str]:

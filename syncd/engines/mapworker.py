@@ -1,6 +1,7 @@
 """Mapping batches of raw records for storage, in process or in a worker process.
 
-:func:`map_batch` turns raw records into a :class:`MappedBatch` (staging rows and rejects).
+:func:`map_batch` turns raw records into a :class:`MappedBatch` (staging rows, rejects and
+data-quality warnings).
 
 Fetching (HTTP, JSON parsing) and mapping (pure Python) both need the interpreter lock, so in one
 process they take turns however they are threaded. For a full resync of many records the engine
@@ -15,7 +16,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ from syncd.state.cache import row_of
 
 NO_ID = "(no valid id)"
 PARENT_CHECK_SECONDS = 0.5
+DATA_QUALITY_KEY = "_data_quality"
+"""A raw record's list of data-quality warnings (texts an adapter attaches, without values)."""
+MAX_WARNINGS_PER_RECORD = 10
+MAX_WARNING_LENGTH = 300
 
 _mappings: MappingSet | None = None
 
@@ -36,36 +41,63 @@ _mappings: MappingSet | None = None
 @dataclass(slots=True)
 class MappedBatch:
     """Raw records mapped for storage: a staging row (:func:`~syncd.state.cache.row_of`) for
-    each record that fits, ``(crm_id, reason)`` for each that does not (to quarantine).
+    each record that fits, ``(crm_id, reason)`` for each that does not (to quarantine), and
+    ``(crm_id, message)`` for each data-quality warning of a record that fits (see
+    :func:`data_quality`).
 
     Plain tuples, so that a batch crosses the worker's process boundary compactly.
     """
 
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     rejects: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         """How many raw records the batch covers, mapped or rejected."""
         return len(self.rows) + len(self.rejects)
 
     def extend(self, other: MappedBatch) -> None:
-        """Append ``other``'s rows and rejects (to gather several pages)."""
+        """Append ``other``'s rows, rejects and warnings (to gather several pages)."""
         self.rows.extend(other.rows)
         self.rejects.extend(other.rejects)
+        self.warnings.extend(other.warnings)
+
+
+def data_quality(raw: Any) -> list[str]:
+    """The data-quality warnings a raw record carries in ``_data_quality`` (a list of texts the
+    adapter attached: what is wrong, never a value): distinct, in order, each cut to
+    :data:`MAX_WARNING_LENGTH` characters, at most :data:`MAX_WARNINGS_PER_RECORD`. Anything
+    that is not a non-empty text is ignored."""
+    listed = raw.get(DATA_QUALITY_KEY) if isinstance(raw, Mapping) else None
+    if not isinstance(listed, list):
+        return []
+    found: dict[str, None] = {}
+    for message in listed:
+        if isinstance(message, str) and message.strip():
+            found.setdefault(message.strip()[:MAX_WARNING_LENGTH], None)
+            if len(found) == MAX_WARNINGS_PER_RECORD:
+                break
+    return list(found)
 
 
 def map_batch(mappings: MappingSet, entity: str, records: Sequence[Any]) -> MappedBatch:
-    """Map raw ``records`` of ``entity``: rows for those that fit, rejects for the rest."""
+    """Map raw ``records`` of ``entity``: rows for those that fit, rejects for the rest, and
+    the data-quality warnings of the records that fit."""
     mapping = mappings[entity]
     rows: list[tuple[Any, ...]] = []
     rejects: list[tuple[str, str]] = []
+    warnings: list[tuple[str, str]] = []
     for raw in records:
         try:
-            rows.append(row_of(mapping.map(raw)))
+            record = mapping.map(raw)
         except RecordMappingError as error:
             record_id = mapping.record_id(raw) if isinstance(raw, dict) else None
             rejects.append((record_id or NO_ID, str(error)))
-    return MappedBatch(rows, rejects)
+            continue
+        rows.append(row_of(record))
+        if raw.get(DATA_QUALITY_KEY):  # rare: most records carry none
+            warnings.extend((record.crm_id, message) for message in data_quality(raw))
+    return MappedBatch(rows, rejects, warnings)
 
 
 def _load(vendor: str, directory: Any) -> None:

@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -29,7 +29,7 @@ from syncd.core.entities import ENTITY_ORDER, Entity
 from syncd.core.errors import SyncdError
 from syncd.engines.mapworker import MappedBatch, MappingWorker, map_batch, resolve
 from syncd.mappings.loader import MappingSet
-from syncd.state.cache import CacheStore, RunCounts
+from syncd.state.cache import CacheStore, DataQualitySummary, RunCounts
 from syncd.state.db import write_transaction
 
 log = logging.getLogger(__name__)
@@ -340,6 +340,8 @@ class MirrorEngine:
         with write_transaction(self.conn):
             self.store.stage_rows("stage", entity, batch.rows)
             self._quarantine(entity, batch.rejects, now)
+            # Logged once per message when the resync is swapped in, not per page.
+            self._record_data_quality(entity, batch, now)
             self.store.save_progress(
                 entity,
                 resume_after=page.resume_after,
@@ -368,6 +370,7 @@ class MirrorEngine:
             for e in entities
             if (server_time := progress[e.value].server_time) is not None
         }
+        data_quality: list[DataQualitySummary] = []
         with write_transaction(self.conn):
             run_id = self.store.start_run("full", entities, started_at=started_at, now=now)
             for entity in reversed(entities):
@@ -378,6 +381,9 @@ class MirrorEngine:
                 report.upserted[entity] = self.store.merge("stage", entity, run_id=run_id, now=now)
                 self.store.forget_quarantine_not_seen_since(entity, started_at)
                 report.quarantined[entity] = self.store.quarantine_counts().get(entity, 0)
+                # Recorded as the pages were staged; what the listing did not meet is gone.
+                self.store.forget_data_quality_not_seen_since(entity, started_at)
+                data_quality += self.store.data_quality_summary(entity)
                 if entity in server_times:
                     self.store.set_cursor(entity, server_times[entity], now=now)
             report.run_id = run_id
@@ -386,6 +392,8 @@ class MirrorEngine:
                 run_id, report.totals(), data_as_of=report.data_as_of, details=self._details(report)
             )
             self.store.end_resync()
+        for summary in data_quality:
+            _log_data_quality(summary.records, summary.entity, summary.message)
         log.info("%s (run #%s)", report.summary(), report.run_id)
         return report
 
@@ -510,14 +518,19 @@ class MirrorEngine:
         self, entity: Entity, batch: MappedBatch, report: CycleReport, *, run_id: int,
         now: datetime,
     ) -> None:
-        """Merge mapped rows into the live table and quarantine the rejects (inside the
-        caller's transaction, through the connection's scratch table)."""
+        """Merge mapped rows into the live table, quarantine the rejects and record the
+        data-quality warnings (inside the caller's transaction, through the connection's scratch
+        table); logs one line per distinct warning."""
         self.store.ensure_scratch()
         self.store.clear_staging("scratch", entity)
         self.store.stage_rows("scratch", entity, batch.rows)
         report.upserted[entity] = self.store.merge("scratch", entity, run_id=run_id, now=now)
         self.store.clear_staging("scratch", entity)
         report.quarantined[entity] = self._quarantine(entity, batch.rejects, now)
+        self._record_data_quality(entity, batch, now)
+        records_per_message = Counter(message for _, message in set(batch.warnings))
+        for message, records in sorted(records_per_message.items()):
+            _log_data_quality(records, entity.value, message)
 
     def _quarantine(
         self, entity: Entity, rejects: Sequence[tuple[str, str]], now: datetime
@@ -531,6 +544,14 @@ class MirrorEngine:
                 entity.value,
             )
         return len(rejects)
+
+    def _record_data_quality(self, entity: Entity, batch: MappedBatch, now: datetime) -> None:
+        """Store the batch's data-quality warnings; its records' other warnings are forgotten
+        (a record applied again without a warning no longer has it)."""
+        if batch.warnings or batch.rows:
+            self.store.record_data_quality(
+                entity, (row[0] for row in batch.rows), batch.warnings, now=now
+            )
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
@@ -548,6 +569,12 @@ class MirrorEngine:
             for entity, value in getattr(report, name).items():
                 details.setdefault(str(entity), {})[name] = value
         return details
+
+
+def _log_data_quality(records: int, entity: str, message: str) -> None:
+    """One warning line for one data-quality message: how many records of ``entity`` carry it
+    (the message names no value; no record IDs are logged)."""
+    log.warning("data quality: %d %s: %s", records, entity, message)
 
 
 def apply_held_deletes(conn: sqlite3.Connection, entity: Entity) -> int:
