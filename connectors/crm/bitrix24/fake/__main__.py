@@ -4,15 +4,23 @@ SIGTERM/SIGINT.
 
     python -m syncd.connectors.crm.bitrix24.fake --seed 1 --companies 50 --contacts 200 \
         --devices 100
+
+Limits are off unless asked for: ``--rate-limit 50 2`` (the leaky bucket) and
+``--operating-limit 480`` (the per-method operating-time budget; ``--operating-cost`` and
+``--operating-scale`` make calls cost more than the fake's in-memory execution takes). Both can
+also be changed at runtime through ``POST /_fake/limits``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 
 from syncd.connectors.fakehttp import fake_parser, serve_until_signalled
 
+from .clock import FakeClock
+from .operating import OperatingBudget
 from .server import FakeBitrix24
 
 
@@ -50,12 +58,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="leaky bucket: refuse above BURST requests, draining DRAIN per second "
         "(Bitrix24's real limit is 50 2); default: no limit",
     )
+    parser.add_argument(
+        "--operating-limit", type=float, metavar="SECONDS",
+        help="operating-time budget: refuse a method with 429 OPERATION_TIME_LIMIT once it has "
+        "used more than SECONDS of execution time in a sliding 10-minute window (Bitrix24's "
+        "cloud limit is 480); None: no budget",
+    )
+    parser.add_argument(
+        "--operating-cost", type=float, default=0.0, metavar="SECONDS",
+        help="seconds charged per call on top of its measured time (needs --operating-limit)",
+    )
+    parser.add_argument(
+        "--operating-scale", type=float, default=1.0, metavar="X",
+        help="factor applied to each call's measured time (needs --operating-limit)",
+    )
     return parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    tuned = args.operating_cost != 0.0 or args.operating_scale != 1.0
+    if args.operating_limit is None and tuned:
+        parser.error("--operating-cost and --operating-scale need --operating-limit")
+    return args
+
+
+def operating_budget(args: argparse.Namespace, clock: FakeClock) -> OperatingBudget | None:
+    """The budget the options ask for (on the portal clock), or None."""
+    if args.operating_limit is None:
+        return None
+    return OperatingBudget(
+        args.operating_limit, cost_per_call=args.operating_cost, scale=args.operating_scale,
+        clock=clock.now,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         service_requests_entity_type_id=args.service_requests_entity_type_id,
         disk_folder_id=args.disk_folder_id,
     )
+    fake.operating_limit = operating_budget(args, fake.clock)
+    # The generated rows never form reference cycles; keep the collector from walking them
+    # (with 100,000 contacts one full pass takes over half a second, stalling requests).
+    gc.freeze()
     return serve_until_signalled(
         fake,
         lambda: fake.webhook_url,

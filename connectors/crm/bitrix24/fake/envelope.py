@@ -1,4 +1,10 @@
-"""Bitrix24 response envelopes: method results, errors and the ``time`` block."""
+"""Bitrix24 response envelopes: method results, errors and the ``time`` block.
+
+Without an operating-time budget (``operating.py``) the ``time`` block reports the call's own
+duration as ``operating`` and the end of a 10-minute window from its start as
+``operating_reset_at``; with one, a ``MethodResult.operating`` override carries the method's
+charged seconds in the window and the budget's reset time.
+"""
 
 from __future__ import annotations
 
@@ -43,10 +49,18 @@ class MethodResult:
     next: int | None = None
     # a transport-level fault raised inside a batch, to be applied to the whole HTTP response
     escalate: Any = None
+    # {"operating_reset_at", "operating"} from the operating-time budget, overriding the defaults
+    operating: dict[str, Any] | None = None
 
 
-def time_block(start: float, finish: float, operating: bool = True) -> dict[str, Any]:
-    """The ``time`` object: epochs, durations and ISO dates on the fake clock."""
+def time_block(
+    start: float, finish: float, operating: bool = True, usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The ``time`` object: epochs, durations and ISO dates on the fake clock.
+
+    ``operating=False`` leaves the ``operating*`` keys out (a batch command's time without a
+    budget); ``usage`` (a budget's ``time_fields``) replaces them.
+    """
     duration = finish - start
     block: dict[str, Any] = {
         "start": start,
@@ -59,6 +73,8 @@ def time_block(start: float, finish: float, operating: bool = True) -> dict[str,
     if operating:
         block["operating_reset_at"] = int(start) + OPERATING_WINDOW
         block["operating"] = duration
+    if usage is not None:
+        block.update(usage)
     return block
 
 
@@ -69,7 +85,7 @@ def success_body(outcome: MethodResult, start: float, finish: float) -> dict[str
         body["next"] = outcome.next
     if outcome.total is not None:
         body["total"] = outcome.total
-    body["time"] = time_block(start, finish)
+    body["time"] = time_block(start, finish, usage=outcome.operating)
     return body
 
 

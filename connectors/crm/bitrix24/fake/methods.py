@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .batch import SubFault, run_batch
+from .batch import BatchHooks, run_batch
 from .disk import Disk
 from .envelope import ApiError, MethodResult, method_not_found, old_error
 from .files import FileSlot, Links, file_slots, invalid_value
@@ -60,7 +60,7 @@ class Portal:
         store: Store,
         events_allowed: bool = False,
         log: Logger | None = None,
-        sub_fault: SubFault | None = None,
+        batch_hooks: BatchHooks | None = None,
         links: Links | None = None,
         user_id: int = 1,
     ) -> None:
@@ -80,7 +80,7 @@ class Portal:
         }
         self.disk = Disk(store, self.links, user_id)
         self.log = log or (lambda method, params: None)
-        self.sub_fault: SubFault = sub_fault or (lambda method: None)
+        self.batch_hooks = batch_hooks or BatchHooks(now=store.clock.now)
         self.handlers: dict[str, Handler] = {
             "server.time": self._server_time,
             "crm.type.list": self._type_list,
@@ -117,7 +117,7 @@ class Portal:
         """Run one method (``batch`` runs its commands, each under the store lock)."""
         method = method.lower()
         if method == "batch":
-            return run_batch(params, self._call_in_batch, self.sub_fault, self.store.clock.now)
+            return run_batch(params, self._call_in_batch, self.batch_hooks)
         handler = self.handlers.get(method)
         if handler is None:
             raise method_not_found()

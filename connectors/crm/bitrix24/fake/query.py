@@ -1,9 +1,28 @@
 """Bitrix24 list semantics over the store: filter operators, order, select and paging.
 
-Listing is built for the adapter's hot path, the keyset scan ``{">ID": last}`` + ``order {ID:
-ASC}`` + ``start=-1``: the ID range comes from a bisect on the table's sorted keys and rows are
-visited lazily until a page is full, so scanning N rows costs O(N) overall. Offset paging
-(``start=N``) needs the matching count, so its match list is cached per table version.
+Filters: a comparison (``>``, ``>=``, ``<``, ``<=``) whose value is empty (``""`` or null) is
+dropped, as Bitrix24 does, rather than rejected: ``{">ID": ""}`` lists from the first row. That
+is what a chained batch command gets when its ``$result[…]`` reference cannot be resolved
+(see ``batch.py``), so a client must not take such a page for the continuation it asked for.
+
+Order: rows that tie on every ordered field come in table-key order (the sort is stable over
+key-ordered candidates). For ``crm.address.list``, which has no ID, the table key is the
+fake's internal insertion counter, so ``order {ANCHOR_ID: ASC}`` lists an anchor's addresses
+in the order they were created; a real portal documents no tie-break.
+
+Listing is built for the adapter's hot paths, all answered from indexes without a table scan:
+
+- the keyset scan ``{">ID": last}`` + ``order {ID: ASC}`` + ``start=-1``: the ID range comes
+  from a bisect on the table's sorted keys and rows are visited lazily until a page is full,
+  so scanning N rows costs O(N) overall;
+- a range on an indexed field (``>=ENTITY_ID``/``<=ENTITY_ID`` on requisites) with a keyset on
+  the ID: the range's keys come from the field's ordered index, sorted once per table version
+  and cached, then narrowed by the ID range with a bisect;
+- a range on an indexed field ordered by that field ascending (``>=ANCHOR_ID`` + ``order
+  {ANCHOR_ID: ASC}`` on addresses): rows are read lazily in index order.
+
+Offset paging (``start=N``) needs the matching count, so its match list is cached per table
+version.
 """
 
 from __future__ import annotations
@@ -14,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from operator import itemgetter
 from typing import Any
 
 from .clock import parse_instant
@@ -21,6 +41,9 @@ from .schema import Family, Kind, Schema
 from .store import Row, Table
 
 PAGE_SIZE = 50
+_CACHE_SIZE = 16  # match lists and key lists kept per table
+_INFINITY = float("inf")
+_SECOND = itemgetter(1)
 Predicate = Callable[[Row], bool]
 
 # Longest first, so "!=" is not read as "!" and "=%" not as "=".
@@ -28,6 +51,7 @@ OPERATORS: tuple[str, ...] = (
     "!@", "!%", "!=", ">=", "<=", "=%", "%=", ">", "<", "@", "=", "%", "!",
 )
 _RANGE_OPS = frozenset({">", ">=", "<", "<="})
+_NO_CONDITION: Hashable = object()  # a filter entry to drop
 _SET_OPS = frozenset({"", "=", "@"})
 
 
@@ -89,6 +113,8 @@ def compile_filter(schema: Schema, raw: Any) -> list[Condition]:
             target = _normalise_target(kind, op, value)
         except (TypeError, ValueError) as exc:
             raise QueryError(f"Invalid filter value for field '{name}'", name) from exc
+        if target is _NO_CONDITION:
+            continue
         conditions.append(Condition(field, op, kind, target))
     return conditions
 
@@ -114,6 +140,10 @@ def compile_order(schema: Schema, raw: Any) -> list[tuple[str, bool]]:
 
 
 def _normalise_target(kind: Kind, op: str, value: Any) -> Hashable:
+    """The comparable form of a filter value; ``_NO_CONDITION`` for a comparison with an empty
+    value (``""``/null), which Bitrix24 ignores."""
+    if op in _RANGE_OPS and (value is None or value == ""):
+        return _NO_CONDITION
     if op in ("@", "!@"):
         values = value.values() if isinstance(value, dict) else value
         if isinstance(values, str | int | float) or values is None:
@@ -123,7 +153,7 @@ def _normalise_target(kind: Kind, op: str, value: Any) -> Hashable:
         return _like_pattern(op, str(value))
     target = _normalise_scalar(kind, value)
     if target is None and op in _RANGE_OPS:
-        raise ValueError("a comparison needs a value")
+        return _NO_CONDITION  # e.g. false, which reads as empty
     return target
 
 
@@ -248,6 +278,8 @@ def list_page(
     if start < 0:
         if natural is not None:
             keys = list(islice(_iter_matches(table, conditions, natural), PAGE_SIZE))
+        elif (ordered := _index_ordered(table, conditions, order)) is not None:
+            keys = list(islice(ordered, PAGE_SIZE))
         else:
             keys = _sorted_matches(table, schema, conditions, order)[:PAGE_SIZE]
         return ListPage([table.rows[key] for key in keys], 0, None)
@@ -302,7 +334,7 @@ def _cached_matches(
         else:
             matches = _sorted_matches(table, schema, conditions, order)
         cache[cache_key] = matches
-        while len(cache) > 16:
+        while len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
     else:
         cache.move_to_end(cache_key)
@@ -359,43 +391,65 @@ def _or_minus_infinity(value: float | None) -> float:
 
 
 def _candidates(table: Table, conditions: list[Condition]) -> _Candidates:
-    """The smallest key window implied by ID ranges, ID lists or indexed fields; the other
-    conditions are left to be checked row by row."""
-    best = _Candidates(table.keys, 0, len(table.keys), list(conditions))
-    lo, hi = 0, len(table.keys)
-    range_used: list[Condition] = []
+    """The smallest sorted key window implied by the filter, checking the other conditions
+    row by row.
+
+    ID ranges always narrow the chosen key list by bisection. Besides the whole table, the
+    sources are ID lists, ``=``/``@`` on indexed fields, "changed since" on the modification
+    time and ranges on indexed fields; a source is materialised when its size bound beats the
+    current best or its sorted keys are already cached.
+    """
+    id_ranges = [c for c in conditions if c.field == table.id_field and c.op in _RANGE_OPS]
+    keys: Sequence[int] = table.keys
+    lo, hi = _id_window(keys, id_ranges)
+    used: list[Condition] = list(id_ranges)
+    for source in _sources(table, conditions):
+        if source.size >= hi - lo and not source.cached():
+            continue
+        source_keys = source.keys()
+        source_lo, source_hi = _id_window(source_keys, id_ranges)
+        if source_hi - source_lo < hi - lo:
+            keys, lo, hi = source_keys, source_lo, source_hi
+            used = [*id_ranges, *source.used]
+    return _Candidates(keys, lo, hi, _without(conditions, used))
+
+
+@dataclass
+class _Source:
+    """A way to narrow the rows: at most ``size`` keys, produced sorted by ``keys()``, all
+    satisfying the ``used`` conditions; ``cached()`` tells whether ``keys()`` is free."""
+
+    size: int
+    keys: Callable[[], Sequence[int]]
+    used: list[Condition]
+    cached: Callable[[], bool] = lambda: False
+
+
+def _sources(table: Table, conditions: list[Condition]) -> list[_Source]:
+    sources: list[_Source] = []
     for condition in conditions:
-        if condition.field == table.id_field and condition.op in _RANGE_OPS:
-            lo, hi = _narrow(table.keys, lo, hi, condition)
-            range_used.append(condition)
-    if range_used:
-        rest = [c for c in conditions if c not in range_used]
-        best = _Candidates(table.keys, lo, hi, rest)
-    for condition in conditions:
-        keys = _listed_keys(table, condition)
-        if keys is None:
-            keys = _recent_keys(table, condition)
-        if keys is not None and len(keys) < best.hi - best.lo:
-            rest = [c for c in conditions if c is not condition]
-            best = _Candidates(keys, 0, len(keys), rest)
-    return best
+        source = _listed_source(table, condition) or _recent_source(table, condition)
+        if source is not None:
+            sources.append(source)
+    for field, ranges in _index_ranges(table, conditions).items():
+        sources.append(_range_source(table, field, ranges))
+    return sources
 
 
-def _recent_keys(table: Table, condition: Condition) -> list[int] | None:
-    """Keys from a ``>``/``>=`` condition on the modification time, through the table's index by
-    instant (a real portal answers "changed since" from a database index, not a table scan)."""
-    if (
-        condition.field != table.modified_field
-        or condition.op not in (">", ">=")
-        or not isinstance(condition.target, float)
-    ):
-        return None
-    probe = (condition.target, float("inf")) if condition.op == ">" else (condition.target, -1.0)
-    cut = bisect_right(table.by_modified, probe)
-    return sorted(key for _, key in table.by_modified[cut:])
+def _without(conditions: list[Condition], used: list[Condition]) -> list[Condition]:
+    """``conditions`` minus the very objects in ``used`` (equal duplicates are kept)."""
+    taken = {id(condition) for condition in used}
+    return [condition for condition in conditions if id(condition) not in taken]
 
 
-def _narrow(keys: list[int], lo: int, hi: int, condition: Condition) -> tuple[int, int]:
+def _id_window(keys: Sequence[int], id_ranges: list[Condition]) -> tuple[int, int]:
+    lo, hi = 0, len(keys)
+    for condition in id_ranges:
+        lo, hi = _narrow(keys, lo, hi, condition)
+    return lo, hi
+
+
+def _narrow(keys: Sequence[int], lo: int, hi: int, condition: Condition) -> tuple[int, int]:
     target = condition.target
     assert isinstance(target, int)
     if condition.op == ">":
@@ -409,22 +463,146 @@ def _narrow(keys: list[int], lo: int, hi: int, condition: Condition) -> tuple[in
     return lo, max(lo, hi)
 
 
-def _listed_keys(table: Table, condition: Condition) -> list[int] | None:
+def _cached_keys(table: Table, cache_key: Hashable, build: Callable[[], list[int]]) -> list[int]:
+    """Sorted keys from the table's query cache (valid while the table is unchanged)."""
+    cache = _query_cache(table)
+    found = cache.get(cache_key)
+    if found is None:
+        found = build()
+        cache[cache_key] = found
+        while len(cache) > _CACHE_SIZE:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(cache_key)
+    return found
+
+
+def _is_cached(table: Table, cache_key: Hashable) -> bool:
+    return cache_key in _query_cache(table)
+
+
+def _recent_source(table: Table, condition: Condition) -> _Source | None:
+    """Keys from a ``>``/``>=`` condition on the modification time, through the table's index by
+    instant (a real portal answers "changed since" from a database index, not a table scan)."""
+    if (
+        condition.field != table.modified_field
+        or condition.op not in (">", ">=")
+        or not isinstance(condition.target, float)
+    ):
+        return None
+    probe = (condition.target, float("inf")) if condition.op == ">" else (condition.target, -1.0)
+    cut = bisect_right(table.by_modified, probe)
+    cache_key = ("recent", cut)
+    return _Source(
+        len(table.by_modified) - cut,
+        lambda: _cached_keys(
+            table, cache_key, lambda: sorted(key for _, key in table.by_modified[cut:])
+        ),
+        [condition],
+        lambda: _is_cached(table, cache_key),
+    )
+
+
+def _listed_source(table: Table, condition: Condition) -> _Source | None:
     """Keys from an ``=``/``@`` condition on the ID or an indexed field, else None."""
     if condition.op not in _SET_OPS:
         return None
     values = condition.target if isinstance(condition.target, frozenset) else {condition.target}
-    numbers = [value for value in values if isinstance(value, int)]
+    numbers = {value for value in values if isinstance(value, int)}
     if condition.field == table.id_field:
-        return sorted(key for key in set(numbers) if key in table.rows)
-    if condition.field in table.indexes:
-        if None in values:
-            return None
-        found: set[int] = set()
-        for value in numbers:
-            found.update(table.lookup(condition.field, value))
-        return sorted(found)
+        return _Source(
+            len(numbers), lambda: sorted(key for key in numbers if key in table.rows), [condition]
+        )
+    if condition.field in table.indexes and None not in values:
+        index = table.indexes[condition.field]
+
+        def listed() -> list[int]:
+            found: set[int] = set()
+            for value in numbers:
+                found.update(index.get(value, ()))
+            return sorted(found)
+
+        return _Source(sum(len(index.get(value, ())) for value in numbers), listed, [condition])
     return None
+
+
+def _index_ranges(table: Table, conditions: list[Condition]) -> dict[str, list[Condition]]:
+    """Range conditions with integer targets on indexed fields, by field."""
+    ranges: dict[str, list[Condition]] = {}
+    for condition in conditions:
+        if (
+            condition.field in table.ordered
+            and condition.op in _RANGE_OPS
+            and isinstance(condition.target, int)
+        ):
+            ranges.setdefault(condition.field, []).append(condition)
+    return ranges
+
+
+def _index_window(pairs: list[tuple[int, int]], ranges: list[Condition]) -> tuple[int, int]:
+    """Positions in an ordered index's ``(value, key)`` pairs matching all ``ranges``."""
+    lo, hi = 0, len(pairs)
+    for condition in ranges:
+        target = condition.target
+        if condition.op == ">":
+            lo = max(lo, bisect_right(pairs, (target, _INFINITY)))
+        elif condition.op == ">=":
+            lo = max(lo, bisect_left(pairs, (target,)))
+        elif condition.op == "<":
+            hi = min(hi, bisect_left(pairs, (target,)))
+        else:
+            hi = min(hi, bisect_right(pairs, (target, _INFINITY)))
+    return lo, max(lo, hi)
+
+
+def _range_source(table: Table, field: str, ranges: list[Condition]) -> _Source:
+    """Keys whose indexed ``field`` lies in the ranges, sorted by key (cached, so the commands
+    of a chained batch scanning one range by ID share the work)."""
+    pairs = table.ordered[field]
+    lo, hi = _index_window(pairs, ranges)
+    cache_key = ("range", field, lo, hi)
+    return _Source(
+        hi - lo,
+        lambda: _cached_keys(table, cache_key, lambda: sorted(map(_SECOND, pairs[lo:hi]))),
+        ranges,
+        lambda: _is_cached(table, cache_key),
+    )
+
+
+def _index_ordered(
+    table: Table, conditions: list[Condition], order: list[tuple[str, bool]]
+) -> Iterator[int] | None:
+    """Matches in ``order`` straight off an ordered index, lazily, when the order is one
+    indexed field ascending and the filter has a range on that field that is no larger than
+    any other way to narrow the rows; else None. Ties come in table-key order, as the sort
+    would give them."""
+    if len(order) != 1 or order[0][1]:
+        return None
+    field = order[0][0]
+    ranges = _index_ranges(table, conditions).get(field)
+    if not ranges:
+        return None
+    pairs = table.ordered[field]
+    lo, hi = _index_window(pairs, ranges)
+    rest = _without(conditions, ranges)
+    id_ranges = [c for c in rest if c.field == table.id_field and c.op in _RANGE_OPS]
+    window = _id_window(table.keys, id_ranges)
+    if window[1] - window[0] < hi - lo or any(
+        source.size < hi - lo for source in _sources(table, rest)
+    ):
+        return None
+    return _scan_pairs(table, pairs, lo, hi, rest)
+
+
+def _scan_pairs(
+    table: Table, pairs: list[tuple[int, int]], lo: int, hi: int, rest: list[Condition]
+) -> Iterator[int]:
+    rows = table.rows
+    predicates = [condition.predicate() for condition in rest]
+    for position in range(lo, hi):
+        key = pairs[position][1]
+        if all(predicate(rows[key]) for predicate in predicates):
+            yield key
 
 
 # --- select -------------------------------------------------------------------------------------

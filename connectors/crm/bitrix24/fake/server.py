@@ -1,8 +1,10 @@
 """``FakeBitrix24``: a real HTTP server on 127.0.0.1 speaking Bitrix24's webhook REST dialect.
 
 Requests go to ``/rest/<user_id>/<token>/<method>[.json]``; each passes through fault
-injection, the optional leaky-bucket limit and the webhook check before the method runs under
-the store lock. ``/_fake/…`` is a token-less control API for driving a fake that runs in another
+injection, the optional leaky-bucket limit (503 ``QUERY_LIMIT_EXCEEDED``), the webhook check
+and the optional operating-time budget (429 ``OPERATION_TIME_LIMIT``, see ``operating.py``;
+``batch`` checks and charges each command instead of itself) before the method runs under the
+store lock. ``/_fake/…`` is a token-less control API for driving a fake that runs in another
 process (see ``control.py``).
 """
 
@@ -13,6 +15,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -21,15 +24,17 @@ from urllib.parse import parse_qs, parse_qsl
 from syncd.connectors.fakehttp import LoopbackFake, QuietHandler, TrackingHTTPServer
 
 from ..wire import php_query_decode
+from .batch import BatchHooks
 from .clock import FakeClock
 from .control import ControlApi
 from .dataset import Dice, RecordFactory, build_store
 from .disk import UPLOAD_FIELD
-from .envelope import ApiError, MethodResult, method_not_found, success_body
+from .envelope import ApiError, MethodResult, method_not_found, success_body, time_block
 from .faults import API_ERROR_FAULTS, Fault, FaultRegistry, LeakyBucket
 from .files import Links
 from .methods import Portal, coerce
 from .mutations import random_update
+from .operating import NOT_CHARGED, OperatingBudget, operation_time_limit
 from .schema import DISK_FILE_IDS_FIELD, FILES_FIELD
 from .store import Row, Store
 from .upload import BodyError, MultipartError, Reader, extract_file, read_body
@@ -83,6 +88,12 @@ class FakeBitrix24(LoopbackFake):
     (``create``/``update``/``delete``/``mutate_random``) are thread-safe and behave like the
     portal: each bumps ``DATE_MODIFY``/``updatedTime`` to the fake clock
     (``clock_offset_seconds`` + real time), and deletes cascade and queue offline events.
+
+    Limits, both off by default and replaceable at runtime (also through ``POST
+    /_fake/limits``): ``rate_limiter`` (a ``LeakyBucket``, from ``rate_limit=(burst, drain)``)
+    and ``operating_limit`` (an ``OperatingBudget``). ``between_commands(index, method)``, when
+    set, runs after each command of a ``batch``, outside the store lock, so a test can create or
+    delete records between the commands of one batch.
     """
 
     _name = "bitrix24"
@@ -102,6 +113,7 @@ class FakeBitrix24(LoopbackFake):
         port: int = 0,
         service_requests_entity_type_id: int = 1044,
         disk_folder_id: int = 1,
+        operating_limit: OperatingBudget | None = None,
     ) -> None:
         super().__init__(host, port)
         self.token = token
@@ -115,15 +127,22 @@ class FakeBitrix24(LoopbackFake):
         )
         self.faults = FaultRegistry()
         self.rate_limiter = LeakyBucket(*rate_limit) if rate_limit else None
+        self.operating_limit = operating_limit
+        self.between_commands: Callable[[int, str], None] | None = None
         self.request_log: list[tuple[str, dict[str, Any]]] = []
         self.links = Links(lambda: f"http://{self.host}:{self.port}")
+        hooks = BatchHooks(
+            sub_fault=self._batch_fault, now=self.clock.now, budget=lambda: self.operating_limit,
+            between=self._between_commands, refused=self._count_refusal,
+        )
         self.portal = Portal(
-            self.store, events_allowed, log=self._log, sub_fault=self._batch_fault,
-            links=self.links, user_id=user_id,
+            self.store, events_allowed, log=self._log, batch_hooks=hooks, links=self.links,
+            user_id=user_id,
         )
         self._control = ControlApi(self)
         self._count_lock = threading.Lock()
         self._request_count = 0
+        self._refusals: dict[str, int] = {"QUERY_LIMIT_EXCEEDED": 0, "OPERATION_TIME_LIMIT": 0}
 
     # --- lifecycle (start/stop/port/control_url: LoopbackFake) ------------------------------
 
@@ -262,7 +281,10 @@ class FakeBitrix24(LoopbackFake):
             return bytes(stored.blob.data)
 
     def stats(self) -> dict[str, Any]:
-        """Request count and record counts (as served by ``GET /_fake/stats``)."""
+        """Request count, record counts, the operating seconds each method has used in the
+        budget's window (``{}`` without a budget) and how many calls or batch commands the
+        limits refused, by error code (injected faults not counted), as served by ``GET
+        /_fake/stats``."""
         with self.store.lock:
             counts = {
                 name: len(self.store.table(name))
@@ -270,7 +292,15 @@ class FakeBitrix24(LoopbackFake):
             }
             counts["events"] = len(self.store.events.events)
             counts["disk_files"] = len(self.store.files.disk_files)
-        return {"request_count": self.request_count, "counts": counts}
+        budget = self.operating_limit
+        with self._count_lock:
+            refusals = dict(self._refusals)
+        return {
+            "request_count": self.request_count,
+            "counts": counts,
+            "operating": budget.usage() if budget is not None else {},
+            "refusals": refusals,
+        }
 
     def _coerce(self, entity: str, fields: dict[str, Any]) -> Row:
         schema = self.store.schemas[entity]
@@ -349,6 +379,22 @@ class FakeBitrix24(LoopbackFake):
     def _batch_fault(self, method: str) -> Fault | None:
         return self.faults.take(method, in_batch=True)
 
+    def _between_commands(self, index: int, method: str) -> None:
+        hook = self.between_commands
+        if hook is not None:
+            hook(index, method)
+
+    def _count_refusal(self, code: str) -> None:
+        with self._count_lock:
+            self._refusals[code] = self._refusals.get(code, 0) + 1
+
+    def _rate_limited(self) -> Reply | None:
+        """The 503 refusal when the leaky bucket is full, else None (the request is counted)."""
+        if self.rate_limiter is None or self.rate_limiter.admit():
+            return None
+        self._count_refusal("QUERY_LIMIT_EXCEEDED")
+        return error_reply(ApiError(*API_ERROR_FAULTS["query_limit"]))
+
     def handle(self, verb: str, target: str, body: bytes, content_type: str) -> Reply:
         """Answer one HTTP request (any path)."""
         path, _, query = target.partition("?")
@@ -376,20 +422,42 @@ class FakeBitrix24(LoopbackFake):
         early = _early_fault_reply(fault)
         if early is not None:
             return early
-        if self.rate_limiter is not None and not self.rate_limiter.admit():
-            return error_reply(ApiError(*API_ERROR_FAULTS["query_limit"]))
+        limited = self._rate_limited()
+        if limited is not None:
+            return limited
         if len(parts) != 3 or user != str(self.user_id) or token != self.token:
             return error_reply(ApiError(*API_ERROR_FAULTS["auth_error"]))
+        late = fault if fault is not None and fault.kind != "slow" else None
+        budget = self.operating_limit if method != "batch" else None  # batch: per command
+        if budget is not None and budget.blocked(method):
+            return _late_fault_reply(late, self._operating_refusal(budget, method))
+        reply, outcome = self._call(method, params, budget)
+        return _late_fault_reply(late or outcome.escalate, reply)
+
+    def _operating_refusal(self, budget: OperatingBudget, method: str) -> Reply:
+        """429 OPERATION_TIME_LIMIT with a ``time`` block telling when the method unblocks."""
+        self._count_refusal("OPERATION_TIME_LIMIT")
+        refusal = operation_time_limit()
+        now = self.clock.now()
+        block = time_block(now, now, usage=budget.time_fields(method))
+        return json_reply(refusal.status, {**refusal.body(), "time": block})
+
+    def _call(
+        self, method: str, params: dict[str, Any], budget: OperatingBudget | None
+    ) -> tuple[Reply, MethodResult]:
+        """Run the method, charging its execution time (errors included) to the budget."""
         start = self.clock.now()
+        began = time.perf_counter()
         try:
             outcome = self.portal.call(method, params)
         except ApiError as error:
-            reply = error_reply(error)
-            outcome = MethodResult(None)
-        else:
-            reply = json_reply(200, success_body(outcome, start, self.clock.now()))
-        late = fault if fault is not None and fault.kind != "slow" else outcome.escalate
-        return _late_fault_reply(late, reply)
+            if budget is not None and error.code not in NOT_CHARGED:
+                budget.charge(method, time.perf_counter() - began)
+            return error_reply(error), MethodResult(None)
+        if budget is not None:
+            budget.charge(method, time.perf_counter() - began)
+            outcome.operating = budget.time_fields(method)
+        return json_reply(200, success_body(outcome, start, self.clock.now())), outcome
 
     def _download(self, path: str, query: str) -> Reply:
         """A signed link's content (``urlMachine`` of a file UF value, a Disk ``DOWNLOAD_URL``)."""
@@ -451,8 +519,9 @@ class FakeBitrix24(LoopbackFake):
         early = _early_fault_reply(fault)
         if early is not None:
             return early
-        if self.rate_limiter is not None and not self.rate_limiter.admit():
-            return error_reply(ApiError(*API_ERROR_FAULTS["query_limit"]))
+        limited = self._rate_limited()
+        if limited is not None:
+            return limited
         start = self.clock.now()
         try:
             self.portal.disk.check_upload(token)

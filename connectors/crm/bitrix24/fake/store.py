@@ -31,8 +31,14 @@ REQUISITE_TYPE_ID = "8"  # crm.address ENTITY_TYPE_ID when the address belongs t
 
 class Table:
     """Rows keyed by positive integers, keys kept sorted, with optional secondary indexes on
-    integer-valued fields (index value → sorted keys) and on the modification time
-    (``(instant, key)`` pairs kept sorted, for "changed since" filters)."""
+    integer-valued fields and on the modification time (``(instant, key)`` pairs kept sorted,
+    for "changed since" filters).
+
+    Each indexed field has two views: ``indexes[field]`` maps a value to its sorted keys (for
+    ``=``/``@`` filters), and ``ordered[field]`` holds ``(value, key)`` pairs sorted, for range
+    filters and for reading rows in the field's order with ties broken by the table key.
+    Rows whose field is empty are in neither.
+    """
 
     def __init__(self, name: str, id_field: str | None, indexed: Iterable[str] = (),
                  modified_field: str | None = None) -> None:
@@ -43,6 +49,7 @@ class Table:
         self.rows: dict[int, Row] = {}
         self.keys: list[int] = []
         self.indexes: dict[str, dict[int, list[int]]] = {name: {} for name in indexed}
+        self.ordered: dict[str, list[tuple[int, int]]] = {name: [] for name in indexed}
         self.next_key = 1
         self.version = 0
         # offset paging's match lists (see query.py), valid while version is unchanged
@@ -66,8 +73,8 @@ class Table:
         else:
             insort(self.keys, key)
         self.next_key = max(self.next_key, key + 1)
-        for name, index in self.indexes.items():
-            _index_add(index, row.get(name), key)
+        for name in self.indexes:
+            self._index_add(name, row.get(name), key)
         if self.modified_field:
             insort(self.by_modified, (_instant(row.get(self.modified_field)), key))
         self.version += 1
@@ -82,10 +89,13 @@ class Table:
         if pairs:
             self.next_key = max(self.next_key, pairs[-1][0] + 1)
         for name, index in self.indexes.items():
+            ordered = self.ordered[name]
             for key, row in pairs:
                 value = row.get(name)
                 if value is not None and value != "":
                     index.setdefault(int(value), []).append(key)
+                    ordered.append((int(value), key))
+            ordered.sort()
         if self.modified_field:
             field = self.modified_field
             self.by_modified.extend((_instant(row.get(field)), key) for key, row in pairs)
@@ -98,8 +108,8 @@ class Table:
         if row is None:
             return None
         del self.keys[bisect_left(self.keys, key)]
-        for name, index in self.indexes.items():
-            _index_remove(index, row.get(name), key)
+        for name in self.indexes:
+            self._index_remove(name, row.get(name), key)
         if self.modified_field:
             self._unindex_modified(row, key)
         self.version += 1
@@ -111,10 +121,10 @@ class Table:
         new = {**old, **changes}
         for name in drop:
             new.pop(name, None)
-        for name, index in self.indexes.items():
+        for name in self.indexes:
             if old.get(name) != new.get(name):
-                _index_remove(index, old.get(name), key)
-                _index_add(index, new.get(name), key)
+                self._index_remove(name, old.get(name), key)
+                self._index_add(name, new.get(name), key)
         field = self.modified_field
         if field and old.get(field) != new.get(field):
             self._unindex_modified(old, key)
@@ -122,6 +132,37 @@ class Table:
         self.rows[key] = new
         self.version += 1
         return new
+
+    def _index_add(self, name: str, value: Any, key: int) -> None:
+        index_key = _index_key(value)
+        if index_key is None:
+            return
+        keys = self.indexes[name].setdefault(index_key, [])
+        if not keys or key > keys[-1]:
+            keys.append(key)
+        else:
+            insort(keys, key)
+        ordered = self.ordered[name]
+        pair = (index_key, key)
+        if not ordered or pair > ordered[-1]:
+            ordered.append(pair)
+        else:
+            insort(ordered, pair)
+
+    def _index_remove(self, name: str, value: Any, key: int) -> None:
+        index_key = _index_key(value)
+        if index_key is None:
+            return
+        index = self.indexes[name]
+        keys = index.get(index_key)
+        if keys and key in keys:
+            keys.remove(key)
+            if not keys:
+                del index[index_key]
+        ordered = self.ordered[name]
+        position = bisect_left(ordered, (index_key, key))
+        if position < len(ordered) and ordered[position] == (index_key, key):
+            del ordered[position]
 
     def _unindex_modified(self, row: Row, key: int) -> None:
         assert self.modified_field is not None
@@ -143,26 +184,6 @@ def _index_key(value: Any) -> int | None:
     if value is None or value == "":
         return None
     return int(value)
-
-
-def _index_add(index: dict[int, list[int]], value: Any, key: int) -> None:
-    index_key = _index_key(value)
-    if index_key is None:
-        return
-    keys = index.setdefault(index_key, [])
-    if not keys or key > keys[-1]:
-        keys.append(key)
-    else:
-        insort(keys, key)
-
-
-def _index_remove(index: dict[int, list[int]], value: Any, key: int) -> None:
-    index_key = _index_key(value)
-    keys = index.get(index_key) if index_key is not None else None
-    if keys and key in keys:
-        keys.remove(key)
-        if not keys:
-            del index[index_key]  # type: ignore[arg-type]
 
 
 @dataclass
