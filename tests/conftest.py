@@ -52,13 +52,25 @@ def fake() -> Iterator[FakeBitrix24]:
         yield f
 
 
-def make_settings(tmp_path: Path, fake: FakeBitrix24, **mirror: object) -> Settings:
+def make_settings(
+    tmp_path: Path,
+    fake: FakeBitrix24,
+    *,
+    batch_commands: int = 50,
+    **mirror: object,
+) -> Settings:
+    """Settings for a daemon against ``fake``. ``batch_commands`` below 50 makes listings
+    smaller chained batches (more pages: resume points for crash tests)."""
     token = tmp_path / "crm_webhook_token"
     token.write_text(fake.token)
     return load_settings(
         None,
         crm={
-            "bitrix24": {"url": fake.base_url, "webhook_token_file": token},
+            "bitrix24": {
+                "url": fake.base_url,
+                "webhook_token_file": token,
+                "batch_commands": batch_commands,
+            },
             "max_attempts": 4,
             "requests_per_second": 0,  # the fake has no rate limit; tests stay fast
         },
@@ -103,15 +115,19 @@ def run_and_kill(args: list[str], lines: int | None, jitter: float = 0.0) -> boo
     return finished
 
 
-def write_config(tmp_path: Path, fake: FakeBitrix24, extra: str = "") -> Path:
+def write_config(
+    tmp_path: Path, fake: FakeBitrix24, extra: str = "", *, batch_commands: int = 50
+) -> Path:
     """A config file for a ``syncd`` subprocess pointing at ``fake`` (token from a file, cache
-    under ``tmp_path/state``); ``extra`` adds TOML sections."""
+    under ``tmp_path/state``); ``extra`` adds TOML sections; ``batch_commands`` below 50 makes
+    listings smaller chained batches (more pages, so more points to be killed at)."""
     token = tmp_path / "crm_webhook_token"
     token.write_text(fake.token)
     config = tmp_path / "syncd.toml"
     config.write_text(
         "[crm]\nrequests_per_second = 0\n"  # the fake has no rate limit
         f'[crm.bitrix24]\nurl = "{fake.base_url}"\nwebhook_token_file = "{token}"\n'
+        f"batch_commands = {batch_commands}\n"
         f'[state]\ndirectory = "{tmp_path / "state"}"\n{LOCAL_ONLY}{extra}'
     )
     return config

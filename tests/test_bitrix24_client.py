@@ -126,3 +126,44 @@ def test_retry_after_http_date() -> None:
     headers = httpx.Headers({"Retry-After": "Wed, 21 Oct 2099 07:28:00 GMT"})
     assert (retry_after_seconds(headers) or 0) > 1000
     assert retry_after_seconds(httpx.Headers({"Retry-After": "soon"})) is None
+
+
+def test_batch_error_for_a_command_not_sent_is_a_classified_error() -> None:
+    """An answer carrying an error for a key the client never sent does not belong to this
+    request: a retriable MalformedResponseError, never a bare KeyError."""
+    body = json.loads(fixture("batch.response.json"))
+    body["result"]["result_error"] = {"ghost": {"error": "", "error_description": "x"}}
+    client = client_for(lambda r: httpx.Response(200, json=body))
+    with pytest.raises(MalformedResponseError, match="not sent"):
+        client.batch({"get_user": ("user.get", {"ID": 1})})
+
+
+def test_batch_reads_each_commands_operating_time() -> None:
+    """Every command's ``result_time`` counts against its own method: one near the limit
+    pauses that method only, and the headroom of each is known to whoever sizes a batch."""
+    import time as time_module
+
+    reset = time_module.time() + 300
+    body = {
+        "result": {
+            "result": {"a": [], "b": []},
+            "result_error": [],
+            "result_total": [],
+            "result_next": [],
+            "result_time": {
+                "a": {"processing": 0.25, "operating": 470.0, "operating_reset_at": reset},
+                "b": {"processing": 0.05, "operating": 12.0, "operating_reset_at": reset},
+            },
+        },
+        "time": {"start": 1.0, "finish": 2.0, "operating": 0, "operating_reset_at": reset},
+    }
+    client = client_for(lambda r: httpx.Response(200, json=body))
+    result = client.batch(
+        {"a": ("crm.contact.list", {}), "b": ("crm.item.list", {"entityTypeId": 1040})}
+    )
+    assert result.seconds == {"a": 0.25, "b": 0.05}
+    assert result.nbytes > 0
+    assert client.operating_wait("crm.contact.list") > 200  # 470 s of 400 used: paused
+    assert client.operating_wait("crm.item.list") == 0
+    assert client.operating_headroom("crm.item.list") == pytest.approx(388.0)
+    assert client.operating_headroom("crm.company.list") == client.operating_budget_seconds

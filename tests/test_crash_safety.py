@@ -41,7 +41,8 @@ def cursors(path: Path) -> dict[str, datetime]:
 def test_sigkill_at_random_points_converges(tmp_path: Path) -> None:
     rng = random.Random(20261121)
     with FakeBitrix24(seed=13, companies=120, contacts=500, devices=260, token="t") as fake:
-        config = write_config(tmp_path, fake, '[log]\nlevel = "WARNING"\n')
+        # One command per chained batch: a full resync takes ~20 pages to be killed between.
+        config = write_config(tmp_path, fake, '[log]\nlevel = "WARNING"\n', batch_commands=1)
         cache = tmp_path / "state" / "cache.sqlite3"
         previous: dict[str, datetime] = {}
         kills = 0

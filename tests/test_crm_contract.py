@@ -174,9 +174,11 @@ def bitrix24(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[A
     from tests.conftest import make_settings
 
     with FakeBitrix24(
-        seed=9, companies=60, contacts=120, devices=110, token="t", events_allowed=request.param
+        seed=9, companies=120, contacts=120, devices=110, token="t",
+        events_allowed=request.param,
     ) as fake:
-        settings = make_settings(tmp_path, fake)
+        # One command per batch: listings of this small dataset still take several pages.
+        settings = make_settings(tmp_path, fake, batch_commands=1)
         adapter = build_adapter(settings, load_mappings(settings))
         yield adapter, Bitrix24Upstream(fake)
         adapter.close()

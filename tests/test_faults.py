@@ -101,3 +101,40 @@ def test_giving_up_raises_a_retriable_error(engine: MirrorEngine, fake: FakeBitr
     fake.faults.add("drop", times=50, method="crm.company.list")
     with pytest.raises(RetriableError):
         engine.run_cycle()
+
+
+# Faults aimed at chained batch listings during a full resync: one sub-command failing inside a
+# halt=0 batch (with and without earlier commands of its chain having succeeded), the whole
+# batch refused by the leaky bucket, and a batch answer cut off mid-body.
+BATCH_FAULTS = [
+    # (kind, method, matching requests let through first, whether the batch made no progress)
+    ("operation_time_limit", "crm.contact.list", 1, True),  # the chain's first command fails
+    ("operation_time_limit", "crm.contact.list", 3, False),  # a command inside the chain fails
+    ("internal_error", "crm.item.list", 1, True),
+    ("internal_error", "crm.address.list", 4, False),
+    ("operation_time_limit", "crm.requisite.list", 0, False),  # addresses still progress
+    ("query_limit", "batch", 1, True),
+    ("truncated_json", "batch", 2, True),
+    ("drop", "batch", 1, True),
+]
+
+
+@pytest.mark.parametrize(("kind", "method", "after", "stalled"), BATCH_FAULTS)
+def test_batch_level_faults_during_a_full_resync(
+    kind: str,
+    method: str,
+    after: int,
+    stalled: bool,
+    engine: MirrorEngine,
+    cache: sqlite3.Connection,
+    fake: FakeBitrix24,
+    stop: RecordingStop,
+) -> None:
+    fault = fake.faults.add(kind, times=2, method=method, after=after)
+    report = engine.run_cycle()
+    assert report.kind == "full"
+    assert fault.fired == 2
+    # A batch that got nothing done is retried after a backoff; one whose failed command came
+    # after others of its chain had answered goes on at once from the last trusted row.
+    assert bool(stop.waits) is stalled
+    assert differences(cache, engine.mappings, adapter_view(fake)) == []

@@ -87,6 +87,11 @@ class CRMAdapter(Protocol):
     def capabilities(self) -> Capabilities:
         """What this adapter can do now (deletion events may turn out unavailable)."""
 
+    @property
+    def requests_made(self) -> int:
+        """Requests sent to the upstream so far (a batch of commands counts once): what the
+        upstream's rate limit counts, for progress estimates and ``syncd status``."""
+
     def server_time(self) -> datetime:
         """The upstream's current time (used to start change cursors)."""
 

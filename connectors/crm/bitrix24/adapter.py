@@ -22,7 +22,15 @@ from syncd.connectors.crm.base import (
     Page,
     RawRecord,
 )
+from syncd.connectors.crm.bitrix24.chains import (
+    MAX_COMMANDS,
+    Average,
+    BatchSizing,
+    Chain,
+    ChainRunner,
+)
 from syncd.connectors.crm.bitrix24.client import Bitrix24Client
+from syncd.connectors.crm.bitrix24.presets import RequisitePresets
 from syncd.core.entities import Entity
 from syncd.core.errors import AuthError, MalformedResponseError
 from syncd.mappings.loader import MappingSet
@@ -71,19 +79,24 @@ class Bitrix24Adapter:
         *,
         devices_entity_type_id: int,
         deletion_events: bool = True,
+        sizing: BatchSizing | None = None,
     ) -> None:
         self.client = client
+        self.sizing = sizing or BatchSizing()
+        # Detail rows per owner seen so far (sizes the detail listings of the next page).
+        self._ratio: dict[str, Average] = {"addresses": Average(), "requisites": Average()}
         self.devices_entity_type_id = devices_entity_type_id
         self._events_enabled = deletion_events
         self._select = {
             e: _top_level_select(mappings[e.value].source_fields, _SPECS[e]) for e in Entity
         }
-        company_paths = mappings[Entity.COMPANIES.value].rules
+        self._presets = RequisitePresets.from_mapping(mappings[Entity.COMPANIES.value])
         self._requisite_select = sorted(
-            {"ID", "ENTITY_ID", "ENTITY_TYPE_ID"}
-            | {r.path[1] for r in company_paths if r.path[0] == "_requisite" and len(r.path) > 1}
+            {"ID", "ENTITY_ID", "ENTITY_TYPE_ID"} | self._presets.select_fields()
         )
-        address_fields: set[str] = {"TYPE_ID", "ENTITY_TYPE_ID", "ANCHOR_TYPE_ID", "ANCHOR_ID"}
+        address_fields: set[str] = {
+            "TYPE_ID", "ENTITY_TYPE_ID", "ENTITY_ID", "ANCHOR_TYPE_ID", "ANCHOR_ID"
+        }
         for entity in (Entity.COMPANIES, Entity.CONTACTS):
             for rule in mappings[entity.value].rules:
                 if rule.path[0] == "_addresses":
@@ -103,6 +116,11 @@ class Bitrix24Adapter:
             rate_limit="leaky bucket (503 QUERY_LIMIT_EXCEEDED) + operating time (429)",
         )
 
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests this adapter's client has sent (a batch counts once)."""
+        return self.client.requests_sent
+
     def close(self) -> None:
         self.client.close()
 
@@ -119,19 +137,16 @@ class Bitrix24Adapter:
         extra: dict[str, Any] = {}
         if since is not None:
             extra[f">{spec.modified_field}"] = since.isoformat(timespec="seconds")
-        started: datetime | None = None
-        for records, last_id, time_info in self._keyset(
+        for records, resume, started in self._listing(
             entity, self._select[entity], extra, resume_after
         ):
-            if started is None:
-                started = _parse_time(time_info.get("date_start"), spec.list_method)
             if spec.owner_type is not None and records:
                 self._attach_details(entity, records)
-            yield Page(records=records, resume_after=last_id, server_time=started)
+            yield Page(records=records, resume_after=resume, server_time=started)
 
     def list_ids(self, entity: Entity) -> Iterator[list[str]]:
         spec = _SPECS[entity]
-        for records, _last, _time in self._keyset(entity, [spec.id_field], {}, None):
+        for records, _resume, _started in self._listing(entity, [spec.id_field], {}, None):
             yield [str(record[spec.id_field]) for record in records]
 
     def count(self, entity: Entity) -> int:
@@ -145,41 +160,77 @@ class Bitrix24Adapter:
 
     def get_records(self, entity: Entity, ids: Sequence[str]) -> list[RawRecord]:
         spec = _SPECS[entity]
-        wanted = [int(i) for i in ids if str(i).isdigit()]
+        wanted = sorted({int(i) for i in ids if str(i).isdigit()})
+        chunks = [wanted[i : i + PAGE_SIZE] for i in range(0, len(wanted), PAGE_SIZE)]
         found: list[RawRecord] = []
-        for offset in range(0, len(wanted), PAGE_SIZE):
-            chunk = wanted[offset : offset + PAGE_SIZE]
-            params = self._list_params(
-                entity, self._select[entity], {f"@{spec.id_field}": chunk}, start=-1
-            )
-            response = self.client.call(spec.list_method, params)
-            records = self._records(entity, response.result)
-            if spec.owner_type is not None and records:
-                self._attach_details(entity, records)
-            found.extend(records)
+        for offset in range(0, len(chunks), MAX_COMMANDS):
+            commands = {
+                f"ids{number}": (
+                    spec.list_method,
+                    self._list_params(
+                        entity, self._select[entity], {f"@{spec.id_field}": chunk}, start=-1
+                    ),
+                )
+                for number, chunk in enumerate(chunks[offset : offset + MAX_COMMANDS])
+            }
+            if len(commands) == 1:
+                method, params = next(iter(commands.values()))
+                found.extend(self._records(entity, self.client.call(method, params).result))
+                continue
+            batch = self.client.batch(commands)
+            for key in commands:
+                if key in batch.errors:
+                    raise batch.errors[key]
+                if key not in batch.result:
+                    raise MalformedResponseError(
+                        f"batch {spec.list_method}: a command has no answer"
+                    )
+                found.extend(self._records(entity, batch.result[key]))
+        if spec.owner_type is not None and found:
+            self._attach_details(entity, found)
         return found
 
-    def _keyset(
+    # -- chained keyset listings ----------------------------------------------------------------
+
+    def _listing(
         self, entity: Entity, select: list[str], extra: Mapping[str, Any], resume_after: str | None
-    ) -> Iterator[tuple[list[RawRecord], str | None, Mapping[str, Any]]]:
+    ) -> Iterator[tuple[list[RawRecord], str | None, datetime]]:
+        """Pages of a keyset listing: one plain call that also counts what is left (``start=0``
+        returns ``total``), then chained batches sized to it. Yields (records, resume point or
+        None at the end, the CRM's clock when the listing started)."""
         spec = _SPECS[entity]
-        last = int(resume_after) if resume_after else 0
-        while True:
-            filters = {**extra, f">{spec.id_field}": last}
-            response = self.client.call(
-                spec.list_method, self._list_params(entity, select, filters, start=-1)
-            )
-            records = self._records(entity, response.result)
-            ids = [_int_id(r.get(spec.id_field), spec.list_method) for r in records]
-            if any(i <= last for i in ids) or ids != sorted(ids):
-                raise MalformedResponseError(f"{spec.list_method}: listing is not in ID order")
-            records = _dedupe(records, ids)
-            if records:
-                last = ids[-1]
-            exhausted = len(ids) < PAGE_SIZE
-            yield records, None if exhausted else str(last), response.time
-            if exhausted:
-                return
+        after = int(resume_after) if resume_after else 0
+        response = self.client.call(
+            spec.list_method,
+            self._list_params(entity, select, {**extra, f">{spec.id_field}": after}, start=0),
+        )
+        started = _parse_time(response.time.get("date_start"), spec.list_method)
+        first = self._records(entity, response.result)
+        ids = [_int_id(r.get(spec.id_field), spec.list_method) for r in first]
+        if any(i <= after for i in ids) or ids != sorted(ids):
+            raise MalformedResponseError(f"{spec.list_method}: listing is not in ID order")
+        first = _dedupe(first, ids)
+        if len(ids) < PAGE_SIZE:
+            yield first, None, started
+            return
+        total = response.body.get("total")
+        left = total - len(ids) if isinstance(total, int) and total >= len(ids) else None
+        chain = Chain(
+            spec.list_method,
+            self._list_params(entity, select, extra, start=-1),
+            spec.id_field,
+            items=spec.new_style,
+            after=ids[-1],
+            expected_pages=None if left is None else left // PAGE_SIZE + 1,
+        )
+        runner = ChainRunner(self.client, self.sizing)
+        pending = first
+        while not chain.done:
+            runner.step([chain])
+            rows = pending + chain.take()
+            pending = []
+            row_ids = [_int_id(r.get(spec.id_field), spec.list_method) for r in rows]
+            yield _dedupe(rows, row_ids), None if chain.done else str(chain.after), started
 
     def _list_params(
         self, entity: Entity, select: list[str], filters: Mapping[str, Any], *, start: int
@@ -207,57 +258,100 @@ class Bitrix24Adapter:
     # -- requisites and addresses -------------------------------------------------------------
 
     def _attach_details(self, entity: Entity, records: list[RawRecord]) -> None:
-        """Attach ``_requisite`` (companies) and ``_addresses`` to a page in one ``batch``."""
+        """Attach ``_requisite`` (companies) and ``_addresses`` to ``records``, complete for
+        every owner, in as few batches as the rows need.
+
+        Owners listed densely (a full listing) are covered by one chained listing per kind
+        over their ID range; a sparse set (changed records, repairs) by groups of owner IDs,
+        one command each, chained on only where a group has more than a page.
+        """
         spec = _SPECS[entity]
         owner_type = spec.owner_type
         assert owner_type is not None
-        owner_ids = [int(r[spec.id_field]) for r in records]
-        commands: dict[str, tuple[str, Mapping[str, Any]]] = {
-            "addresses": (
-                "crm.address.list",
-                {
-                    "select": self._address_select,
-                    "filter": {
-                        "ENTITY_TYPE_ID": OWNER_TYPE_REQUISITE,
-                        "ANCHOR_TYPE_ID": owner_type,
-                        "@ANCHOR_ID": owner_ids,
-                    },
-                },
-            ),
+        owners = sorted({int(r[spec.id_field]) for r in records})
+        kinds: dict[str, list[Chain]] = {
+            "addresses": self._detail_chains("addresses", owner_type, owners)
         }
         if entity is Entity.COMPANIES:
-            commands["requisites"] = (
-                "crm.requisite.list",
-                {
-                    "select": self._requisite_select,
-                    "filter": {"ENTITY_TYPE_ID": owner_type, "@ENTITY_ID": owner_ids},
-                    "order": {"ID": "ASC"},
-                },
-            )
-        batch = self.client.batch(commands)
-        for error in batch.errors.values():
-            raise error
-        details: dict[str, list[RawRecord]] = {}
-        for key, (method, params) in commands.items():
-            rows = _rows(batch.result.get(key), method)
-            start = batch.next.get(key)
-            while start is not None:  # more than 50 rows for this page of owners
-                response = self.client.call(method, {**params, "start": start})
-                rows.extend(_rows(response.result, method))
-                next_start = response.body.get("next")
-                start = next_start if isinstance(next_start, int) else None
-            details[key] = rows
+            kinds["requisites"] = self._detail_chains("requisites", owner_type, owners)
+        ChainRunner(self.client, self.sizing).run([c for chains in kinds.values() for c in chains])
+        wanted = set(owners)
+        addresses: dict[tuple[Any, ...], RawRecord] = {}
+        for chain in kinds["addresses"]:
+            for row in chain.take():
+                if _owner(row.get("ANCHOR_ID")) in wanted:
+                    addresses[_address_identity(row)] = row
         by_owner: dict[str, list[RawRecord]] = {}
-        for row in details["addresses"]:
+        for row in addresses.values():
             by_owner.setdefault(str(row.get("ANCHOR_ID")), []).append(row)
         requisites: dict[str, RawRecord] = {}
-        for row in details.get("requisites", []):
-            requisites.setdefault(str(row.get("ENTITY_ID")), row)  # the first by ID
+        requisite_rows = [row for chain in kinds.get("requisites", []) for row in chain.take()]
+        requisite_rows.sort(key=lambda row: _owner(row.get("ID")))
+        for row in requisite_rows:
+            if _owner(row.get("ENTITY_ID")) in wanted:
+                requisites.setdefault(str(row.get("ENTITY_ID")), row)  # the first by ID
+        self._ratio["addresses"].add(len(addresses) / len(owners))
+        if entity is Entity.COMPANIES:
+            self._ratio["requisites"].add(len(requisites) / len(owners))
         for record in records:
             key = str(record[spec.id_field])
             record["_addresses"] = by_owner.get(key, [])
             if entity is Entity.COMPANIES:
-                record["_requisite"] = requisites.get(key)
+                translated, warning = self._presets.translate(requisites.get(key))
+                record["_requisite"] = translated or None
+                if warning:
+                    record.setdefault("_data_quality", []).append(warning)
+
+    def _detail_chains(self, kind: str, owner_type: int, owners: list[int]) -> list[Chain]:
+        """The chains that list ``kind`` for ``owners``: one over their ID range when they are
+        dense, else one per group of IDs sized to fill about one page each."""
+        per_owner = max(0.05, self._ratio[kind].value or 1.0)
+        if kind == "addresses":
+            method, key_field, select = "crm.address.list", "ANCHOR_ID", self._address_select
+            fixed: dict[str, Any] = {
+                "ENTITY_TYPE_ID": OWNER_TYPE_REQUISITE,
+                "ANCHOR_TYPE_ID": owner_type,
+            }
+            owner_field, repeating = "ANCHOR_ID", True
+        else:
+            method, key_field, select = "crm.requisite.list", "ID", self._requisite_select
+            fixed = {"ENTITY_TYPE_ID": owner_type}
+            owner_field, repeating = "ENTITY_ID", False
+        order = {key_field: "ASC"}
+        low, high = owners[0], owners[-1]
+        if len(owners) > PAGE_SIZE and len(owners) * 2 >= high - low + 1:
+            pages = int(len(owners) * per_owner) // PAGE_SIZE + 1
+            ranged = {**fixed, f"<={owner_field}": high}
+            after: int | None = low
+            if not repeating:
+                ranged[f">={owner_field}"] = low
+                after = None
+            return [
+                Chain(
+                    method,
+                    {"select": select, "filter": ranged, "order": order},
+                    key_field,
+                    repeating_keys=repeating,
+                    after=after,
+                    expected_pages=pages,
+                    span=(low, high) if repeating else None,
+                )
+            ]
+        size = max(1, min(PAGE_SIZE, int(PAGE_SIZE * 0.8 / per_owner)))
+        return [
+            Chain(
+                method,
+                {
+                    "select": select,
+                    "filter": {**fixed, f"@{owner_field}": owners[i : i + size]},
+                    "order": order,
+                },
+                key_field,
+                repeating_keys=repeating,
+                expected_pages=1,
+            )
+            for i in range(0, len(owners), size)
+        ]
 
     # -- deletion events ----------------------------------------------------------------------
 
@@ -319,12 +413,20 @@ def _top_level_select(fields: frozenset[str], spec: _EntitySpec) -> list[str]:
     return sorted(wanted)
 
 
-def _rows(value: Any, method: str) -> list[RawRecord]:
-    if value in (None, []):
-        return []
-    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
-        raise MalformedResponseError(f"{method}: result is not a list of records")
-    return list(value)
+def _owner(value: Any) -> int:
+    """An owner or row ID as an int (0 when it is not one, which matches no owner)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return int(value) if isinstance(value, str) and value.isdigit() else 0
+
+
+def _address_identity(row: RawRecord) -> tuple[Any, ...]:
+    # Addresses have no ID: (type, owner kind, owner) is their key in Bitrix24, and the anchor
+    # is the contact or company it belongs to.
+    return tuple(str(row.get(f)) for f in _ADDRESS_KEY)
+
+
+_ADDRESS_KEY = ("ANCHOR_TYPE_ID", "ANCHOR_ID", "TYPE_ID", "ENTITY_TYPE_ID", "ENTITY_ID")
 
 
 def _int_id(value: Any, method: str) -> int:

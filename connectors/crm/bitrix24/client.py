@@ -69,6 +69,7 @@ class Response:
     """A successful call: the whole envelope (``result``, ``total``, ``next``, ``time``)."""
 
     body: dict[str, Any]
+    nbytes: int = 0  # size of the answer as received (for batch sizing)
 
     @property
     def result(self) -> Any:
@@ -89,6 +90,9 @@ class BatchResult:
     total: dict[str, int] = field(default_factory=dict)
     next: dict[str, int] = field(default_factory=dict)
     time: Mapping[str, Any] = field(default_factory=dict)
+    # Server seconds each command took (``result_time[k].processing``), when the CRM said.
+    seconds: dict[str, float] = field(default_factory=dict)
+    nbytes: int = 0
 
 
 class Bitrix24Client:
@@ -117,7 +121,8 @@ class Bitrix24Client:
         self._http = make_client(connect_timeout=connect_timeout, timeout=timeout)
         self.retry = retry or RetryPolicy()
         self.operating_budget_seconds = operating_budget_seconds
-        self._pause_until = 0.0
+        self._pause_until: dict[str, float] = {}
+        self._operating: dict[str, tuple[float, float]] = {}  # method → (used s, reset epoch)
         self._lock = threading.Lock()
         self.requests_sent = 0
         self.budget = budget
@@ -146,13 +151,28 @@ class Bitrix24Client:
         body = response.result
         if not isinstance(body, dict):
             raise MalformedResponseError("batch: result is not an object")
-        out = BatchResult(time=response.time)
-        out.result = _as_map(body.get("result"))
-        out.total = {k: int(v) for k, v in _as_map(body.get("result_total")).items()}
-        out.next = {k: int(v) for k, v in _as_map(body.get("result_next")).items()}
+        out = BatchResult(time=response.time, nbytes=response.nbytes)
+        try:
+            out.result = {k: v for k, v in _as_map(body.get("result")).items() if k in commands}
+            out.total = {k: int(v) for k, v in _as_map(body.get("result_total")).items()}
+            out.next = {k: int(v) for k, v in _as_map(body.get("result_next")).items()}
+        except (TypeError, ValueError):
+            raise MalformedResponseError("batch: a total or next is not a number") from None
         for key, error in _as_map(body.get("result_error")).items():
+            if key not in commands:
+                # Never a bare KeyError: the answer does not belong to what was sent.
+                raise MalformedResponseError("batch: an error for a command that was not sent")
             if isinstance(error, dict):
                 out.errors[key] = classify(400, error, f"batch {commands[key][0]}")
+        for key, block in _as_map(body.get("result_time")).items():
+            if key in commands and isinstance(block, dict):
+                self._note_operating_budget(block, commands[key][0])
+                seconds = _number(block.get("processing", block.get("duration")))
+                if seconds is not None:
+                    out.seconds[key] = seconds
+        for key, error in out.errors.items():
+            if isinstance(error, RateLimitedError) and error.retry_after is None:
+                error.retry_after = self.operating_wait(commands[key][0]) or None
         return out
 
     def write(self, method: str, params: Mapping[str, Any]) -> Response:
@@ -208,7 +228,7 @@ class Bitrix24Client:
             raise FatalError("the CRM handed out an upload URL on another host; refusing it")
 
     def _call_once(self, method: str, params: Mapping[str, Any]) -> Response:
-        self._respect_operating_pause()
+        self._respect_operating_pause(method)
         url = f"{self._webhook_url}{method}.json"
         for _hop in range(3):
             self._take_budget()
@@ -257,8 +277,8 @@ class Bitrix24Client:
             raise self._http_status_error(method, response)
         if "result" not in body:
             raise MalformedResponseError(f"{method}: response has no result")
-        self._note_operating_budget(body.get("time"))
-        return Response(body)
+        self._note_operating_budget(body.get("time"), method)
+        return Response(body, len(response.content))
 
     def _http_status_error(self, method: str, response: httpx.Response) -> SyncdError:
         status = response.status_code
@@ -281,23 +301,50 @@ class Bitrix24Client:
 
     # -- the operating-time budget -----------------------------------------------------------
 
-    def _note_operating_budget(self, time_info: Any) -> None:
-        """Bitrix24 counts each method's execution time over 10 minutes; near the limit, pause
-        until ``operating_reset_at`` rather than run into 429 OPERATION_TIME_LIMIT."""
+    def _note_operating_budget(self, time_info: Any, method: str) -> None:
+        """Bitrix24 counts each method's execution time over 10 minutes (``time.operating``,
+        per method, in every answer and in every batch command's ``result_time``). Remember it
+        per method; near the limit, that method pauses until ``operating_reset_at`` rather than
+        run into 429 OPERATION_TIME_LIMIT, while other methods go on."""
         if not isinstance(time_info, dict):
             return
-        operating = time_info.get("operating")
-        reset_at = time_info.get("operating_reset_at")
-        if (
-            isinstance(operating, int | float)
-            and isinstance(reset_at, int | float)
-            and operating >= self.operating_budget_seconds
-        ):
-            self._pause_until = max(self._pause_until, float(reset_at))
-            log.warning("CRM operating-time budget nearly used (%.0fs); pausing", operating)
+        operating = _number(time_info.get("operating"))
+        reset_at = _number(time_info.get("operating_reset_at"))
+        if operating is None or reset_at is None:
+            return
+        method = method.lower()
+        with self._lock:
+            self._operating[method] = (operating, reset_at)
+            if operating >= self.operating_budget_seconds and method != "batch":
+                if self._pause_until.get(method, 0.0) < reset_at:
+                    log.warning(
+                        "CRM operating-time budget of %s nearly used (%.0fs of %.0fs); "
+                        "pausing it until the window resets",
+                        method,
+                        operating,
+                        self.operating_budget_seconds,
+                    )
+                self._pause_until[method] = max(self._pause_until.get(method, 0.0), reset_at)
 
-    def _respect_operating_pause(self) -> None:
-        wait = self._pause_until - time.time()
+    def operating_headroom(self, method: str) -> float:
+        """Seconds of ``method``'s operating-time budget left in the current window (as last
+        reported by the CRM; the whole budget when the window has reset or nothing is known)."""
+        with self._lock:
+            used, reset_at = self._operating.get(method.lower(), (0.0, 0.0))
+        if reset_at <= time.time():
+            return self.operating_budget_seconds
+        return max(0.0, self.operating_budget_seconds - used)
+
+    def operating_wait(self, method: str) -> float:
+        """Seconds until ``method`` may be called again (0 when it is not paused)."""
+        with self._lock:
+            until = self._pause_until.get(method.lower(), 0.0)
+        return max(0.0, until - time.time())
+
+    def _respect_operating_pause(self, method: str) -> None:
+        if method.lower() == "batch":
+            return  # a batch's commands are checked by whoever plans the batch
+        wait = self.operating_wait(method)
         if wait > 0 and self.retry.stop.wait(min(wait, 600.0)):
             raise RateLimitedError("paused for the CRM operating-time budget", retry_after=wait)
 

@@ -24,6 +24,13 @@ class Bitrix24Settings(BaseModel):
     devices_entity_type_id: int = Field(default=1040, gt=0)
     service_requests_entity_type_id: int = Field(default=1044, gt=0)
     disk_folder_id: int = Field(default=1, gt=0)
+    # Listings run as chained batches (see README, "How a mirror spends its requests"): at most
+    # this many commands of 50 rows in one request (Bitrix24 takes 50) ...
+    batch_commands: int = Field(default=50, ge=1, le=50)
+    # ... fewer when the answer would be larger than this (memory) ...
+    batch_max_bytes: int = Field(default=16 * 1024 * 1024, ge=256 * 1024)
+    # ... or the CRM would work on it longer than this (its limit per request is 60 s).
+    batch_max_seconds: float = Field(default=20.0, gt=0, le=55)
 
     @field_validator("url")
     @classmethod

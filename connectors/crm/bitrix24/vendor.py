@@ -98,12 +98,19 @@ class Bitrix24Vendor:
 
     def build_adapter(self, connection: Connection, mappings: MappingSet) -> Bitrix24Adapter:
         from syncd.connectors.crm.bitrix24.adapter import Bitrix24Adapter
+        from syncd.connectors.crm.bitrix24.chains import BatchSizing
 
+        table = _table(connection.settings)
         return Bitrix24Adapter(
             self._client(connection),
             mappings,
-            devices_entity_type_id=_table(connection.settings).devices_entity_type_id,
+            devices_entity_type_id=table.devices_entity_type_id,
             deletion_events=connection.deletion_events,
+            sizing=BatchSizing(
+                max_commands=table.batch_commands,
+                max_bytes=table.batch_max_bytes,
+                max_seconds=table.batch_max_seconds,
+            ),
         )
 
     def build_pusher(self, connection: Connection) -> Bitrix24Pusher:

@@ -190,6 +190,7 @@ class MemoryAdapter:
     def __init__(self, records: MemoryRecords, *, page_size: int = PAGE_SIZE) -> None:
         self.store = records
         self.page_size = page_size
+        self.requests_made = 0  # one per page, count, lookup or event read
 
     @property
     def capabilities(self) -> Capabilities:
@@ -201,6 +202,7 @@ class MemoryAdapter:
         )
 
     def server_time(self) -> datetime:
+        self.requests_made += 1
         with self.store.lock:
             return self.store.now
 
@@ -213,6 +215,7 @@ class MemoryAdapter:
         for pages in itertools.count():
             if _broken_off(fault, entity, pages):
                 return
+            self.requests_made += 1
             with self.store.lock:
                 ids = sorted(
                     int(i)
@@ -235,18 +238,22 @@ class MemoryAdapter:
         for pages, start in enumerate(range(0, len(ids), self.page_size)):
             if _broken_off(fault, entity, pages):
                 return
+            self.requests_made += 1
             yield ids[start : start + self.page_size]
 
     def count(self, entity: Entity) -> int:
+        self.requests_made += 1
         with self.store.lock:
             return len(self.store.records[entity])
 
     def get_records(self, entity: Entity, ids: Sequence[str]) -> list[RawRecord]:
+        self.requests_made += 1
         with self.store.lock:
             held = self.store.records[entity]
             return [dict(held[i]) for i in ids if i in held]
 
     def read_deletions(self) -> DeletionEvents:
+        self.requests_made += 1
         with self.store.lock:
             events = list(self.store.deletions)
         if not events:
