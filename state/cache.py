@@ -99,6 +99,7 @@ class SyncRun:
     deleted: int
     quarantined: int
     held_deletes: int
+    requests: int | None = None  # sent to the CRM; None for runs before schema 5
 
 
 @dataclass(frozen=True)
@@ -467,10 +468,12 @@ class CacheStore:
         *,
         data_as_of: datetime | None,
         details: dict[str, Any],
+        requests: int | None = None,
     ) -> None:
+        """Complete the run's row (``requests``: what it sent to the CRM, when known)."""
         self.conn.execute(
             "UPDATE sync_runs SET data_as_of = ?, upserted = ?, deleted = ?, quarantined = ?, "
-            "held_deletes = ?, details = ? WHERE id = ?",
+            "held_deletes = ?, details = ?, requests = ? WHERE id = ?",
             (
                 iso_or_none(data_as_of),
                 counts.upserted,
@@ -478,6 +481,7 @@ class CacheStore:
                 counts.quarantined,
                 counts.held_deletes,
                 json.dumps(details, sort_keys=True),
+                requests,
                 run_id,
             ),
         )
@@ -485,13 +489,39 @@ class CacheStore:
     def last_run(self) -> SyncRun | None:
         """The newest committed cycle; None before the first one."""
         row = self.conn.execute(
-            "SELECT id, kind, finished_at, upserted, deleted, quarantined, held_deletes "
+            "SELECT id, kind, finished_at, upserted, deleted, quarantined, held_deletes, requests "
             "FROM sync_runs ORDER BY id DESC LIMIT 1"
         ).fetchone()
         if row is None:
             return None
-        run_id, kind, finished_at, upserted, deleted, quarantined, held = row
-        return SyncRun(run_id, kind, parse_iso(finished_at), upserted, deleted, quarantined, held)
+        run_id, kind, finished_at, upserted, deleted, quarantined, held, requests = row
+        return SyncRun(
+            run_id, kind, parse_iso(finished_at), upserted, deleted, quarantined, held, requests
+        )
+
+    def requests_per_kind(self, limit: int = 20) -> dict[str, dict[str, int]]:
+        """Requests the recent runs sent, per kind: ``{"incremental": {"runs", "last",
+        "median", "max"}}`` over the newest ``limit`` runs of each kind that recorded them."""
+        figures: dict[str, dict[str, int]] = {}
+        kinds = [k for (k,) in self.conn.execute("SELECT DISTINCT kind FROM sync_runs")]
+        for kind in sorted(kinds):
+            counts = [
+                int(n)
+                for (n,) in self.conn.execute(
+                    "SELECT requests FROM sync_runs WHERE kind = ? AND requests IS NOT NULL "
+                    "ORDER BY id DESC LIMIT ?",
+                    (kind, limit),
+                )
+            ]
+            if counts:
+                ordered = sorted(counts)
+                figures[kind] = {
+                    "runs": len(counts),
+                    "last": counts[0],
+                    "median": ordered[len(ordered) // 2],
+                    "max": ordered[-1],
+                }
+        return figures
 
     # -- housekeeping -------------------------------------------------------------------------
 

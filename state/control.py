@@ -29,6 +29,8 @@ class ControlRequest:
     progress_done: int
     progress_total: int | None
     message: str | None
+    progress_requests: int = 0  # CRM requests the resync has sent so far
+    progress_eta_seconds: float | None = None  # estimated seconds left, when known
 
     @property
     def finished(self) -> bool:
@@ -114,13 +116,21 @@ def claim_pending(conn: sqlite3.Connection, *, now: datetime) -> ControlRequest 
 
 
 def report_progress(
-    conn: sqlite3.Connection, request_id: int, done: int, total: int | None
+    conn: sqlite3.Connection,
+    request_id: int,
+    done: int,
+    total: int | None,
+    *,
+    requests: int = 0,
+    eta_seconds: float | None = None,
 ) -> None:
-    """Record how far the request's resync got (``total`` None while it is not known)."""
+    """Record how far the request's resync got (``total`` None while it is not known), the
+    CRM requests it has sent and the estimated seconds left."""
     with write_transaction(conn):
         conn.execute(
-            "UPDATE control_requests SET progress_done = ?, progress_total = ? WHERE id = ?",
-            (done, total, request_id),
+            "UPDATE control_requests SET progress_done = ?, progress_total = ?, "
+            "progress_requests = ?, progress_eta_seconds = ? WHERE id = ?",
+            (done, total, requests, eta_seconds, request_id),
         )
 
 

@@ -70,6 +70,8 @@ class Overview:
     quarantined: tuple[QuarantinedRecord, ...]  # the most recently seen first
     data_quality: tuple[DataQualitySummary, ...]  # per entity and message, the commonest first
     last_run: SyncRun | None
+    # Requests recent runs sent to the CRM, per kind of run (see CacheStore.requests_per_kind).
+    requests_per_run: dict[str, dict[str, int]]
     resync_request: ControlRequest | None  # pending or running
     resync_staged: dict[str, ResyncProgress]  # an interrupted or running full resync
     outbox: OutboxDepth
@@ -128,6 +130,7 @@ def read(conn: sqlite3.Connection, now: datetime) -> Overview:
         quarantined=tuple(store.quarantined()),
         data_quality=tuple(store.data_quality_summary()),
         last_run=store.last_run(),
+        requests_per_run=store.requests_per_kind(),
         resync_request=control.open_request(conn),
         resync_staged=store.resync_progress(),
         outbox=outbox.depth(conn),

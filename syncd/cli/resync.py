@@ -20,6 +20,7 @@ from syncd.core.entities import Entity
 from syncd.core.errors import ConfigError, ResyncBusyError, SyncdError
 from syncd.daemon import lock
 from syncd.engines.mirror import CycleReport
+from syncd.engines.progress import ResyncEstimate, format_duration
 from syncd.runtime import build_budget, build_engine
 from syncd.state import audit, control
 
@@ -85,15 +86,25 @@ def _follow(
 ) -> int:
     with _bar(out) as bar:
         task = bar.add_task("resync", total=None)
+        lines = _PlainProgress(out)
         while True:
             request = control.get(conn, request_id)
             assert request is not None
+            detail = f"{request.progress_requests:,} requests"
+            if request.progress_eta_seconds is not None:
+                detail += f" · about {format_duration(request.progress_eta_seconds)} left"
             bar.update(
                 task,
                 completed=request.progress_done,
                 total=request.progress_total,
-                description=f"{request.entity} ({request.status})",
+                description=f"{request.entity} ({request.status}) · {detail}",
             )
+            counted = (
+                f"{request.progress_done:,}/{request.progress_total:,}"
+                if request.progress_total is not None
+                else f"{request.progress_done:,}"
+            )
+            lines.show(request.status, f"{counted} records · {detail}")
             if request.finished:
                 break
             if lock.holder(state_dir) is None:
@@ -129,12 +140,20 @@ def _foreground(
         if entity == "documents":
             return _documents_foreground(settings, conn, record_id, out, emit_json)
         with _bar(out) as bar:
-            tasks: dict[str, Any] = {}
+            task = bar.add_task(entity, total=None)
+            estimate = ResyncEstimate(settings.crm.requests_per_second)
+
+            lines = _PlainProgress(out)
 
             def progress(name: str, done: int, total: int | None) -> None:
-                if name not in tasks:
-                    tasks[name] = bar.add_task(name, total=total)
-                bar.update(tasks[name], completed=done, total=total)
+                estimate.update(name, done, total, engine.adapter.requests_made)
+                bar.update(
+                    task,
+                    completed=estimate.records,
+                    total=estimate.total,
+                    description=f"{name}: {estimate.describe()}",
+                )
+                lines.show(name, estimate.describe())
 
             # Its own budget: this process shares no client with a daemon's lanes.
             engine = build_engine(settings, conn, progress=progress, budget=build_budget(settings))
@@ -202,6 +221,25 @@ def _run(engine: Any, entity: str, record_id: str | None) -> CycleReport:
     entities = list(Entity) if entity == "all" else [Entity(entity)]
     full: CycleReport = engine.run_full(entities)
     return full
+
+
+class _PlainProgress:
+    """Progress as plain lines when the output is not a terminal (a log, a pipe): one when the
+    stage changes, else at most one every ``every`` seconds."""
+
+    def __init__(self, out: TextIO, every: float = 5.0) -> None:
+        self.out = out
+        self.enabled = not out.isatty()
+        self.every = every
+        self._stage: str | None = None
+        self._last = 0.0
+
+    def show(self, stage: str, text: str) -> None:
+        now = time.monotonic()
+        if not self.enabled or (stage == self._stage and now - self._last < self.every):
+            return
+        self._stage, self._last = stage, now
+        print(f"resync {stage}: {text}", file=self.out, flush=True)
 
 
 def _bar(out: TextIO) -> Progress:

@@ -107,6 +107,7 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
         "jobs": jobs,
         "entities": entities,
         "last_run": jsonable(seen.last_run) if seen.last_run else None,
+        "requests_per_run": seen.requests_per_run,
         "quarantine": {"count": len(quarantine), "records": quarantine},
         "data_quality": {
             "count": sum(d["records"] for d in data_quality),
@@ -171,6 +172,15 @@ def render(report: dict[str, Any]) -> str:
         lines.append(
             f"  last cycle #{run['id']} ({run['kind']}) finished {_ago(run['finished_at'])}: "
             f"{run['upserted']} changed, {run['deleted']} deleted"
+            + (f", {run['requests']} CRM requests" if run.get("requests") is not None else "")
+        )
+    if report["requests_per_run"]:
+        lines.append(
+            "  CRM requests per run: "
+            + "; ".join(
+                f"{kind} median {f['median']}, max {f['max']} (last {f['runs']})"
+                for kind, f in report["requests_per_run"].items()
+            )
         )
     queue = report["outbox"]
     counts = ", ".join(f"{n} {s}" for s, n in queue["by_status"].items() if n) or "empty"

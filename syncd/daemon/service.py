@@ -40,6 +40,7 @@ from syncd.daemon.lock import ProcessLock
 from syncd.daemon.sdnotify import Notifier
 from syncd.daemon.services_lane import ServicesLane
 from syncd.engines.mirror import MirrorEngine
+from syncd.engines.progress import ResyncEstimate
 from syncd.engines.push import OutboxDelivery, wait_for_outbox_change
 from syncd.engines.spool import MIB
 from syncd.runtime import (
@@ -275,9 +276,16 @@ class Daemon:
 
     def _control_task(self, request: control.ControlRequest) -> _Task:
         def run(conn: sqlite3.Connection, engine: MirrorEngine) -> None:
-            engine.progress = lambda _e, done, total: control.report_progress(
-                conn, request.id, done, total
-            )
+            estimate = ResyncEstimate(self.settings.crm.requests_per_second)
+
+            def progress(entity: str, done: int, total: int | None) -> None:
+                estimate.update(entity, done, total, engine.adapter.requests_made)
+                control.report_progress(
+                    conn, request.id, estimate.records, estimate.total,
+                    requests=estimate.requests, eta_seconds=estimate.seconds_left(),
+                )
+
+            engine.progress = progress
             entity = Entity(request.entity) if request.entity != "all" else None
             try:
                 if request.record_id and entity is not None:

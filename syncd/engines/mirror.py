@@ -73,6 +73,7 @@ class CycleReport:
     held: dict[str, int] = field(default_factory=dict)
     fetched: dict[str, int] = field(default_factory=dict)
     data_as_of: datetime | None = None  # the CRM's clock when the listing started
+    requests: int | None = None  # requests sent to the CRM (a batch counts once)
 
     def totals(self) -> RunCounts:
         return RunCounts(
@@ -84,10 +85,11 @@ class CycleReport:
 
     def summary(self) -> str:
         t = self.totals()
-        return (
+        text = (
             f"{self.kind}: fetched {sum(self.fetched.values())}, changed {t.upserted}, "
             f"deleted {t.deleted}, quarantined {t.quarantined}, held deletes {t.held_deletes}"
         )
+        return text if self.requests is None else f"{text}, {self.requests} requests"
 
 
 class _Failed:
@@ -208,6 +210,7 @@ class MirrorEngine:
     def run_incremental(self) -> CycleReport:
         report = CycleReport("incremental")
         started = utc_now()
+        requests_before = self.adapter.requests_made
         events = self._read_deletion_events()
         fetched: dict[Entity, MappedBatch] = {}
         server_times: dict[Entity, datetime] = {}
@@ -247,8 +250,10 @@ class MirrorEngine:
                     self.store.set_cursor(entity, server_times[entity], now=now)
             report.data_as_of = self._data_as_of(server_times.values())
             report.run_id = run_id
+            report.requests = self.adapter.requests_made - requests_before
             self.store.finish_run(
-                run_id, report.totals(), data_as_of=report.data_as_of, details=self._details(report)
+                run_id, report.totals(), data_as_of=report.data_as_of,
+                details=self._details(report), requests=report.requests,
             )
         if events.ack_token:
             self.adapter.acknowledge_deletions(events.ack_token)
@@ -266,18 +271,27 @@ class MirrorEngine:
         """A full resync of ``entities`` through staging; resumes a pending one when asked."""
         wanted = [e for e in ENTITY_ORDER if e in set(entities)]
         report = CycleReport("full")
+        requests_before = self.adapter.requests_made
         progress = self.store.resync_progress()
         if not (resume and progress and set(progress) == {e.value for e in wanted}):
             with write_transaction(self.conn):
                 self.store.begin_resync(wanted, now=utc_now())
             progress = self.store.resync_progress()
+        # Counted up front, so that progress (and its estimate of the time left) covers every
+        # entity from the start.
+        totals: dict[Entity, int] = {}
+        for entity in wanted:
+            staged = progress[entity.value]
+            totals[entity] = staged.records if staged.complete else self.adapter.count(entity)
+            if self.progress:
+                self.progress(entity.value, staged.records, totals[entity])
         worker: MappingWorker | None = None
         try:
             for entity in wanted:
                 staged = progress[entity.value]
                 if staged.complete:
                     continue
-                total = self.adapter.count(entity)
+                total = totals[entity]
                 if worker is None and total - staged.records >= self.options.map_worker_threshold:
                     log.info(
                         "full resync: mapping in a worker process (%s: %d records to go)",
@@ -295,6 +309,7 @@ class MirrorEngine:
         finally:
             if worker is not None:
                 worker.close()
+        report.requests = self.adapter.requests_made - requests_before
         return self._swap_in(wanted, report)
 
     def _stage_listing(
@@ -389,7 +404,8 @@ class MirrorEngine:
             report.run_id = run_id
             report.data_as_of = self._data_as_of(server_times.values())
             self.store.finish_run(
-                run_id, report.totals(), data_as_of=report.data_as_of, details=self._details(report)
+                run_id, report.totals(), data_as_of=report.data_as_of,
+                details=self._details(report), requests=report.requests,
             )
             self.store.end_resync()
         for summary in data_quality:
@@ -403,6 +419,7 @@ class MirrorEngine:
         """Find deletions by listing every ID; also fetch records the cache is missing."""
         report = CycleReport("sweep")
         started = utc_now()
+        requests_before = self.adapter.requests_made
         listed: dict[Entity, set[str]] = {}
         truncated: dict[Entity, str | None] = {}
         for entity in ENTITY_ORDER:
@@ -436,8 +453,10 @@ class MirrorEngine:
                 audit_before=moment - timedelta(days=self.options.audit_retention_days),
             )
             report.run_id = run_id
+            report.requests = self.adapter.requests_made - requests_before
             self.store.finish_run(
-                run_id, report.totals(), data_as_of=None, details=self._details(report)
+                run_id, report.totals(), data_as_of=None, details=self._details(report),
+                requests=report.requests,
             )
         log.info("%s (run #%s)", report.summary(), report.run_id)
         return report
@@ -496,7 +515,9 @@ class MirrorEngine:
     def resync_record(self, entity: Entity, crm_id: str) -> CycleReport:
         """Re-fetch one record; if the CRM no longer has it, remove it from the cache."""
         report = CycleReport("record")
+        requests_before = self.adapter.requests_made
         raws = self.adapter.get_records(entity, [crm_id])
+        report.requests = self.adapter.requests_made - requests_before
         mapped = map_batch(self.mappings, entity.value, raws)
         report.fetched[entity] = len(raws)
         now = utc_now()
@@ -507,7 +528,8 @@ class MirrorEngine:
                 report.deleted[entity] = self.store.delete(entity, [crm_id])
             report.run_id = run_id
             self.store.finish_run(
-                run_id, report.totals(), data_as_of=None, details=self._details(report)
+                run_id, report.totals(), data_as_of=None, details=self._details(report),
+                requests=report.requests,
             )
         log.info("%s %s %s (run #%s)", report.summary(), entity.value, crm_id, report.run_id)
         return report
