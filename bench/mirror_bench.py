@@ -3,15 +3,21 @@
 Runs the fake in its own process (so its CPU does not compete with the engine for the GIL),
 seeds it with the large dataset and measures:
 
-* the bare fetch-and-parse time of the same pages (the adapter's listings, no mapping or SQLite),
 * a full mirror into a fresh cache: wall time, records/s overall and for the apply side alone
   (wall time minus the time the engine waited for the next page), peak RSS, request count,
+* the bare fetch-and-parse time of the same requests (the chained batches the mirror sent,
+  replayed with plain httpx + orjson: the floor the mirror is compared with),
 * p50/p99 latency of portal-like read queries run by a separate process throughout a second
   full resync over the populated cache (and the invariants that reader checks),
-* a no-op incremental cycle and one after 1 % of the records changed.
+* a no-op incremental cycle and one after 1 % of the records changed,
+* the same under Bitrix24's real limits (a second fake with the leaky bucket, burst 50 draining
+  2/s, and the per-method operating-time budget, 480 s per 10 min): a full mirror while a
+  service request is pushed every few seconds through the same request budget (its delivery
+  latency), an ID sweep, a no-op and a 1 %-changed cycle.
 
 Prints a table and writes JSON to bench/results/mirror.json.
     python bench/mirror_bench.py [--contacts 100000 --companies 20000 --devices 50000]
+        [--no-limited] [--operating-cost 0.05]
 """
 
 from __future__ import annotations
@@ -25,11 +31,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,26 +45,66 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import fake_process  # noqa: E402
 
+from syncd.connectors.budget import RequestBudget  # noqa: E402
 from syncd.connectors.crm.base import Page  # noqa: E402
 from syncd.connectors.crm.bitrix24.adapter import Bitrix24Adapter  # noqa: E402
 from syncd.connectors.crm.bitrix24.client import Bitrix24Client  # noqa: E402
+from syncd.connectors.crm.bitrix24.push import Bitrix24Pusher  # noqa: E402
+from syncd.connectors.http import RetryPolicy  # noqa: E402
+from syncd.core.draft import ServiceRequestDraft  # noqa: E402
 from syncd.core.entities import ENTITY_ORDER, Entity  # noqa: E402
 from syncd.engines.mirror import MirrorEngine, MirrorOptions  # noqa: E402
 from syncd.mappings.loader import load_mapping_set  # noqa: E402
+from syncd.mappings.outbound import load_service_request_mapping  # noqa: E402
 from syncd.state.db import connect  # noqa: E402
 
 
-def start_fake(args: argparse.Namespace) -> tuple[subprocess.Popen[str], str]:
+def start_fake(
+    args: argparse.Namespace, extra: Sequence[str] = ()
+) -> tuple[subprocess.Popen[str], str]:
     return fake_process.start_fake(
-        companies=args.companies, contacts=args.contacts, devices=args.devices, token="bench-token"
+        companies=args.companies, contacts=args.contacts, devices=args.devices,
+        token="bench-token", extra=extra,
     )
 
 
-def make_adapter(webhook: str) -> Bitrix24Adapter:
-    client = Bitrix24Client(webhook, timeout=60)
+def make_adapter(
+    webhook: str, budget: RequestBudget | None = None, stop: threading.Event | None = None
+) -> Bitrix24Adapter:
+    retry = RetryPolicy(max_attempts=8, stop=stop) if stop is not None else None
+    client = Bitrix24Client(webhook, timeout=60, budget=budget, priority="mirror", retry=retry)
     return Bitrix24Adapter(
         client, load_mapping_set("bitrix24"), devices_entity_type_id=1040, deletion_events=False
     )
+
+
+def record_requests(adapter: Bitrix24Adapter) -> list[tuple[str, Any]]:
+    """Keep (URL, JSON body) of every request the adapter's client sends from now on."""
+    recorded: list[tuple[str, Any]] = []
+    http = adapter.client._http
+    original = http.post
+
+    def post(url: Any, **kwargs: Any) -> httpx.Response:
+        recorded.append((str(url), kwargs.get("json")))
+        return original(url, **kwargs)
+
+    http.post = post  # type: ignore[method-assign]
+    return recorded
+
+
+def replay_bare(recorded: list[tuple[str, Any]]) -> tuple[float, int]:
+    """Send the same requests with a plain httpx client and parse each answer with orjson:
+    the fetch-and-parse floor of the mirror's own requests. Returns (seconds, bytes)."""
+    received = 0
+    with httpx.Client(timeout=120) as http:
+        started = time.perf_counter()
+        for url, body in recorded:
+            response = http.post(
+                url, content=orjson.dumps(body), headers={"Content-Type": "application/json"}
+            )
+            received += len(response.content)
+            orjson.loads(response.content)
+        return time.perf_counter() - started, received
 
 
 class ReplayAdapter:
@@ -123,22 +170,114 @@ def cpu_seconds(process: psutil.Process) -> float:
     return float(times.user + times.system + times.children_user + times.children_system)
 
 
-def bare_fetch(webhook: str) -> tuple[float, int, int]:
-    adapter = make_adapter(webhook)
-    started = time.perf_counter()
-    records = 0
-    for entity in ENTITY_ORDER:
-        for page in adapter.list_changed(entity, None):
-            records += len(page.records)
-    elapsed = time.perf_counter() - started
-    requests = adapter.client.requests_sent
-    adapter.close()
-    return elapsed, records, requests
-
-
 def fake_stats(base: str) -> dict[str, Any]:
     root = base.split("/rest/")[0]
     return dict(httpx.get(f"{root}/_fake/stats", timeout=30).json())
+
+
+def pusher_loop(
+    webhook: str,
+    budget: RequestBudget,
+    stop: threading.Event,
+    every: float,
+    latencies: list[float],
+) -> None:
+    """File a service request every ``every`` seconds through the shared budget (priority push):
+    the lookup of its key and its creation, as the outbox delivers one; records each latency."""
+    client = Bitrix24Client(webhook, timeout=60, budget=budget, priority="push",
+                            retry=RetryPolicy(max_attempts=8, stop=stop))
+    pusher = Bitrix24Pusher(
+        client, load_service_request_mapping("bitrix24"), entity_type_id=1044, disk_folder_id=1
+    )
+    number = 0
+    try:
+        while not stop.wait(every):
+            number += 1
+            draft = ServiceRequestDraft(
+                idempotency_key=f"bench-{os.getpid()}-{number}", title="Bench request",
+                request_type="repair", message="Handpiece does not fire", contact_phone=None,
+                contact_email=None, contact_address=None, contact_crm_id=None,
+                company_crm_id=None, device_crm_id=None,
+            )
+            started = time.perf_counter()
+            if pusher.find_service_request(draft.idempotency_key) is None:
+                pusher.create_service_request(draft)
+            latencies.append(time.perf_counter() - started)
+    finally:
+        pusher.close()
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))] if ordered else None
+
+
+def limited_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Full mirror, sweep and incremental cycles against a fake with Bitrix24's real limits,
+    a service request pushed every few seconds through the same budget meanwhile."""
+    extra = ["--rate-limit", "50", "2", "--operating-limit", "480",
+             "--operating-cost", str(args.operating_cost)]
+    fake, webhook = start_fake(args, extra)
+    base = webhook.rsplit("/", 2)[0] + "/"
+    root = base.split("/rest/")[0]
+    out: dict[str, Any] = {"operating_cost_per_command": args.operating_cost}
+    budget = RequestBudget(2.0, 50, reserve=10)  # syncd's defaults for Bitrix24
+    stop = threading.Event()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            conn = connect(Path(tmp) / "cache.sqlite3")
+            adapter = make_adapter(webhook, budget)
+            engine = MirrorEngine(conn, adapter, load_mapping_set("bitrix24"), MirrorOptions())
+            latencies: list[float] = []
+            pusher = threading.Thread(
+                target=pusher_loop, args=(webhook, budget, stop, args.push_every, latencies),
+                daemon=True,
+            )
+            pusher.start()
+            started = time.perf_counter()
+            report = engine.run_cycle()
+            seconds = time.perf_counter() - started
+            stop.set()
+            pusher.join(timeout=120)
+            stats = fake_stats(base)
+            out["full_mirror"] = {
+                "seconds": seconds,
+                "records": sum(report.fetched.values()),
+                "requests": report.requests,
+                "pushed": len(latencies),
+                "push_p50_s": percentile(latencies, 0.5),
+                "push_p95_s": percentile(latencies, 0.95),
+                "push_max_s": max(latencies) if latencies else None,
+                "refusals": stats.get("refusals"),
+                "operating_seconds": stats.get("operating"),
+            }
+            started = time.perf_counter()
+            sweep = engine.sweep()
+            out["id_sweep"] = {
+                "seconds": time.perf_counter() - started,
+                "ids": sum(sweep.fetched.values()),
+                "requests": sweep.requests,
+            }
+            for label, share in (("noop_incremental", None), ("one_percent_incremental", 0.01)):
+                if share:
+                    changes = int((args.contacts + args.companies + args.devices) * share)
+                    httpx.post(f"{root}/_fake/mutate", json={"updates": changes, "seed": 5},
+                               timeout=120).raise_for_status()
+                started = time.perf_counter()
+                cycle = engine.run_incremental()
+                out[label] = {
+                    "seconds": time.perf_counter() - started,
+                    "requests": cycle.requests,
+                    "changed": sum(cycle.upserted.values()),
+                }
+            out["refusals_total"] = fake_stats(base).get("refusals")
+            conn.close()
+            adapter.close()
+    finally:
+        stop.set()
+        fake.terminate()
+        fake.wait(timeout=30)
+    return out
 
 
 def main() -> None:
@@ -151,6 +290,18 @@ def main() -> None:
         type=int,
         default=MirrorOptions().map_worker_threshold,
         help="listings at least this long are mapped in a worker process",
+    )
+    parser.add_argument(
+        "--no-limited", dest="limited", action="store_false",
+        help="skip the run under Bitrix24's real limits (it takes a few minutes)",
+    )
+    parser.add_argument(
+        "--operating-cost", type=float, default=0.05,
+        help="server seconds the limited fake charges per command on top of its own time",
+    )
+    parser.add_argument(
+        "--push-every", type=float, default=3.0,
+        help="seconds between service requests pushed during the limited full mirror",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "mirror.json")
     args = parser.parse_args()
@@ -166,21 +317,11 @@ def main() -> None:
     }
     fake_process, me = psutil.Process(fake.pid), psutil.Process()
     try:
-        fake_cpu, my_cpu = cpu_seconds(fake_process), cpu_seconds(me)
-        fetch_seconds, fetch_records, fetch_requests = bare_fetch(webhook)
-        results["cpu_seconds_bare_fetch"] = {
-            "fake": cpu_seconds(fake_process) - fake_cpu,
-            "syncd": cpu_seconds(me) - my_cpu,
-        }
-        results["bare_fetch"] = {
-            "seconds": fetch_seconds,
-            "records": fetch_records,
-            "requests": fetch_requests,
-        }
         with tempfile.TemporaryDirectory() as tmp:
             cache = Path(tmp) / "cache.sqlite3"
             conn = connect(cache)
             adapter = make_adapter(webhook)
+            recorded = record_requests(adapter)
             options = MirrorOptions(map_worker_threshold=args.map_worker_threshold)
             engine = MirrorEngine(conn, adapter, load_mapping_set("bitrix24"), options)
             rss: dict[str, float] = {}
@@ -199,6 +340,19 @@ def main() -> None:
             }
             stop.set()
             sampler.join()
+            sent = list(recorded)
+            recorded.clear()
+            fake_cpu, my_cpu = cpu_seconds(fake_process), cpu_seconds(me)
+            fetch_seconds, fetch_bytes = replay_bare(sent)
+            results["cpu_seconds_bare_fetch"] = {
+                "fake": cpu_seconds(fake_process) - fake_cpu,
+                "syncd": cpu_seconds(me) - my_cpu,
+            }
+            results["bare_fetch"] = {
+                "seconds": fetch_seconds,
+                "requests": len(sent),
+                "bytes": fetch_bytes,
+            }
             records = sum(report.fetched.values())
             # what the engine did not spend waiting for the CRM's pages: mapping and SQLite
             apply_seconds = full_seconds - engine.prefetcher.waited
@@ -211,6 +365,7 @@ def main() -> None:
                 "apply_records_per_second": records / apply_seconds if apply_seconds > 0 else None,
                 "ratio_to_bare_fetch": full_seconds / fetch_seconds,
                 "requests": adapter.client.requests_sent,
+                "requests_per_1000_records": adapter.client.requests_sent / records * 1000,
                 "peak_rss_mb": rss.get("peak"),
             }
             # A second full resync, now over a populated cache, with a portal-like reader
@@ -266,6 +421,8 @@ def main() -> None:
     finally:
         fake.terminate()
         fake.wait(timeout=30)
+    if args.limited:
+        results["limited"] = limited_run(args)
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
@@ -279,7 +436,12 @@ def print_table(results: dict[str, Any]) -> None:
     noop, one = results["noop_incremental"], results["one_percent_incremental"]
     rows = [
         ("dataset", ", ".join(f"{v:,} {k}" for k, v in results["dataset"].items()), ""),
-        ("bare fetch-and-parse", f"{bare['seconds']:.1f} s, {bare['requests']:,} requests", ""),
+        (
+            "bare fetch-and-parse, same requests",
+            f"{bare['seconds']:.1f} s, {bare['requests']:,} requests, "
+            f"{bare['bytes'] / 2**20:,.0f} MiB",
+            "",
+        ),
         (
             "full mirror wall time",
             f"{full['seconds']:.1f} s ({full['ratio_to_bare_fetch']:.2f}x bare)",
@@ -310,7 +472,11 @@ def print_table(results: dict[str, Any]) -> None:
             f"{results['cpu_seconds_full_mirror']['syncd_and_worker']:.1f} (2 cores)",
             "",
         ),
-        ("requests", f"{full['requests']:,}", ""),
+        (
+            "requests, full mirror",
+            f"{full['requests']:,} ({full['requests_per_1000_records']:.2f} per 1,000 records)",
+            "<= 2 per 1,000",
+        ),
         ("second full resync", f"{reader['resync_seconds']:.1f} s, reader running", ""),
         (
             "reader p50 / p99 / max",
@@ -322,7 +488,7 @@ def print_table(results: dict[str, Any]) -> None:
         (
             "no-op incremental",
             f"{noop['seconds'] * 1000:.0f} ms, {noop['requests']} requests",
-            "< 300 ms, <= 1 list request per entity",
+            "< 300 ms, <= 3 requests",
         ),
         (
             "1 % changed incremental",
@@ -330,6 +496,33 @@ def print_table(results: dict[str, Any]) -> None:
             "",
         ),
     ]
+    limited = results.get("limited")
+    if limited:
+        lf, sweep = limited["full_mirror"], limited["id_sweep"]
+        rows += [
+            ("UNDER REAL LIMITS", "burst 50, 2 req/s, operating budget 480 s/10 min", ""),
+            (
+                "full mirror",
+                f"{lf['seconds']:.0f} s, {lf['requests']:,} requests, "
+                f"refusals {lf['refusals']}",
+                "<= 180 s",
+            ),
+            (
+                "push latency during it",
+                f"p50 {lf['push_p50_s']:.2f} s, p95 {lf['push_p95_s']:.2f} s, max "
+                f"{lf['push_max_s']:.2f} s ({lf['pushed']} pushed)"
+                if lf["pushed"] else "none pushed",
+                "p95 < 5 s",
+            ),
+            ("ID sweep", f"{sweep['seconds']:.0f} s, {sweep['requests']} requests", ""),
+            (
+                "no-op / 1 % cycle",
+                f"{limited['noop_incremental']['requests']} / "
+                f"{limited['one_percent_incremental']['requests']} requests, "
+                f"{limited['one_percent_incremental']['seconds']:.1f} s for 1 %",
+                "<= 3 / <= 10",
+            ),
+        ]
     width = max(len(r[0]) for r in rows)
     for name, value, bar in rows:
         print(f"{name:<{width}}  {value:<52} {bar}")

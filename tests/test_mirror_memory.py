@@ -102,6 +102,8 @@ def interrupt_after_pages(engine: MirrorEngine, stop: RecordingStop, pages: int)
 
     def progress(entity: str, done: int, total: int | None) -> None:
         nonlocal committed
+        if done == 0:
+            return  # a full resync first reports each entity's count, nothing done yet
         committed += 1
         if committed == pages:
             stop.set()
