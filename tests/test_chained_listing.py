@@ -334,3 +334,66 @@ def test_the_mirror_equals_the_crm_after_changes_inside_batches(
     mirror.sweep()
     mirror.run_cycle()
     assert differences(cache, mirror.mappings, adapter_view(fake)) == []
+
+
+# -- sizing ------------------------------------------------------------------------------------
+
+
+def batch_sizes(fake: FakeBitrix24) -> list[int]:
+    """Commands per ``batch`` request, in the order the fake received them."""
+    return [len(params.get("cmd") or {}) for method, params in fake.request_log
+            if method == "batch"]
+
+
+def test_a_batch_whose_answer_would_be_too_large_is_split(fake: FakeBitrix24) -> None:
+    client = Bitrix24Client(fake.webhook_url, retry=RetryPolicy(max_attempts=1))
+    sized = Bitrix24Adapter(
+        client, MAPPINGS, devices_entity_type_id=1040, deletion_events=False,
+        sizing=BatchSizing(max_bytes=256 * 1024),
+    )
+    try:
+        for record_id in fake_ids(fake, Entity.DEVICES):
+            fake.delete("devices", record_id)
+        for _ in range(1500):
+            fake.create("devices")
+        fake.request_log.clear()
+        listed = ids_of(sized, Entity.DEVICES)
+    finally:
+        sized.close()
+    assert listed == fake_ids(fake, Entity.DEVICES)
+    sizes = batch_sizes(fake)
+    # the first call (50 rows) shows what a command's answer weighs; no batch passes 256 KiB
+    per_command = sized.sizing._bytes["crm.item.list"].value
+    assert per_command is not None and per_command > 1000
+    assert all(size <= 256 * 1024 // per_command + 1 for size in sizes)
+    assert len(sizes) >= 3
+
+
+def test_a_method_near_its_operating_budget_pauses_before_the_crm_refuses(
+    fake: FakeBitrix24,
+) -> None:
+    """Each command is charged 0.5 s; the client keeps a 2 s margin under the portal's 6 s
+    limit: after the first batch it knows what a command costs and sends no more than fit. It
+    must stop sending crm.contact.list before the portal refuses it (no 429), and hand the
+    engine a rate-limit error that names when to come back."""
+    from syncd.connectors.crm.bitrix24.fake.operating import OperatingBudget
+    from syncd.core.errors import RateLimitedError
+
+    fake.operating_limit = OperatingBudget(limit_seconds=6.0, cost_per_call=0.5)
+    client = Bitrix24Client(fake.webhook_url, retry=RetryPolicy(max_attempts=3, base_delay=0.0))
+    client.operating_budget_seconds = 4.0
+    paced = Bitrix24Adapter(client, MAPPINGS, devices_entity_type_id=1040,
+                            deletion_events=False, sizing=BatchSizing(max_commands=4))
+    try:
+        for _ in range(60):
+            fake.create("contacts")
+        with pytest.raises(RateLimitedError) as raised:
+            ids_of(paced, Entity.CONTACTS)
+        assert (raised.value.retry_after or 0) > 60  # until the window's oldest bucket leaves
+        assert fake.stats()["refusals"].get("OPERATION_TIME_LIMIT", 0) == 0
+        assert client.operating_wait("crm.contact.list") > 0
+        assert client.operating_wait("crm.item.list") == 0
+        # the other methods go on
+        assert ids_of(paced, Entity.DEVICES) == fake_ids(fake, Entity.DEVICES)
+    finally:
+        paced.close()

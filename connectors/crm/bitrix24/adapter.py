@@ -205,6 +205,7 @@ class Bitrix24Adapter:
             self._list_params(entity, select, {**extra, f">{spec.id_field}": after}, start=0),
         )
         started = _parse_time(response.time.get("date_start"), spec.list_method)
+        self.sizing.note_page(spec.list_method, response.nbytes)
         first = self._records(entity, response.result)
         ids = [_int_id(r.get(spec.id_field), spec.list_method) for r in first]
         if any(i <= after for i in ids) or ids != sorted(ids):

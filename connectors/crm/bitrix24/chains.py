@@ -217,6 +217,12 @@ class BatchSizing:
             limit = min(limit, int(headroom // per_second))
         return max(1, min(limit, MAX_COMMANDS))
 
+    def note_page(self, method: str, nbytes: int) -> None:
+        """Learn from a single page fetched outside a batch (a listing's first call), so that
+        even the first batch is sized to the answers it will bring."""
+        if nbytes > 0:
+            self._bytes.setdefault(method, Average()).add(float(nbytes))
+
     def learn(self, method: str, keys: Sequence[str], batch: BatchResult, sent: int) -> None:
         """Record what ``keys`` (commands of ``method``, out of ``sent`` in the batch) cost."""
         if sent and batch.nbytes:

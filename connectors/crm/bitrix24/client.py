@@ -164,12 +164,21 @@ class Bitrix24Client:
                 raise MalformedResponseError("batch: an error for a command that was not sent")
             if isinstance(error, dict):
                 out.errors[key] = classify(400, error, f"batch {commands[key][0]}")
-        for key, block in _as_map(body.get("result_time")).items():
-            if key in commands and isinstance(block, dict):
-                self._note_operating_budget(block, commands[key][0])
-                seconds = _number(block.get("processing", block.get("duration")))
-                if seconds is not None:
-                    out.seconds[key] = seconds
+        times = _as_map(body.get("result_time"))
+        for key, (method, _params) in commands.items():
+            block = times.get(key)
+            if not isinstance(block, dict):
+                continue
+            # What the command cost: its processing time, or what the CRM charged it against
+            # the method's operating budget (the rise of ``operating`` since the method's last
+            # answer in this window), whichever is larger.
+            before, _reset = self._operating.get(method.lower(), (None, None))
+            self._note_operating_budget(block, method)
+            seconds = _number(block.get("processing", block.get("duration"))) or 0.0
+            after = _number(block.get("operating"))
+            if before is not None and after is not None and after >= before:
+                seconds = max(seconds, after - before)
+            out.seconds[key] = seconds
         for key, error in out.errors.items():
             if isinstance(error, RateLimitedError) and error.retry_after is None:
                 error.retry_after = self.operating_wait(commands[key][0]) or None

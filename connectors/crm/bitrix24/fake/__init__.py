@@ -14,6 +14,17 @@ delay=None)``: ``query_limit`` (503), ``operation_time_limit`` (429), ``internal
 Content-Length, half the body). ``method`` is an exact name or an fnmatch glob; a fault naming
 a method also hits that command inside a ``batch``.
 
+Bitrix24's real limits, each off unless asked for: the leaky bucket (``rate_limit=(50, 2)``:
+503 ``QUERY_LIMIT_EXCEEDED`` above the burst), the per-method operating-time budget
+(``operating_limit=OperatingBudget(480)``: every call, and every ``batch`` command, charged to its
+own method over ten one-minute buckets; 429 ``OPERATION_TIME_LIMIT`` over it, per command inside
+a batch) and, always, the 50-command cap (400 ``ERROR_BATCH_LENGTH_EXCEEDED``). A ``batch``
+reference ``$result[k][49][ID]`` that does not resolve becomes an empty string, and an empty
+comparison value is no condition, so such a command lists from the start, as on a portal.
+``fake.between_commands = hook(index, method)`` runs between the commands of a batch (to change
+data mid-batch). Standalone: ``--rate-limit 50 2 --operating-limit 480``; at runtime:
+``POST /_fake/limits``.
+
 The push side (service requests going up to the CRM): a second smart process
 (``service_requests_entity_type_id=1044``, internal id 9, ``ufCrm9*`` fields, ``parentId1040``
 linking a device) served by the same ``crm.item.*`` methods, with a multiple file UF
