@@ -116,6 +116,7 @@ class ReplayAdapter:
         self.inner = inner
         self.pages = pages
         self.capabilities = inner.capabilities
+        self.requests_made = 0  # pages come from memory
 
     def list_changed(self, entity: Entity, since: Any, resume_after: Any = None) -> Iterator[Page]:
         yield from self.pages[entity]

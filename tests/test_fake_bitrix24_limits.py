@@ -19,6 +19,7 @@ from syncd.connectors.crm.bitrix24.fake.clock import FakeClock
 from syncd.connectors.crm.bitrix24.fake.operating import OperatingBudget
 from syncd.connectors.crm.bitrix24.wire import php_query_encode
 from syncd.core.errors import RateLimitedError
+from tests.test_fake_bitrix24 import call
 
 ETID = 1040
 DROPPED = (httpx.RemoteProtocolError, httpx.ReadError)
@@ -56,11 +57,6 @@ def control(fake: FakeBitrix24) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=fake.control_url, timeout=5) as control:
         yield control
 
-
-def call(client: httpx.Client, method: str, **params: Any) -> Any:
-    response = client.post(f"{method}.json", json=params)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def command(method: str, **params: Any) -> str:
