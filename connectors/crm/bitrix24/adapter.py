@@ -38,6 +38,7 @@ from syncd.mappings.loader import MappingSet
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
+ENGINE_PAGE = 500  # records per Page handed to the engine
 OWNER_TYPE_CONTACT = 3
 OWNER_TYPE_COMPANY = 4
 OWNER_TYPE_REQUISITE = 8
@@ -142,7 +143,17 @@ class Bitrix24Adapter:
         ):
             if spec.owner_type is not None and records:
                 self._attach_details(entity, records)
-            yield Page(records=records, resume_after=resume, server_time=started)
+            # A batch brings up to 2,550 records; the engine gets them in pages of at most
+            # ENGINE_PAGE (each a resume point: every row of a batch is trusted and in ID
+            # order), which bounds what its prefetch and mapping pipeline hold in memory.
+            for start in range(0, max(1, len(records)), ENGINE_PAGE):
+                chunk = records[start : start + ENGINE_PAGE]
+                last = start + ENGINE_PAGE >= len(records)
+                yield Page(
+                    records=chunk,
+                    resume_after=resume if last else str(chunk[-1][spec.id_field]),
+                    server_time=started,
+                )
 
     def list_ids(self, entity: Entity) -> Iterator[list[str]]:
         spec = _SPECS[entity]
