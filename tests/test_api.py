@@ -24,7 +24,7 @@ import jsonschema_rs
 import pytest
 import yaml
 
-from syncd.api.app import make_app
+from syncd.api.app import MAX_VAT_PATH_CHARS, make_app
 from syncd.api.server import ApiBindError, ApiServer, parse_listen
 from syncd.core.clock import iso_or_none
 from syncd.core.errors import RetriableError, SkippableError, SyncdError
@@ -385,12 +385,17 @@ def test_vat_bad_query_is_refused_before_any_lookup(api: Api, query: str) -> Non
     assert api.vat.calls == []
 
 
-def test_vat_number_of_64_characters_is_looked_up_and_65_is_malformed(api: Api) -> None:
-    assert api.client.get("/v1/vat/EE" + "1" * 62).status_code == 200
-    response = api.client.get("/v1/vat/EE" + "1" * 63)
+def test_vat_number_of_32_characters_is_looked_up_and_33_is_malformed(api: Api) -> None:
+    """The API's limit is the VAT service's and the CLI's (32), and its message says so."""
+    from syncd.engines.vat import MAX_INPUT_LENGTH
+
+    assert MAX_VAT_PATH_CHARS == MAX_INPUT_LENGTH == 32
+    assert api.client.get("/v1/vat/EE" + "1" * 30).status_code == 200
+    response = api.client.get("/v1/vat/EE" + "1" * 31)
     assert response.status_code == 400
     assert error_code(response, VAT) == "malformed_vat_number"
-    assert [len(raw) for raw, _ in api.vat.calls] == [64]
+    assert "32 characters at most" in response.text
+    assert [len(raw) for raw, _ in api.vat.calls] == [32]
 
 
 @pytest.mark.parametrize(

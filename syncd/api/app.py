@@ -71,7 +71,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MAX_VAT_PATH_CHARS: Final = 64
+# The same limit as the VAT service's (syncd.engines.vat.MAX_INPUT_LENGTH, checked by a test):
+# the API refuses what the service would refuse, with the same number in its message.
+MAX_VAT_PATH_CHARS: Final = 32
 DEFAULT_RETRY_AFTER: Final = 60  # seconds, when an unavailable error carries no hint
 _MAX_RETRY_AFTER: Final = 86_400
 DEFAULT_MAX_REQUEST_BYTES: Final = 8192
