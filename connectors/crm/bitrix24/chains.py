@@ -17,7 +17,7 @@ so that command silently lists from the start. Hence the rule every chain follow
 A chain with ``repeating_keys`` lists a table whose key is not unique (addresses, keyed by the
 owner they are anchored to): its commands use ``>=`` so that each one re-reads the last owner
 of the page before it, whose addresses may have been cut off at row 50. Rows are deduplicated by
-the caller's identity function.
+the caller.
 
 :class:`ChainRunner` packs the commands of several chains into batches; :class:`BatchSizing`
 decides how many, from what the CRM's answers said (rows still expected, server seconds per
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,6 +139,20 @@ class Chain:
             return int(self.seen * left / covered) // PAGE_SIZE + 1
         return self.expected_pages
 
+    def drain_key(self, client: Bitrix24Client, key: int) -> None:
+        """Read every row of one repeated key with offset pages (a single filter value cannot
+        change under the offsets in a way the dedupe does not absorb), then go past it."""
+        base = dict(self.params.get("filter") or {})
+        base[self.key_field] = key
+        start: int | None = 0
+        while start is not None:
+            response = client.call(self.method, {**self.params, "filter": base, "start": start})
+            self.rows.extend(self._rows(response.result))
+            following = response.body.get("next")
+            start = following if isinstance(following, int) and following > start else None
+        self.after = key
+        self._skip_after = True
+
     def _rows(self, value: Any) -> list[RawRow]:
         rows = value.get("items") if self.items and isinstance(value, dict) else value
         if rows in (None, []):
@@ -233,23 +247,11 @@ class BatchSizing:
 
 
 class ChainRunner:
-    """Runs chains to their end, many commands per request.
+    """Runs chains to their end, many commands per request."""
 
-    ``on_batch`` is called after every batch with the number of commands it carried.
-    """
-
-    def __init__(
-        self,
-        client: Bitrix24Client,
-        sizing: BatchSizing | None = None,
-        *,
-        identity: Callable[[RawRow], Hashable] | None = None,
-    ) -> None:
+    def __init__(self, client: Bitrix24Client, sizing: BatchSizing | None = None) -> None:
         self.client = client
         self.sizing = sizing or BatchSizing()
-        self.identity = identity
-        self.batches = 0
-        self.commands = 0
 
     def run(self, chains: Sequence[Chain]) -> None:
         """Step until every chain is done."""
@@ -282,15 +284,13 @@ class ChainRunner:
                 keys.append(key)
             keys_of.append(keys)
         batch = self.client.batch(commands)
-        self.batches += 1
-        self.commands += len(commands)
         progressed = False
         first_error: SyncdError | None = None
         for chain, keys in zip(active, keys_of, strict=True):
             self.sizing.learn(chain.method, keys, batch, len(commands))
             moved, error = chain.absorb(keys, batch)
             if isinstance(error, _StuckKey):
-                self._drain_key(chain, error.key)
+                chain.drain_key(self.client, error.key)
                 moved, error = True, None
             progressed = progressed or moved or chain.done
             if error is not None and first_error is None:
@@ -325,18 +325,3 @@ class ChainRunner:
             plan[index] += 1
             budget -= 1
         return plan
-
-    def _drain_key(self, chain: Chain, key: int) -> None:
-        """Read every row of one repeated key with offset pages (a single filter value cannot
-        change under the offsets in a way the dedupe does not absorb), then go past it."""
-        params = dict(chain.params)
-        base = dict(params.get("filter") or {})
-        base[chain.key_field] = key
-        start: int | None = 0
-        while start is not None:
-            response = self.client.call(chain.method, {**params, "filter": base, "start": start})
-            chain.rows.extend(chain._rows(response.result))
-            following = response.body.get("next")
-            start = following if isinstance(following, int) and following > start else None
-        chain.after = key
-        chain._skip_after = True

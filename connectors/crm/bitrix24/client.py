@@ -180,8 +180,11 @@ class Bitrix24Client:
                 seconds = max(seconds, after - before)
             out.seconds[key] = seconds
         for key, error in out.errors.items():
-            if isinstance(error, RateLimitedError) and error.retry_after is None:
-                error.retry_after = self.operating_wait(commands[key][0]) or None
+            # A command refused for its method's operating time: the reset time that command's
+            # result_time reported beats classify()'s default pause.
+            wait = self.operating_wait(commands[key][0])
+            if isinstance(error, RateLimitedError) and wait > 0:
+                error.retry_after = wait
         return out
 
     def write(self, method: str, params: Mapping[str, Any]) -> Response:
