@@ -2,7 +2,7 @@
 declare(strict_types=1);
 
 /** Schema versions of the syncd cache this portal code knows (docs/portal-contract.md, section 2). */
-const SYNCD_KNOWN_SCHEMA_VERSIONS = [5];
+const SYNCD_KNOWN_SCHEMA_VERSIONS = [6];
 
 /** The JSON columns of the tables the portal reads; each holds a JSON array. */
 const SYNCD_JSON_COLUMNS = [
