@@ -6,7 +6,8 @@
 
 The rule is that code never logs personal data or secrets. :class:`RedactingFilter` is the safety
 net behind that rule: attached to the handler, it scrubs e-mail addresses, phone-number-like
-sequences, CRM credentials in URLs (each vendor declares its patterns, e.g. Bitrix24's webhook
+sequences, values of personal fields named in ``key=value`` text or ``extra`` keys
+(:data:`PERSONAL_FIELDS`: VAT numbers, names, subject-request selectors), CRM credentials in URLs (each vendor declares its patterns, e.g. Bitrix24's webhook
 token), credential query parameters and ``Authorization`` /
 ``Bearer`` values from every formatted message, exception text and ``extra`` value.
 
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "OUR_LOGGERS",
+    "PERSONAL_FIELDS",
     "THIRD_PARTY_LOGGERS",
     "JsonFormatter",
     "RedactingFilter",
@@ -89,6 +91,22 @@ _PHONE_GROUPED = re.compile(
 _HAS_DIGIT = re.compile(r"\d")
 _MIN_PHONE_DIGITS: Final = 7
 
+# Personal fields by name: an ``extra=`` value under one of these keys, or ``key=value`` text
+# naming one, is masked whatever it holds (a VAT number, a name or a subject-request selector has
+# no pattern of its own to recognise it by).
+PERSONAL_MASK: Final = "<personal>"
+PERSONAL_FIELDS: Final = frozenset({
+    "email", "emails", "phone", "phones", "vat", "vat_id", "vat_number", "first_name",
+    "last_name", "full_name", "legal_name", "birth_date", "address", "addresses", "message",
+    "contact_email", "contact_phone", "contact_address", "selector", "identifier",
+    "original_name", "requester_vat",
+})
+_PERSONAL_PAIR = re.compile(
+    r"(?<![\w-])((?:" + "|".join(sorted(PERSONAL_FIELDS, key=len, reverse=True)) + r")=)"
+    r"(?!<personal>)(?:\"[^\"]*\"|'[^']*'|[^\s&,;]+)",
+    re.IGNORECASE,
+)
+
 _SENSITIVE_KEYS: Final = re.compile(
     r"(?:^|_)(?:token|secret|password|passwd|authorization|auth|api_?key|cookie|credential)s?$",
     re.IGNORECASE,
@@ -127,6 +145,7 @@ def redact(text: str) -> str:
         text = _VAT_PATH.sub(rf"\1{VAT_MASK}", text)
     if "=" in text:
         text = _QUERY_SECRET.sub(rf"\1{SECRET_MASK}", text)
+        text = _PERSONAL_PAIR.sub(rf"\1{PERSONAL_MASK}", text)
     lowered = text.lower()
     if "bearer" in lowered:
         text = _BEARER.sub(rf"\1 {SECRET_MASK}", text)
@@ -154,6 +173,8 @@ def _redact_value(key: str, value: Any) -> Any:
         return value
     if _SENSITIVE_KEYS.search(key):
         return SECRET_MASK
+    if key.lower() in PERSONAL_FIELDS:
+        return PERSONAL_MASK
     if isinstance(value, str):
         return redact(value)
     return redact(str(value))

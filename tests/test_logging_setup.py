@@ -183,6 +183,11 @@ def test_third_party_quiet_at_error_level() -> None:
         ("Authorization: Basic dXNlcjpwYXNz", "dXNlcjpwYXNz", "Authorization: Basic ***"),
         ("authorization=s3cret", "s3cret", "authorization=***"),
         ("got bearer eyJraWQiOiJ4In0.payload", "eyJraWQiOiJ4In0", "bearer ***"),
+        ("lookup vat_number=LV40003245752 failed", "LV40003245752", "vat_number=<personal>"),
+        ("erase vat=\"EE 100 931 558\" now", "EE 100 931 558", "vat=<personal> now"),
+        ("subject first_name=Jaan last_name=Tamm", "Tamm", "last_name=<personal>"),
+        ("selector=+37255512345", "55512345", "selector=<personal>"),
+        ("Requester_VAT=EE100931558;", "EE100931558", "Requester_VAT=<personal>;"),
     ],
 )
 def test_redaction_of_each_kind(text: str, secret: str, replacement: str) -> None:
@@ -201,6 +206,7 @@ def test_redaction_of_each_kind(text: str, secret: str, replacement: str) -> Non
         "listening on 127.0.0.1:8080, version 1.2.3, +5 retries",
         "GET https://b24.example.eu/rest/crm.contact.list (oauth, no token in path)",
         "error code=QUERY_LIMIT_EXCEEDED status=503",
+        "job_name=mirror store=vies_answers rows=3 state=overfilled",
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:
@@ -285,3 +291,15 @@ def test_filter_never_raises_on_arbitrary_records(msg: str, arg: str) -> None:
     record = logging.LogRecord("syncd", logging.INFO, __file__, 1, msg, (arg,), None)
     assert RedactingFilter().filter(record) is True
     assert isinstance(record.getMessage(), str)
+
+
+def test_extras_named_after_personal_fields_are_masked() -> None:
+    stream = configured("INFO")
+    logging.getLogger("syncd.cli.subject").info(
+        "subject erased",
+        extra={"vat_number": "LV40003245752", "first_name": "Jaan", "store": "contacts", "n": 2},
+    )
+    out = stream.getvalue()
+    assert "LV40003245752" not in out and "Jaan" not in out
+    assert "vat_number=<personal>" in out and "first_name=<personal>" in out
+    assert "store=contacts" in out and "n=2" in out
