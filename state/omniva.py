@@ -48,6 +48,8 @@ COLUMNS: Final[tuple[str, ...]] = (
     "comment_lv",
     "comment_lt",
     "modified_at",
+    "state",
+    "state_note",
 )
 COMMENT_LANGUAGES: Final[tuple[str, ...]] = ("et", "en", "ru", "lv", "lt")
 _INSERT = (
@@ -166,8 +168,10 @@ def list_locations(
     one-line ``address``, ``latitude``, ``longitude``, ``service_hours``,
     ``temp_service_hours`` (a list of ``{"hours", "until"}``, only the periods Omniva filled in),
     ``comments`` (``{"et", "en", "ru", "lv", "lt"}`` as plain text: Omniva's HTML line breaks
-    become newlines and other markup is dropped) and ``modified_at`` (as Omniva sends it).
-    Raises ``ValueError`` for an unknown ``kind``.
+    become newlines and other markup is dropped), ``modified_at`` (as Omniva sends it),
+    ``state`` (``normal``, ``overfilled``, ``longer_delivery`` or ``prepaid_pickup_only``, from
+    Omniva's name marker, which ``name`` no longer holds) and ``state_note`` (the marker as
+    Omniva wrote it; ``""`` when normal). Raises ``ValueError`` for an unknown ``kind``.
     """
     if kind is not None and kind not in KINDS:
         raise ValueError(f"unknown location type {kind!r}")
@@ -234,6 +238,8 @@ def _to_json(row: dict[str, Any]) -> dict[str, Any]:
         ],
         "comments": {lang: _plain(row[f"comment_{lang}"]) for lang in COMMENT_LANGUAGES},
         "modified_at": row["modified_at"],
+        "state": row["state"],
+        "state_note": row["state_note"],
     }
 
 

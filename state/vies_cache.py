@@ -22,7 +22,15 @@ from syncd.core.clock import iso, parse_iso
 from syncd.state.db import write_transaction
 
 OUTCOMES = ("cache", "live", "stale", "local_invalid", "rejected", "unavailable")
-"""The outcomes counted in ``vies_lookup_counts``."""
+"""The outcomes counted in ``vies_lookup_counts``: each lookup counts as exactly one."""
+
+NO_CONSULTATION = "no_consultation"
+"""Counted in ``vies_lookup_counts`` beside the outcomes, not a lookup of its own: a live
+checkVatApprox answer that the number is valid (also counted ``live``) which came without a
+consultation number."""
+
+NOTES = (NO_CONSULTATION,)
+"""Rows of ``vies_lookup_counts`` that flag some lookups rather than count them."""
 
 COUNTS_KEEP_DAYS = 30
 """Days of lookup counters :func:`purge` keeps."""
@@ -241,7 +249,12 @@ class ViesFigures:
     @property
     def lookups_24h(self) -> int:
         """Every lookup of the 24h window (local answers and failures included)."""
-        return sum(self.last_24h.values())
+        return sum(n for outcome, n in self.last_24h.items() if outcome not in NOTES)
+
+    @property
+    def no_consultation_24h(self) -> int:
+        """Live checkVatApprox answers of the 24h window without a consultation number."""
+        return self.last_24h.get(NO_CONSULTATION, 0)
 
     @property
     def hits_24h(self) -> int:
@@ -257,13 +270,14 @@ class ViesFigures:
 
     def summary(self) -> dict[str, Any]:
         """The figures as plain data (``syncd status --json`` shows them so):
-        ``{"entries", "lookups_24h", "hits_24h", "hit_ratio", "open_circuits": [{"scope",
-        "reason", "open_until"}]}``, times as stored."""
+        ``{"entries", "lookups_24h", "hits_24h", "hit_ratio", "no_consultation_24h",
+        "open_circuits": [{"scope", "reason", "open_until"}]}``, times as stored."""
         return {
             "entries": self.answers,
             "lookups_24h": self.lookups_24h,
             "hits_24h": self.hits_24h,
             "hit_ratio": self.hit_ratio,
+            "no_consultation_24h": self.no_consultation_24h,
             "open_circuits": [
                 {"scope": c.scope, "reason": c.reason, "open_until": iso(c.open_until)}
                 for c in self.open_circuits

@@ -591,6 +591,27 @@ def test_parcel_machines_of_a_country_omniva_does_not_serve(api: Api) -> None:
     assert (body["country"], body["count"], body["locations"]) == ("DE", 0, [])
 
 
+def test_parcel_machines_carry_their_state_from_omniva_markers(api: Api) -> None:
+    add_location(api.conn, "80016", "LT", "parcel_machine", "Vilniaus Ozo g. Maxima paštomatas")
+    add_location(
+        api.conn,
+        "80533",
+        "LT",
+        "parcel_machine",
+        "Klaipėdos Taikos pr. Norfa paštomatas",
+        state="overfilled",
+        state_note="PERPILDYTAS",
+    )
+    body = check(api.client.get(PARCELS, params={"country": "LT"}), PARCELS)
+    states = {
+        loc["id"]: (loc["name"], loc["state"], loc["state_note"]) for loc in body["locations"]
+    }
+    assert states == {
+        "80016": ("Vilniaus Ozo g. Maxima paštomatas", "normal", ""),
+        "80533": ("Klaipėdos Taikos pr. Norfa paštomatas", "overfilled", "PERPILDYTAS"),
+    }
+
+
 @pytest.mark.parametrize(
     ("query", "code"),
     [

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from syncd.connectors.omniva.fake import (
+    MARKER_EVERY,
     FakeOmniva,
     encode_locations,
     sample_bytes,
@@ -224,6 +225,25 @@ def test_synthetic_lists_are_realistic_and_valid() -> None:
     assert all(53.5 < r.latitude < 66 and 20 < r.longitude < 29 for r in parsed.records)
     with pytest.raises(ValueError):
         synthetic(10, countries=("DE",))
+
+
+def test_synthetic_lists_carry_omniva_name_markers() -> None:
+    records = synthetic(4000, countries=("EE", "LV", "LT", "FI"), seed=3)
+    parsed = {r.location_id: r for r in parse_locations(encode_locations(records)).records}
+    marked = {zip_code: r for zip_code, r in parsed.items() if r.state != "normal"}
+    expected = {
+        r["ZIP"]
+        for r in records
+        if r["TYPE"] == "0" and int(r["ZIP"]) % MARKER_EVERY == 0 and r["A0_NAME"] != "FI"
+    }
+    assert set(marked) == expected and len(expected) > 10
+    states = {(r.country, r.state, r.state_note) for r in marked.values()}
+    assert states == {
+        ("EE", "longer_delivery", "Pikem ooteaeg kuni 2 päeva"),
+        ("LV", "longer_delivery", "ILGĀKA PIEGĀDE"),
+        ("LT", "overfilled", "PERPILDYTAS"),
+    }
+    assert not any(r.name.endswith(")") for r in parsed.values())
 
 
 def test_standalone_runner_serves_until_terminated() -> None:

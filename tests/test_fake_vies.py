@@ -18,7 +18,12 @@ import requests
 from lxml import etree
 from stdnum.eu import vat
 
-from syncd.connectors.vies import ViesClient, ViesInvalidInputError, ViesUnavailableError
+from syncd.connectors.vies import (
+    ViesClient,
+    ViesEchoMismatchError,
+    ViesInvalidInputError,
+    ViesUnavailableError,
+)
 from syncd.connectors.vies.fake import (
     COMPANIES,
     MEMBER_STATES,
@@ -332,6 +337,52 @@ def test_truncated_fault_cuts_the_body(fake: FakeVies) -> None:
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         post(fake, REQUEST)
     assert post(fake, REQUEST).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("kind", "country", "number"),
+    [("echo_country", "AT", "805734958B01"), ("echo_number", "NL", "805734958B00")],
+)
+def test_wrong_echo_faults_answer_the_truth_echoing_another_number(
+    fake: FakeVies, kind: str, country: str, number: str
+) -> None:
+    fake.inject(kind, times=1)
+    element = body_element(post(fake, REQUEST))
+    assert wsdl_schema().validate(element)
+    get = lambda tag: element.findtext(f"{{{TYPES}}}{tag}")  # noqa: E731
+    assert (get("countryCode"), get("vatNumber")) == (country, number)
+    assert (get("valid"), get("name")) == ("true", "BOOKING.COM B.V.")
+    assert fake.requests == [("checkVat", "NL", "805734958B01")]
+    assert body_element(post(fake, REQUEST)).findtext(f"{{{TYPES}}}vatNumber") == "805734958B01"
+
+
+def test_no_consultation_fault_leaves_the_identifier_empty(fake: FakeVies) -> None:
+    fake.inject("no_consultation", times=1)
+    body = soap_request(
+        "NL",
+        "805734958B01",
+        "checkVatApprox",
+        requesterCountryCode="EE",
+        requesterVatNumber="101819093",
+    )
+    element = body_element(post(fake, body))
+    assert wsdl_schema().validate(element)
+    get = lambda tag: element.findtext(f"{{{TYPES}}}{tag}")  # noqa: E731
+    assert (get("valid"), get("traderName"), get("requestIdentifier")) == (
+        "true",
+        "BOOKING.COM B.V.",
+        "",
+    )
+    again = body_element(post(fake, body)).findtext(f"{{{TYPES}}}requestIdentifier")
+    assert (again or "").startswith("WAPI")
+
+
+def test_answer_faults_over_the_control_api(fake: FakeVies, client: ViesClient) -> None:
+    response = control(fake, "POST", "faults", {"kind": "echo_number", "number": "EE101819093"})
+    assert response.json() == {"ok": True, "kind": "echo_number"}
+    with pytest.raises(ViesEchoMismatchError):
+        client.check("EE", "101819093")
+    assert client.check("EE", "105597971").valid  # another number: no fault
 
 
 # --- gate ----------------------------------------------------------------------------------------

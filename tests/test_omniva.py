@@ -18,6 +18,7 @@ from syncd.connectors.omniva.client import Downloaded, NotModified, OmnivaClient
 from syncd.connectors.omniva.fake import BAD_RECORDS_SKIPS, FakeOmniva, sample_bytes, synthetic
 from syncd.connectors.omniva.fake.server import encode_locations
 from syncd.connectors.omniva.locations import SuspiciousListError, parse_locations
+from syncd.connectors.omniva.markers import split_marker
 from syncd.core.errors import (
     ConfigError,
     MalformedResponseError,
@@ -464,6 +465,148 @@ def test_small_first_list_is_accepted_when_nothing_is_stored(
     assert store.list_state(conn).record_count == 27
 
 
+# --- name markers ---------------------------------------------------------------------------
+
+FIXTURES = Path(__file__).parent / "fixtures" / "omniva"
+
+
+def test_reference_sample_markers_become_states() -> None:
+    records = {r.location_id: r for r in parse_locations(sample_bytes()).records}
+    marked = {
+        location_id: (r.state, r.state_note)
+        for location_id, r in records.items()
+        if r.state != "normal"
+    }
+    longer_lv = ("longer_delivery", "ILGĀKA PIEGĀDE")
+    prepaid = ("prepaid_pickup_only", "ainult ettemakstud pakkide väljastamine")
+    assert marked == {
+        "9918": longer_lv,
+        "9981": longer_lv,
+        "9213": longer_lv,
+        "9922": longer_lv,
+        "9962": longer_lv,
+        "96227": ("longer_delivery", "Pikem ooteaeg kuni 2 päeva"),
+        "70319": prepaid,
+        "62223": prepaid,
+        "46335": prepaid,
+        "90119": prepaid,
+    }
+    assert records["9918"].name == "Daugavpils T/C Ditton pakomāts"
+    assert records["96227"].name == "Valga Siili Coop Konsumi pakiautomaat"
+    assert records["70319"].name == "Kolga-Jaani postiautomaat"
+    # Other text in parentheses is part of the name.
+    assert records["48094"].name == "Adavere postipunkt (Coop)"
+    assert records["90394"].name == "Lihula postipunkt (raamatukogu)"
+    assert records["88394"].name == "Jõõpre postipunkt (Kauplus Meie)"
+    assert all(r.state_note == "" for r in records.values() if r.state == "normal")
+
+
+def test_lithuanian_overfilled_marker() -> None:
+    parsed = parse_locations((FIXTURES / "locations_lt_markers.json").read_bytes())
+    records = {r.location_id: r for r in parsed.records}
+    assert (records["80016"].name, records["80016"].state, records["80016"].state_note) == (
+        "Vilniaus Ozo g. Maxima paštomatas",
+        "overfilled",
+        "PERPILDYTAS",
+    )
+    assert (records["80533"].state, records["80533"].state_note) == ("overfilled", "Perpildytas")
+    assert records["80533"].name == "Klaipėdos Taikos pr. Norfa paštomatas"
+    assert (records["80427"].state, records["80427"].state_note) == ("normal", "")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Ozo paštomatas (PERPILDYTAS)", ("Ozo paštomatas", "overfilled", "PERPILDYTAS")),
+        ("Ozo paštomatas (perpildytas)", ("Ozo paštomatas", "overfilled", "perpildytas")),
+        ("Ozo paštomatas(PERPILDYTAS)  ", ("Ozo paštomatas", "overfilled", "PERPILDYTAS")),
+        ("Ozo paštomatas ( PERPILDYTAS )", ("Ozo paštomatas", "overfilled", "PERPILDYTAS")),
+        ("Rimi pakomāts (ilgāka piegāde)", ("Rimi pakomāts", "longer_delivery", "ilgāka piegāde")),
+        (
+            "Rimi pakomāts (ILGĀKA\u00a0 PIEGĀDE)",  # a no-break space and a double space
+            ("Rimi pakomāts", "longer_delivery", "ILGĀKA\u00a0 PIEGĀDE"),
+        ),
+        (
+            "Rimi pakomāts (ILGA\u0304KA PIEGA\u0304DE)",  # decomposed: A + combining macron
+            ("Rimi pakomāts", "longer_delivery", "ILGA\u0304KA PIEGA\u0304DE"),
+        ),
+        (
+            "Valga pakiautomaat (Pikem ooteaeg kuni 5 päeva)",
+            ("Valga pakiautomaat", "longer_delivery", "Pikem ooteaeg kuni 5 päeva"),
+        ),
+        (
+            "Valga pakiautomaat (pikem ooteaeg kuni 2-3 päeva)",
+            ("Valga pakiautomaat", "longer_delivery", "pikem ooteaeg kuni 2-3 päeva"),
+        ),
+        (
+            "Rakke postiautomaat (AINULT ETTEMAKSTUD PAKKIDE VÄLJASTAMINE)",
+            (
+                "Rakke postiautomaat",
+                "prepaid_pickup_only",
+                "AINULT ETTEMAKSTUD PAKKIDE VÄLJASTAMINE",
+            ),
+        ),
+        # not markers: stays in the name, state normal
+        ("Adavere postipunkt (Coop)", ("Adavere postipunkt (Coop)", "normal", "")),
+        ("Ozo (PERPILDYTAS) paštomatas", ("Ozo (PERPILDYTAS) paštomatas", "normal", "")),
+        ("Ozo paštomatas PERPILDYTAS", ("Ozo paštomatas PERPILDYTAS", "normal", "")),
+        ("Ozo paštomatas (PERPILDYTAS", ("Ozo paštomatas (PERPILDYTAS", "normal", "")),
+        ("Ozo paštomatas (ne PERPILDYTAS)", ("Ozo paštomatas (ne PERPILDYTAS)", "normal", "")),
+        ("Valga (Pikem ooteaeg kuni päeva)", ("Valga (Pikem ooteaeg kuni päeva)", "normal", "")),
+        ("(PERPILDYTAS)", ("(PERPILDYTAS)", "normal", "")),  # nothing left to call it
+    ],
+)
+def test_split_marker(name: str, expected: tuple[str, str, str]) -> None:
+    assert split_marker(name) == expected
+
+
+def test_marker_keeps_a_record_that_would_otherwise_be_valid() -> None:
+    record = dict(sample_records()[0], NAME="Ozo paštomatas (PERPILDYTAS)", A0_NAME="LT")
+    (parsed,) = parse_locations(body_of([record])).records
+    assert (parsed.name, parsed.state, parsed.state_note) == (
+        "Ozo paštomatas",
+        "overfilled",
+        "PERPILDYTAS",
+    )
+
+
+def test_a_marker_appearing_or_disappearing_changes_the_state_at_the_next_refresh(
+    fake: FakeOmniva, client: OmnivaClient, conn: sqlite3.Connection
+) -> None:
+    refresh_locations(conn, client, max_shrink_share=0.5, now=T0)
+
+    def stored(location_id: str) -> tuple[str, str, str]:
+        row = conn.execute(
+            "SELECT name, state, state_note FROM parcel_machines WHERE location_id = ?",
+            (location_id,),
+        ).fetchone()
+        return tuple(row)
+
+    assert stored("9918") == ("Daugavpils T/C Ditton pakomāts", "longer_delivery", "ILGĀKA PIEGĀDE")
+    assert stored("9165")[1:] == ("normal", "")
+
+    records = sample_records()
+    for record in records:
+        if record["ZIP"] == "9918":  # Omniva dropped the marker
+            record["NAME"] = "Daugavpils T/C Ditton pakomāts"
+        if record["ZIP"] == "9165":  # ... and added one to another machine
+            record["NAME"] += " (ILGĀKA PIEGĀDE)"
+        record["MODIFIED"] = "2025-03-02T08:00:00.000+02:00"
+    fake.set_locations(records)
+    assert refresh_locations(conn, client, max_shrink_share=0.5, now=T1).outcome == "updated"
+
+    assert stored("9918") == ("Daugavpils T/C Ditton pakomāts", "normal", "")
+    keguma = stored("9165")
+    assert keguma[1:] == ("longer_delivery", "ILGĀKA PIEGĀDE")
+    assert not keguma[0].endswith(")")
+    by_id = {loc["id"]: loc for loc in store.list_locations(conn, "LV")}
+    assert (by_id["9165"]["state"], by_id["9165"]["state_note"]) == (
+        "longer_delivery",
+        "ILGĀKA PIEGĀDE",
+    )
+    assert (by_id["9918"]["state"], by_id["9918"]["state_note"]) == ("normal", "")
+
+
 # --- the stored list ------------------------------------------------------------------------
 
 
@@ -492,7 +635,7 @@ def test_list_locations_json_shape_and_order(
     assert set(locations[0]) == {
         "id", "name", "type", "country", "county", "town", "village", "small_place", "street",
         "area", "house_number", "apartment", "address", "latitude", "longitude",
-        "service_hours", "temp_service_hours", "comments", "modified_at",
+        "service_hours", "temp_service_hours", "comments", "modified_at", "state", "state_note",
     }  # fmt: skip
     # Ordered by name as people read it: "Ādažu…" sorts with the A's, not after "Z".
     assert locations[0]["name"].startswith("Ādažu")

@@ -138,8 +138,19 @@ def test_stats_with_no_lookups(conn: sqlite3.Connection) -> None:
         "lookups_24h": 0,
         "hits_24h": 0,
         "hit_ratio": None,
+        "no_consultation_24h": 0,
         "open_circuits": [],
     }
+
+
+def test_answers_without_a_consultation_number_are_no_lookups_of_their_own(
+    conn: sqlite3.Connection,
+) -> None:
+    vies_cache.add_counts(conn, {"cache": 3, "live": 2, "no_consultation": 1}, "2025-03-10")
+    vies_cache.add_counts(conn, {"live": 1, "no_consultation": 1}, "2025-03-09")
+    figures = vies_cache.figures(conn, NOW)
+    assert (figures.lookups_24h, figures.hit_ratio, figures.no_consultation_24h) == (6, 0.5, 2)
+    assert figures.today == {"cache": 3, "live": 2, "no_consultation": 1}
 
 
 def test_stats_count_today_and_yesterday_and_list_open_circuits(

@@ -16,6 +16,7 @@ from syncd.connectors.vies import (
     ViesBlockedError,
     ViesBusyError,
     ViesClient,
+    ViesEchoMismatchError,
     ViesError,
     ViesInvalidInputError,
     ViesMalformedError,
@@ -375,6 +376,124 @@ def test_approx_invalid_number_and_bad_requester(fake: FakeVies) -> None:
     ) as client:
         error = raises_vies(client, "LT", "161682812")
     assert isinstance(error, ViesInvalidInputError) and error.code == "INVALID_REQUESTER_INFO"
+
+
+def test_approx_answer_without_a_consultation_number_is_kept_and_flagged(fake: FakeVies) -> None:
+    fake.inject("no_consultation", times=1)
+    with ViesClient(
+        fake.base_url, connect_timeout=2.0, timeout=5.0, requester=("EE", "101819093")
+    ) as client:
+        bare = client.check("PL", "5925517329")
+        proven = client.check("PL", "5925517329")
+    assert bare.valid and bare.name == proven.name
+    assert (bare.consultation_number, bare.approx, bare.consultation_missing) == (None, True, True)
+    assert proven.consultation_number and not proven.consultation_missing
+
+
+def test_approx_answer_missing_the_identifier_element_is_kept_and_flagged(
+    fake: FakeVies,
+) -> None:
+    # The WSDL requires requestIdentifier; an answer without the element at all is still a verdict.
+    body = APPROX_ANSWER.replace(b"<ns2:requestIdentifier></ns2:requestIdentifier>", b"")
+    fake.inject_raw(body, times=1)
+    with ViesClient(
+        fake.base_url, connect_timeout=2.0, timeout=5.0, requester=("EE", "101819093")
+    ) as client:
+        answer = client.check("NL", "805734958B01")
+    assert answer.valid and answer.consultation_missing
+
+
+def test_check_vat_answers_never_miss_a_consultation_number(client: ViesClient) -> None:
+    answer = client.check("EL", "562418057")
+    assert (answer.approx, answer.consultation_missing) == (False, False)
+
+
+# --- the echo: an answer must be about the number asked -----------------------------------------
+
+APPROX_ANSWER = (
+    b'<?xml version="1.0" encoding="UTF-8"?><env:Envelope '
+    b'xmlns:env="http://schemas.xmlsoap.org/soap/envelope/"><env:Header/><env:Body>'
+    b'<ns2:checkVatApproxResponse xmlns:ns2="urn:ec.europa.eu:taxud:vies:services:checkVat:types">'
+    b"<ns2:countryCode>NL</ns2:countryCode><ns2:vatNumber>805734958B01</ns2:vatNumber>"
+    b"<ns2:requestDate>2023-01-25+01:00</ns2:requestDate><ns2:valid>true</ns2:valid>"
+    b"<ns2:traderName>BOOKING.COM B.V.</ns2:traderName>"
+    b"<ns2:traderAddress>HERENGRACHT 00597 1017CE AMSTERDAM</ns2:traderAddress>"
+    b"<ns2:requestIdentifier></ns2:requestIdentifier>"
+    b"</ns2:checkVatApproxResponse></env:Body></env:Envelope>"
+)
+
+
+@pytest.mark.parametrize(("kind", "part"), [("echo_country", "country"), ("echo_number", "number")])
+def test_an_answer_about_another_number_is_a_bad_response(
+    fake: FakeVies, client: ViesClient, kind: str, part: str
+) -> None:
+    fake.inject(kind, times=1)
+    error = raises_vies(client, "EE", "101819093")
+    assert isinstance(error, ViesEchoMismatchError) and isinstance(error, MalformedResponseError)
+    assert (error.code, error.part, error.member_state) == ("echo_mismatch", part, False)
+    assert "echo_mismatch" in str(error)
+    assert client.check("EE", "101819093").valid  # the next, true answer is accepted
+
+
+@pytest.mark.parametrize(
+    ("country", "number"),
+    [
+        (b"NL", b"805734958B01"),
+        (b"nl", b"805734958b01"),
+        (b" NL ", b" 805 734 958 B01 "),
+        (b"NL", b"805.734.958-B01"),
+        (b"NL", b"NL805734958B01"),  # the number echoed with its prefix
+    ],
+)
+def test_an_echo_differing_in_spacing_case_or_prefix_is_accepted(
+    fake: FakeVies, client: ViesClient, country: bytes, number: bytes
+) -> None:
+    body = fixture("checkVat_response_valid_NL.xml")
+    body = body.replace(b">NL</ns2:countryCode>", b">" + country + b"</ns2:countryCode>")
+    body = body.replace(b">805734958B01</", b">" + number + b"</")
+    fake.inject_raw(body, times=1)
+    answer = client.check("NL", "805734958B01")
+    assert answer.valid and answer.name == "BOOKING.COM B.V."
+
+
+@pytest.mark.parametrize(
+    ("country", "number"),
+    [
+        (b"BE", b"805734958B01"),  # another member state
+        (b"NL", b"805734958B02"),  # another number
+        (b"NL", b"805734958"),  # a part of it
+        (b"NL", b"DE805734958B01"),  # another prefix
+    ],
+)
+def test_an_echo_of_anything_else_is_refused(
+    fake: FakeVies, client: ViesClient, country: bytes, number: bytes
+) -> None:
+    body = fixture("checkVat_response_valid_NL.xml")
+    body = body.replace(b">NL</ns2:countryCode>", b">" + country + b"</ns2:countryCode>")
+    body = body.replace(b">805734958B01</", b">" + number + b"</")
+    fake.inject_raw(body, times=1)
+    error = raises_vies(client, "NL", "805734958B01")
+    assert isinstance(error, ViesEchoMismatchError)
+
+
+@pytest.mark.parametrize(
+    ("asked", "echoed", "mismatch"),
+    [
+        (("EE", "101819093"), ("EE", "101819093"), None),
+        (("EE", "101819093"), ("ee", " 101 819 093\n"), None),
+        (("EL", "094259216"), ("GR", "094259216"), None),  # VIES's EL is ISO's GR
+        (("EL", "094259216"), ("EL", "EL094259216"), None),
+        (("EE", "101819093"), ("LV", "101819093"), "country"),
+        (("EL", "094259216"), ("EL", "94259216"), "number"),  # a leading zero counts
+        (("EE", "101819093"), ("EE", "LV101819093"), "number"),
+        (("EE", "101819093"), ("EE", "101819094"), "number"),
+    ],
+)
+def test_answer_mismatch(
+    asked: tuple[str, str], echoed: tuple[str, str], mismatch: str | None
+) -> None:
+    answer = ViesAnswer(echoed[0], echoed[1], True, None, None, "2024-05-17", None)
+    assert answer.mismatch(*asked) == mismatch
 
 
 # --- threads -------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 
 The list is a compact JSON array of flat objects whose values are all strings (``ZIP``, ``NAME``,
 ``TYPE``, ``A0_NAME``…``A8_NAME``, ``X_COORDINATE``, ``Y_COORDINATE``, service hours, five
-``comment_*`` directions and ``MODIFIED``). One bad record never fails the list: it is skipped
-and counted by reason. A body that is not a usable list at all raises
-:class:`SuspiciousListError`, so the caller keeps the copy it has.
+``comment_*`` directions and ``MODIFIED``). A state marker at the end of ``NAME`` (see
+:mod:`.markers`) is taken off the name and kept as ``state``/``state_note``. One bad record
+never fails the list: it is skipped and counted by reason. A body that is not a usable list at
+all raises :class:`SuspiciousListError`, so the caller keeps the copy it has.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import orjson
 
 from syncd.core.errors import MalformedResponseError
 from syncd.core.parcel_machines import Kind, ParcelMachine
+
+from .markers import split_marker
 
 KINDS: Final[dict[str, Kind]] = {"0": "parcel_machine", "1": "post_office"}
 
@@ -152,13 +155,16 @@ def _parse_record(item: Any) -> ParcelMachine:
         elif not isinstance(value, str):
             raise _Skip("bad_text_field")
         text[attribute] = value
+    clean_name, state, state_note = split_marker(name)
     return ParcelMachine(
         location_id=location_id,
         country=country,
         kind=kind,
-        name=name,
+        name=clean_name,
         longitude=longitude,
         latitude=latitude,
+        state=state,
+        state_note=state_note,
         **text,
     )
 

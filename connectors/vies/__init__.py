@@ -11,6 +11,7 @@ from .answer import ViesAnswer
 from .errors import (
     ViesBlockedError,
     ViesBusyError,
+    ViesEchoMismatchError,
     ViesError,
     ViesInvalidInputError,
     ViesMalformedError,
@@ -36,6 +37,7 @@ __all__ = [
     "ViesBlockedError",
     "ViesBusyError",
     "ViesClient",
+    "ViesEchoMismatchError",
     "ViesError",
     "ViesInvalidInputError",
     "ViesMalformedError",

@@ -24,7 +24,13 @@ from zeep.wsdl import Document
 from syncd.connectors.http import USER_AGENT
 
 from .answer import ViesAnswer
-from .errors import ViesError, ViesMalformedError, ViesUnavailableError, fault_error
+from .errors import (
+    ViesEchoMismatchError,
+    ViesError,
+    ViesMalformedError,
+    ViesUnavailableError,
+    fault_error,
+)
 
 DEFAULT_ENDPOINT = "https://ec.europa.eu/taxation_customs/vies/services/checkVatService"
 BINDING = "{urn:ec.europa.eu:taxud:vies:services:checkVat}checkVatBinding"
@@ -129,7 +135,8 @@ class ViesClient:
     """A thread-safe VIES SOAP client: ``check()`` makes exactly one call, no retries.
 
     ``requester`` (country code, number without prefix) switches to ``checkVatApprox``, whose
-    ``requestIdentifier`` becomes ``ViesAnswer.consultation_number``. Concurrent calls each use
+    ``requestIdentifier`` becomes ``ViesAnswer.consultation_number`` (None, and
+    ``consultation_missing`` true, when VIES leaves it empty). Concurrent calls each use
     their own HTTP session from a small pool (one per call in flight), all sharing the parsed WSDL.
     """
 
@@ -153,7 +160,9 @@ class ViesClient:
     def check(self, country_code: str, vat_number: str) -> ViesAnswer:
         """Ask VIES about ``country_code`` + ``vat_number`` once.
 
-        Raises a :class:`~syncd.connectors.vies.errors.ViesError` subclass for every failure.
+        Raises a :class:`~syncd.connectors.vies.errors.ViesError` subclass for every failure,
+        :class:`~syncd.connectors.vies.errors.ViesEchoMismatchError` when the answer echoes
+        another country code or number than the one asked.
         """
         channel = self._acquire()
         try:
@@ -216,7 +225,11 @@ class ViesClient:
         except Exception as exc:
             # ``from None``: zeep and requests put bodies and URLs into their messages.
             raise _failure(exc, channel.transport.last_status, country_code) from None
-        return _answer(result, approx=self.requester is not None)
+        answer = _answer(result, approx=self.requester is not None)
+        mismatch = answer.mismatch(country_code, vat_number)
+        if mismatch is not None:
+            raise ViesEchoMismatchError(mismatch)
+        return answer
 
 
 def _failure(exc: Exception, status: int, country_code: str) -> ViesError:
@@ -288,6 +301,7 @@ def _answer(result: Any, *, approx: bool) -> ViesAnswer:
         address=_text(address),
         request_date=request_date.strftime("%Y-%m-%d"),
         consultation_number=consultation,
+        approx=approx,
     )
 
 

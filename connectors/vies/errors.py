@@ -2,8 +2,8 @@
 
 ``code`` is the VIES fault string (``MS_UNAVAILABLE``, ``INVALID_INPUT``…) or a transport kind
 (``http_error``, ``timeout``, ``connection``, ``invalid_xml``, ``html``, ``redirect``,
-``unexpected``). Messages are plain words plus the code and at most a country code: never a VAT
-number, a name or an address.
+``unexpected``, ``echo_mismatch``). Messages are plain words plus the code and at most a country
+code: never a VAT number, a name or an address.
 """
 
 from __future__ import annotations
@@ -55,7 +55,21 @@ class ViesBusyError(ViesError, RateLimitedError):
 
 class ViesMalformedError(ViesError, MalformedResponseError):
     """The answer was not a usable SOAP message (``invalid_xml``, ``html``, ``redirect``,
-    ``unexpected``: an unknown fault string or an answer missing fields)."""
+    ``unexpected``: an unknown fault string or an answer missing fields), or was about another
+    number (``echo_mismatch``, :class:`ViesEchoMismatchError`)."""
+
+
+class ViesEchoMismatchError(ViesMalformedError):
+    """The answer is about another country or number than the one asked (``echo_mismatch``):
+    never a verdict on the number asked."""
+
+    def __init__(self, part: str) -> None:
+        what = "country code" if part == "country" else "VAT number"
+        super().__init__(
+            f"VIES: the answer echoes another {what} than the one asked (echo_mismatch)",
+            code="echo_mismatch",
+        )
+        self.part = part
 
 
 class ViesBlockedError(ViesError, FatalError):

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["parcel_machine", "post_office"]
+MachineState = Literal["normal", "overfilled", "longer_delivery", "prepaid_pickup_only"]
+"""What a marker in Omniva's name says about a location now (``normal``: no marker)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +39,5 @@ class ParcelMachine:
     comment_lv: str = ""
     comment_lt: str = ""
     modified_at: str = ""
+    state: MachineState = "normal"
+    state_note: str = ""  # the marker as Omniva wrote it, without parentheses

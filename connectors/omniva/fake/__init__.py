@@ -7,7 +7,8 @@ byte for byte) with a strong ``ETag``, ``Last-Modified`` and 304 answers to cond
 answers: ``ok``, ``empty``, ``html``, ``truncated``, ``dropped``, ``shrunk``, ``not_json``,
 ``bad_records``, ``slow``, ``redirect`` or ``http_<status>`` (see ``MODES``).
 ``fake.set_locations(records)`` serves any list; ``synthetic(n, countries=...)`` builds a
-realistic one of any size. ``fake.requests`` logs each request with its validators.
+realistic one of any size (a few parcel machines with Omniva's name markers, such as
+``(PERPILDYTAS)``). ``fake.requests`` logs each request with its validators.
 
 Control API (token-less): ``POST /_fake/mode {mode, delay?, share?, retry_after?, times?}``,
 ``POST /_fake/locations {locations: [...]}`` or ``{synthetic: n, countries?, seed?}``,
@@ -16,6 +17,7 @@ Control API (token-less): ``POST /_fake/mode {mode, delay?, share?, retry_after?
 
 from .server import (
     BAD_RECORDS_SKIPS,
+    MARKER_EVERY,
     MODES,
     FakeOmniva,
     RequestRecord,
@@ -27,6 +29,7 @@ from .server import (
 
 __all__ = [
     "BAD_RECORDS_SKIPS",
+    "MARKER_EVERY",
     "MODES",
     "FakeOmniva",
     "RequestRecord",

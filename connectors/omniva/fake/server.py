@@ -132,6 +132,13 @@ _KIND_WORDS: Final[dict[str, tuple[str, str]]] = {  # (parcel machine, post offi
     "LT": ("paštomatas", "paštas"),
     "FI": ("pakettiautomaatti", "posti"),
 }
+# Name markers of synthetic parcel machines (one in MARKER_EVERY by ZIP), as Omniva writes them.
+_MARKERS: Final[dict[str, str]] = {
+    "EE": "Pikem ooteaeg kuni 2 päeva",
+    "LV": "ILGĀKA PIEGĀDE",
+    "LT": "PERPILDYTAS",
+}
+MARKER_EVERY: Final = 40
 _COMMENTS: Final[dict[str, str]] = {
     "comment_est": "Kaupluse peasissekäigu juures.</br>Avatud poe lahtiolekuaegadel.",
     "comment_eng": "Next to the main entrance of the shop.</br>Open during shop hours.",
@@ -146,7 +153,9 @@ def synthetic(
 ) -> list[dict[str, str]]:
     """``n`` realistic records in Omniva's format (25 string keys), spread over ``countries``
     (EE, LV, LT, FI), about 80 % parcel machines, with unique 5-digit ZIPs; deterministic for
-    a given ``seed``. Meant for benchmarks with a full 2,000–10,000-record list."""
+    a given ``seed``. Parcel machines whose ZIP is a multiple of :data:`MARKER_EVERY` carry
+    their country's name marker (EE, LV, LT). Meant for benchmarks with a full
+    2,000–10,000-record list."""
     unknown = [c for c in countries if c not in _TOWNS]
     if unknown or not countries:
         raise ValueError(f"countries must be among {sorted(_TOWNS)}")
@@ -164,6 +173,8 @@ def synthetic(
         shop = rng.choice(_SHOPS[country])
         if parcel_machine:
             name = f"{town} {street.split()[0]} {shop} {machine_word}"
+            if zip_code % MARKER_EVERY == 0 and country in _MARKERS:
+                name += f" ({_MARKERS[country]})"
             hours = ""
         else:
             name = f"{town} {street.split()[0]} {office_word}"

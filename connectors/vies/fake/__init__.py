@@ -9,10 +9,12 @@ valid=false with ``---`` for any other well-formed number.
 Injected faults (``fake.inject(kind, country=, number=, times=, delay=)`` or
 ``POST /_fake/faults``): any VIES fault string, ``slow`` (``delay`` seconds, then the answer),
 ``http_500``, ``invalid_xml``, ``html``, ``redirect`` (302 to an HTML page), ``truncated`` (half
-the body, full Content-Length), ``drop`` (close without answering) and ``raw`` (exact
-``status``/``body``/``content_type``; ``fake.inject_raw(body)``). ``fake.requests`` logs
-(operation, country_code, vat_number); ``fake.hold()`` / ``fake.release()`` /
-``fake.wait_for_waiting(n, timeout)`` gate answers for concurrency tests.
+the body, full Content-Length), ``drop`` (close without answering), ``raw`` (exact
+``status``/``body``/``content_type``; ``fake.inject_raw(body)``), and wrong answers:
+``echo_country`` / ``echo_number`` (the true verdict, echoing another member state or another
+number) and ``no_consultation`` (checkVatApprox with an empty ``requestIdentifier``).
+``fake.requests`` logs (operation, country_code, vat_number); ``fake.hold()`` /
+``fake.release()`` / ``fake.wait_for_waiting(n, timeout)`` gate answers for concurrency tests.
 """
 
 from .companies import COMPANIES, MEMBER_STATES, TEST_FAULTS, TEST_INVALID, TEST_VALID, Company

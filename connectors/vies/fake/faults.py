@@ -14,7 +14,11 @@ from .soap import XML_TYPE
 TRANSPORT_KINDS = frozenset(
     {"slow", "http_500", "invalid_xml", "html", "redirect", "truncated", "drop", "raw"}
 )
-FAULT_KINDS = frozenset(VIES_FAULTS) | TRANSPORT_KINDS
+# Well-formed answers that are wrong: the echo names another member state (``echo_country``) or
+# another number (``echo_number``), or checkVatApprox leaves ``requestIdentifier`` empty
+# (``no_consultation``).
+ANSWER_KINDS = frozenset({"echo_country", "echo_number", "no_consultation"})
+FAULT_KINDS = frozenset(VIES_FAULTS) | TRANSPORT_KINDS | ANSWER_KINDS
 
 
 @dataclass

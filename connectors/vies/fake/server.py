@@ -255,8 +255,16 @@ class FakeVies(LoopbackFake):
             return Reply(transport="drop")
         return Reply(200, self._answer(request))
 
-    def _answer(self, request: soap.SoapRequest) -> bytes:
-        """The truth: a fault for bad input and test numbers, else the register's answer."""
+    def _answer(
+        self,
+        request: soap.SoapRequest,
+        *,
+        echo: tuple[str, str] | None = None,
+        consultation: bool = True,
+    ) -> bytes:
+        """The truth: a fault for bad input and test numbers, else the register's answer
+        (echoing ``echo`` instead of the request's number, without a consultation number when
+        ``consultation`` is false)."""
         if request.country_code not in MEMBER_STATES or not _NUMBER.fullmatch(request.vat_number):
             return soap.fault("INVALID_INPUT")
         has_requester = bool(request.requester_country_code or request.requester_vat_number)
@@ -270,7 +278,7 @@ class FakeVies(LoopbackFake):
             return soap.fault(TEST_FAULTS[number])
         with self._lock:
             company = self._register.get((request.country_code, number))
-            identifier = self._identifier() if has_requester else ""
+            identifier = self._identifier() if has_requester and consultation else ""
         name: str | None
         address: str | None
         if number == TEST_VALID:
@@ -286,6 +294,7 @@ class FakeVies(LoopbackFake):
             address=address,
             request_date=self._request_date(),
             request_identifier=identifier,
+            echo=echo,
         )
 
     def _identifier(self) -> str:
@@ -315,7 +324,23 @@ class FakeVies(LoopbackFake):
             return Reply(200, broken)
         if kind == "truncated":
             return Reply(200, self._answer(request), transport="truncate")
+        if kind == "echo_country":
+            other = min(MEMBER_STATES - {request.country_code})
+            return Reply(200, self._answer(request, echo=(other, request.vat_number)))
+        if kind == "echo_number":
+            echo = (request.country_code, _other_number(request.vat_number))
+            return Reply(200, self._answer(request, echo=echo))
+        if kind == "no_consultation":
+            return Reply(200, self._answer(request, consultation=False))
         return Reply(200, soap.fault(kind))  # a VIES fault string
+
+
+def _other_number(number: str) -> str:
+    """``number`` with its last character changed: another number of the same shape."""
+    if not number:
+        return "1"
+    last = number[-1]
+    return number[:-1] + ("1" if last == "0" else "0")
 
 
 class _Handler(QuietHandler):

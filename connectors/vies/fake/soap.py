@@ -97,12 +97,15 @@ def answer(
     address: str | None,
     request_date: str,
     request_identifier: str = "",
+    echo: tuple[str, str] | None = None,
 ) -> bytes:
-    """A checkVatResponse or checkVatApproxResponse envelope (``None`` → ``---``)."""
+    """A checkVatResponse or checkVatApproxResponse envelope (``None`` → ``---``); ``echo``
+    (country code, number) replaces the echo of the request's own."""
     approx = request.operation == "checkVatApprox"
+    country_code, vat_number = echo or (request.country_code, request.vat_number)
     parts = [
-        _element("countryCode", request.country_code),
-        _element("vatNumber", request.vat_number),
+        _element("countryCode", country_code),
+        _element("vatNumber", vat_number),
         _element("requestDate", request_date),
         _element("valid", "true" if valid else "false"),
         _element("traderName" if approx else "name", name or "---"),
