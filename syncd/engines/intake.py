@@ -11,7 +11,8 @@ enqueue``; both end here, in :class:`ServiceRequestIntake`, which
   over the limit of its kind;
 * checks the request's fields with the outbox's own validation
   (:func:`syncd.state.outbox.validate_request`: the same code the push lane applies again before
-  delivery) and that the device and contact it names are in the mirror;
+  delivery) and that the device and contact it names are in the mirror, the contact's
+  processing not restricted (``syncd subject restrict``: 409 ``contact_restricted``);
 * moves the files to ``<spool>/<key>/<position>.<ext>`` and inserts the outbox row in one write
   transaction, so a crash leaves either a filed request with all its files or nothing that counts
   (a leftover directory, which :meth:`ServiceRequestIntake.sweep_orphans` removes);
@@ -53,7 +54,7 @@ from syncd.engines.spool import (
     sanitise_name,
     sniff_bytes,
 )
-from syncd.state import outbox, references
+from syncd.state import outbox, references, restrictions
 
 __all__ = [
     "FORM_FIELDS",
@@ -463,6 +464,7 @@ class ServiceRequestIntake:
         except outbox.OutboxValidationError as error:
             raise _field_error(str(error)) from None
         self._check_references(conn, fields)
+        _check_not_restricted(conn, fields)
         request_id, created = outbox.enqueue(
             conn,
             data,
@@ -568,6 +570,21 @@ class ServiceRequestIntake:
                     f"No such {entity} in the CRM mirror.",
                     field=name,
                 )
+
+
+def _check_not_restricted(conn: sqlite3.Connection, fields: Mapping[str, str | None]) -> None:
+    """Refuse (409 ``contact_restricted``) a request for a contact whose processing is
+    restricted: nothing is stored, and the portal learns it at once. A restriction set after
+    the request was filed is the push lane's to apply (the request goes ``dead``)."""
+    contact = fields.get("contact_crm_id")
+    if contact and restrictions.is_restricted(conn, contact):
+        raise IntakeError(
+            409,
+            "contact_restricted",
+            "The contact's processing is restricted (syncd subject restrict); the request was "
+            "not filed.",
+            field="contact_crm_id",
+        )
 
 
 _READ_BYTES: Final = 64 * 1024

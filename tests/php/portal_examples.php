@@ -81,6 +81,29 @@ function syncd_company_devices(PDO $db, string $companyId): array
     return array_map(fn (array $row): array => syncd_decode('devices', $row), $stmt->fetchAll());
 }
 
+/**
+ * A contacts row for display: JSON columns decoded, 'restricted' as a bool. Show a restricted
+ * contact marked as such ("processing restricted"), use their data for nothing new, and do not
+ * offer the service request form for them (section 10: syncd refuses the request).
+ */
+function syncd_contact_row(array $row): array
+{
+    $row = syncd_decode('contacts', $row);
+    $row['restricted'] = (int) $row['restricted'] === 1;
+    return $row;
+}
+
+/**
+ * Whether the contact's processing is restricted (contacts.restricted); false for a contact the
+ * cache does not have. Ask before offering the service request form. Call inside syncd_read().
+ */
+function syncd_contact_restricted(PDO $db, string $contactId): bool
+{
+    $stmt = $db->prepare('SELECT restricted FROM contacts WHERE crm_id = :id');
+    $stmt->execute([':id' => $contactId]);
+    return (int) $stmt->fetchColumn() === 1;
+}
+
 /** A company with its contacts and devices, or null if the cache does not have it. */
 function syncd_company_page(PDO $db, string $companyId): ?array
 {
@@ -96,10 +119,7 @@ function syncd_company_page(PDO $db, string $companyId): ?array
     $stmt->execute([':id' => $companyId]);
     return [
         'company' => syncd_decode('companies', $company),
-        'contacts' => array_map(
-            fn (array $row): array => syncd_decode('contacts', $row),
-            $stmt->fetchAll()
-        ),
+        'contacts' => array_map('syncd_contact_row', $stmt->fetchAll()),
         'devices' => syncd_company_devices($db, $companyId),
     ];
 }
@@ -110,8 +130,13 @@ function syncd_company_page(PDO $db, string $companyId): ?array
 //       'page' => syncd_company_page($db, $companyId),
 //       'data_as_of' => syncd_data_as_of($db),
 //   ]);
+//   Each of $page['page']['contacts'] has 'restricted' (a bool): mark those contacts, and
+//   leave them out of the service request form.
 
-/** Contacts having $email among their e-mail addresses (any type). Call inside syncd_read(). */
+/**
+ * Contacts having $email among their e-mail addresses (any type), as syncd_contact_row()
+ * returns them. Call inside syncd_read().
+ */
 function syncd_find_contacts_by_email(PDO $db, string $email): array
 {
     $stmt = $db->prepare(<<<'SQL'
@@ -123,7 +148,7 @@ function syncd_find_contacts_by_email(PDO $db, string $email): array
         ORDER BY c.crm_id
         SQL);
     $stmt->execute([':email' => trim($email)]);
-    return array_map(fn (array $row): array => syncd_decode('contacts', $row), $stmt->fetchAll());
+    return array_map('syncd_contact_row', $stmt->fetchAll());
 }
 
 /**
