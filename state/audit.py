@@ -1,5 +1,5 @@
-"""The audit log of privileged (admin) actions. Kept two years: the mirror's sweep prunes it
-(:func:`prune`, ``MirrorOptions.audit_retention_days``)."""
+"""The audit log of privileged (admin) actions. Kept two years (``retention.audit_log_days``):
+the daemon's retention job prunes it (:func:`prune`, through :mod:`syncd.state.retention`)."""
 
 from __future__ import annotations
 

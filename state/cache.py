@@ -17,7 +17,7 @@ from typing import Any
 
 from syncd.core.clock import iso, iso_or_none, parse_iso
 from syncd.core.entities import CANONICAL_FIELDS, CanonicalRecord
-from syncd.state import audit, control
+from syncd.state import suppressions
 
 ENTITIES = tuple(CANONICAL_FIELDS)
 _BOOK_COLUMNS = ("crm_updated_at", "content_hash", "synced_at", "sync_run_id")
@@ -168,9 +168,11 @@ class CacheStore:
 
         Links to other entities are kept only when the target exists (a link to a record the
         mirror does not have is stored as NULL rather than breaking the foreign key). Unchanged
-        rows (same content hash and links) are not rewritten.
+        rows (same content hash and links) are not rewritten. Rows of erased subjects are left
+        out while suppressed (:mod:`syncd.state.suppressions`).
         """
         fields = CANONICAL_FIELDS[_check(entity)]
+        suppressed = suppressions.suppressed_in_table(self.conn, entity, f"{table}_{entity}")
         select = ["s.crm_id"]
         for spec in fields:
             if spec.kind == "ref":
@@ -193,9 +195,10 @@ class CacheStore:
         )
         cursor = self.conn.execute(
             f"INSERT INTO main.{entity} ({', '.join(columns)}) "
-            f"SELECT {', '.join(select)} FROM {table}_{entity} s WHERE true "
+            f"SELECT {', '.join(select)} FROM {table}_{entity} s "
+            "WHERE s.crm_id NOT IN (SELECT value FROM json_each(:suppressed)) "
             f"ON CONFLICT(crm_id) DO UPDATE SET {updates} WHERE {changed}",
-            {"now": iso(now), "run_id": run_id},
+            {"now": iso(now), "run_id": run_id, "suppressed": json.dumps(sorted(suppressed))},
         )
         merged = cursor.rowcount
         self.conn.execute(
@@ -522,20 +525,6 @@ class CacheStore:
                     "max": ordered[-1],
                 }
         return figures
-
-    # -- housekeeping -------------------------------------------------------------------------
-
-    def prune_history(self, *, runs_before: datetime, audit_before: datetime) -> dict[str, int]:
-        """Drop ``sync_runs`` and finished resync requests older than ``runs_before`` (the newest
-        run always stays: it is the portal's "last cycle") and audit entries older than
-        ``audit_before`` (their retention)."""
-        return {
-            "sync_runs": self.conn.execute(
-                "DELETE FROM sync_runs WHERE finished_at < ? "
-                "AND id < (SELECT max(id) FROM sync_runs)", (iso(runs_before),)).rowcount,
-            "control_requests": control.prune_finished(self.conn, before=runs_before),
-            "audit_log": audit.prune(self.conn, before=audit_before),
-        }
 
     # -- full-resync progress -----------------------------------------------------------------
 

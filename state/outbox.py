@@ -442,8 +442,12 @@ def fail(
 
 
 def retry(conn: sqlite3.Connection, request_id: int | None, *, now: datetime) -> int:
-    """Send a dead request (or, with None, every dead request) again with a fresh budget."""
-    where = "status = 'dead'" + (" AND id = ?" if request_id is not None else "")
+    """Send a dead request (or, with None, every dead request) again with a fresh budget. A
+    request whose details retention already forgot (``message_dropped_at``) is not sent again:
+    it would reach the CRM without its message, contact details and files."""
+    where = "status = 'dead' AND message_dropped_at IS NULL" + (
+        " AND id = ?" if request_id is not None else ""
+    )
     with write_transaction(conn):
         cursor = conn.execute(
             "UPDATE outbox_requests SET status = 'pending', attempts = 0, next_attempt_at = NULL,"
@@ -464,21 +468,6 @@ def drop(conn: sqlite3.Connection, request_id: int) -> OutboxRequest | None:
             "DELETE FROM outbox_requests WHERE id = ? AND status != 'sending'", (request_id,)
         )
     return request
-
-
-def drop_message_bodies(
-    conn: sqlite3.Connection, *, delivered_before: datetime, now: datetime
-) -> int:
-    """Retention: forget the message and contact details of requests delivered long ago; the
-    row keeps what the portal shows (type, status, CRM ID, dates)."""
-    with write_transaction(conn):
-        cursor = conn.execute(
-            "UPDATE outbox_requests SET message = NULL, contact_phone = NULL, "
-            "contact_email = NULL, contact_address = NULL, message_dropped_at = ? "
-            "WHERE status = 'done' AND delivered_at < ? AND message_dropped_at IS NULL",
-            (iso_ms(now), iso_ms(delivered_before)),
-        )
-    return cursor.rowcount
 
 
 # -- reading ----------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 from urllib.parse import urlsplit
@@ -71,6 +72,7 @@ __all__ = [
     "LogSettings",
     "MirrorSettings",
     "OmnivaSettings",
+    "RetentionSettings",
     "Settings",
     "SharepointSettings",
     "StateSettings",
@@ -100,6 +102,21 @@ _SECRETS: Final[dict[tuple[str, ...], str]] = {
         for key, secret in vendor.secrets.items()
     },
     **{("sharepoint", key): name for key, name in sharepoint_settings.SECRETS.items()},
+}
+
+# Settings that moved: what the one-line error says instead of "unknown setting".
+_MOVED: Final[dict[tuple[str, ...], str]] = {
+    ("vies", "stale_max_hours"): (
+        "moved: the stale fallback is now retention.vies_answers_hours minus vies.cache_hours "
+        "(0 by default: off)"
+    ),
+    ("vies", "purge_interval_minutes"): (
+        "moved: retention.purge_interval_minutes (one retention job purges every store)"
+    ),
+    ("outbox", "message_retention_days"): (
+        "moved: retention.delivered_requests_days (days after delivery until a request's "
+        "message and contact details are forgotten)"
+    ),
 }
 
 # Settings whose values are never repeated in an error message (they may embed a credential).
@@ -249,7 +266,6 @@ class OutboxSettings(BaseModel):
                                       "other")
     max_attempts: int = Field(default=10, ge=1, le=100)
     lease_seconds: float = Field(default=300.0, ge=10)
-    message_retention_days: int = Field(default=90, ge=1)
     max_image_mb: int = Field(default=25, ge=1, le=2000)
     max_video_mb: int = Field(default=500, ge=1, le=2000)
     max_document_mb: int = Field(default=50, ge=1, le=2000)
@@ -282,12 +298,10 @@ class ViesSettings(BaseModel):
     timeout_seconds: float = Field(default=15.0, gt=0, le=120)
     max_attempts: int = Field(default=2, ge=1, le=5)
     cache_hours: float = Field(default=24.0, gt=0, le=24 * 31)
-    stale_max_hours: float = Field(default=24.0, ge=0, le=24 * 31)
     max_concurrent_calls: int = Field(default=4, ge=1, le=32)
     max_calls_per_member_state: int = Field(default=1, ge=1, le=8)
     lookup_wait_seconds: float = Field(default=20.0, gt=0, le=120)
     circuit_open_minutes: float = Field(default=60.0, gt=0, le=24 * 60)
-    purge_interval_minutes: float = Field(default=60.0, ge=1)
 
     @field_validator("endpoint")
     @classmethod
@@ -324,6 +338,60 @@ class OmnivaSettings(BaseModel):
     @classmethod
     def _check_url(cls, value: str) -> str:
         return _http_url(value)
+
+
+class RetentionSettings(BaseModel):
+    """``[retention]``: how long each store keeps what it holds (docs/privacy.md has the table
+    with each store's legal basis). The defaults are the privacy policy's. Each ``*_hours`` or
+    ``*_days`` setting is the window of the store it is named after; the daemon's ``retention``
+    job enforces them every ``purge_interval_minutes``."""
+
+    model_config = _SECTION_CONFIG
+
+    purge_interval_minutes: float = Field(default=15.0, ge=1, le=24 * 60)
+    # VIES answers are reused for vies.cache_hours and deleted after this; the difference (0 by
+    # default) is how long an expired answer may still stand in, flagged stale, while VIES is down.
+    vies_answers_hours: float = Field(default=24.0, gt=0, le=24 * 62)
+    audit_log_days: int = Field(default=730, ge=1, le=3650)
+    # Outbox requests: message, contact details and file names forgotten this long after
+    # delivery / after going dead (dead ones lose their spool files too) ...
+    delivered_requests_days: int = Field(default=7, ge=0, le=3650)
+    dead_requests_days: int = Field(default=30, ge=1, le=3650)
+    # ... and the rows themselves (key, status, CRM ID, times) removed after this.
+    request_rows_days: int = Field(default=365, ge=1, le=3650)
+    sync_runs_days: int = Field(default=30, ge=1, le=3650)
+    control_requests_days: int = Field(default=30, ge=1, le=3650)
+    quarantine_days: int = Field(default=30, ge=1, le=3650)
+    held_deletes_days: int = Field(default=14, ge=1, le=3650)
+    resync_progress_days: int = Field(default=7, ge=1, le=365)
+
+    @model_validator(mode="after")
+    def _rows_outlive_their_details(self) -> RetentionSettings:
+        for name in ("delivered_requests_days", "dead_requests_days"):
+            if getattr(self, name) > self.request_rows_days:
+                raise ValueError(
+                    f"retention.request_rows_days: {self.request_rows_days} is below "
+                    f"retention.{name} ({getattr(self, name)}); a request's row must outlive "
+                    "its details"
+                )
+        return self
+
+    @classmethod
+    def window_fields(cls) -> dict[str, str]:
+        """Store name -> the setting holding its window (``{"audit_log": "audit_log_days"}``):
+        every field in hours or days; the store is the field's name without its unit."""
+        return {
+            name.rsplit("_", 1)[0]: name
+            for name in cls.model_fields
+            if name.endswith(("_hours", "_days"))
+        }
+
+    def windows(self) -> dict[str, timedelta]:
+        """Each store's retention window, by store name."""
+        return {
+            store: timedelta(**{name.rsplit("_", 1)[1]: getattr(self, name)})
+            for store, name in self.window_fields().items()
+        }
 
 
 def _is_loopback(host: str) -> bool:
@@ -436,6 +504,26 @@ class LogSettings(BaseModel):
         return value.strip().lower() if isinstance(value, str) else value
 
 
+class PrivacySettings(BaseModel):
+    """``[privacy]``: answering data subjects' requests (``syncd subject``, docs/privacy.md)."""
+
+    model_config = _SECTION_CONFIG
+
+    # The region a phone number written without "+" belongs to, when a selector or a stored
+    # number is read (ISO 3166-1 alpha-2). Estonia: where Baltic Lasers and most clients are.
+    default_phone_region: str = "EE"
+
+    @field_validator("default_phone_region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        value = value.strip().upper()
+        if value == "EE":
+            return value  # the default; phonenumbers (about 45 ms to import) is not needed
+        from syncd.core.identifiers import check_region
+
+        return check_region(value)
+
+
 # --------------------------------------------------------------------------------------------
 # The TOML source
 # --------------------------------------------------------------------------------------------
@@ -492,11 +580,13 @@ class Settings(BaseSettings):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     vies: ViesSettings = Field(default_factory=ViesSettings)
     omniva: OmnivaSettings = Field(default_factory=OmnivaSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     sharepoint: SharepointSettings = Field(default_factory=SharepointSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     watchdog: WatchdogSettings = Field(default_factory=WatchdogSettings)
     state: StateSettings = Field(default_factory=StateSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
 
     # dotted setting -> where its value came from; filled in by load_settings()
     _origins: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -515,6 +605,22 @@ class Settings(BaseSettings):
         if context is None or context.toml_file is None:
             return (init_settings, env_settings)
         return (init_settings, env_settings, _TomlSource(settings_cls, toml_file=context.toml_file))
+
+    @model_validator(mode="after")
+    def _check_vies_retention(self) -> Settings:
+        if self.retention.vies_answers_hours < self.vies.cache_hours:
+            raise ValueError(
+                f"retention.vies_answers_hours: {self.retention.vies_answers_hours:g} is below "
+                f"vies.cache_hours ({self.vies.cache_hours:g}); an answer cannot be reused "
+                "longer than it is kept"
+            )
+        return self
+
+    @property
+    def vies_stale_hours(self) -> float:
+        """How long past ``vies.cache_hours`` an expired VIES answer may stand in while VIES is
+        down: ``retention.vies_answers_hours - vies.cache_hours`` (0 by default: never)."""
+        return self.retention.vies_answers_hours - self.vies.cache_hours
 
     # -- secrets ----------------------------------------------------------------------------
 
@@ -879,8 +985,17 @@ def _describe_error(err: Mapping[str, Any], overrides: Mapping[str, Any]) -> str
                 f"{where}: {inner}belongs in the CRM vendor's own table now: "
                 f"{'.'.join(home)} ([{'.'.join(home[:-1])}])"
             )
+        if loc in _MOVED:
+            return f"{where}: {inner}{_MOVED[loc]}"
         return f"{where}: {inner}unknown setting"
+    named = _NAMED_PROBLEM.match(_short_message(err))
+    if len(loc) <= 1 and named and named.group(1) in _leaf_settings(Settings):
+        # A check across settings names the setting itself ("retention.vies_answers_hours: ...").
+        return _short_message(err)
     return f"{where}: {inner}{_short_message(err)}{_echo_value(err, dotted)}"
+
+
+_NAMED_PROBLEM: Final = re.compile(r"([a-z_]+(?:\.[a-z_0-9]+)+): ")
 
 
 def _env_name(loc: tuple[str, ...]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from syncd.config import Settings
@@ -18,6 +19,7 @@ from syncd.core.errors import ConfigError
 from syncd.engines.intake import IntakeOptions, ServiceRequestIntake, UploadBudget
 from syncd.engines.mirror import MirrorEngine, MirrorOptions, ProgressCallback
 from syncd.engines.push import PushOptions
+from syncd.engines.retention import RetentionOptions
 from syncd.engines.spool import MIB, FileLimits
 from syncd.engines.vat import VatOptions, VatService, ViesClientLike
 from syncd.mappings.loader import MappingSet, load_mapping_set
@@ -120,7 +122,6 @@ def push_options(settings: Settings) -> PushOptions:
         spool=settings.spool_directory,
         max_attempts=settings.outbox.max_attempts,
         lease_seconds=settings.outbox.lease_seconds,
-        message_retention_days=settings.outbox.message_retention_days,
         limits=FileLimits(
             image=settings.outbox.max_image_mb * MIB,
             video=settings.outbox.max_video_mb * MIB,
@@ -180,12 +181,23 @@ def build_engine(
     )
 
 
+def retention_options(settings: Settings) -> RetentionOptions:
+    """The retention job's options from ``[retention]``."""
+    retention = settings.retention
+    return RetentionOptions(
+        windows=retention.windows(),
+        purge_interval=timedelta(minutes=retention.purge_interval_minutes),
+        spool=settings.spool_directory,
+    )
+
+
 def vat_options(settings: Settings) -> VatOptions:
-    """The VAT service's options from ``[vies]``."""
+    """The VAT service's options from ``[vies]`` (and how long answers are kept, from
+    ``[retention]``)."""
     vies = settings.vies
     return VatOptions(
         cache_hours=vies.cache_hours,
-        stale_max_hours=vies.stale_max_hours,
+        keep_hours=settings.retention.vies_answers_hours,
         max_attempts=vies.max_attempts,
         max_concurrent_calls=vies.max_concurrent_calls,
         max_calls_per_member_state=vies.max_calls_per_member_state,

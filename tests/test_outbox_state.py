@@ -201,22 +201,6 @@ def test_permanent_error_is_dead_at_once(conn: sqlite3.Connection) -> None:
     )
 
 
-def test_retention_drops_message_bodies(conn: sqlite3.Connection) -> None:
-    request_id, _ = outbox.enqueue(
-        conn, request(contact_email="mari@example.ee"), request_types=TYPES, now=START
-    )
-    outbox.claim(conn, worker="w", now=START, lease_seconds=LEASE, max_attempts=MAX_ATTEMPTS)
-    outbox.ack(conn, request_id, worker="w", crm_id="9", now=START)
-    later = START + timedelta(days=100)
-    assert (
-        outbox.drop_message_bodies(conn, delivered_before=later - timedelta(days=90), now=later)
-        == 1
-    )
-    stored = outbox.get(conn, request_id)
-    assert stored is not None and stored.message is None and stored.contact_email is None
-    assert stored.crm_id == "9" and stored.status == "done"
-
-
 class OutboxMachine(RuleBasedStateMachine):
     """Random interleavings of portal inserts, two workers, crashes (lease expiry), operator
     retries; checked against a model of what each request's status must be."""

@@ -75,11 +75,14 @@ class Stack:
 
 
 @contextmanager
-def api_stack(tmp_path: Path, vies: FakeVies, *, threads: int = 8) -> Iterator[Stack]:
+def api_stack(
+    tmp_path: Path, vies: FakeVies, *, threads: int = 8, vies_answers_hours: float = 24.0
+) -> Iterator[Stack]:
     settings = load_settings(
         None,
         state={"directory": tmp_path / "state"},
         vies={"endpoint": vies.base_url},
+        retention={"vies_answers_hours": vies_answers_hours},
         api={"listen": "127.0.0.1:0", "threads": threads},
         omniva={"enabled": False},
     )
@@ -223,7 +226,8 @@ def test_ip_blocked_opens_the_circuit_for_every_lookup(tmp_path: Path, vies: Fak
 
 def test_a_stale_answer_when_the_member_state_is_down(tmp_path: Path, vies: FakeVies) -> None:
     trader = company(vies, "LV")
-    with api_stack(tmp_path, vies) as stack:
+    # The stale fallback is off by default; a day of it, as a deployment may enable it.
+    with api_stack(tmp_path, vies, vies_answers_hours=48) as stack:
         live = stack.client.get(f"/v1/vat/{trader.vat_id}")
         assert live.status_code == 200 and live.json()["source"] == "live"
 

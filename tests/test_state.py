@@ -134,20 +134,3 @@ def test_json_columns_are_valid_json(conn: sqlite3.Connection) -> None:
     merge(store, "devices", [device("1", None)])
     row = conn.execute("SELECT json_array_length(handpieces) FROM devices").fetchone()
     assert row[0] == 0
-
-
-def test_history_is_pruned_but_the_last_run_stays(conn: sqlite3.Connection) -> None:
-    store = CacheStore(conn)
-    with write_transaction(conn):
-        for day in ("2026-01-01", "2026-02-01", "2026-11-20"):
-            moment = datetime.fromisoformat(f"{day}T00:00:00+00:00")
-            store.start_run("incremental", ["contacts"], started_at=moment, now=moment)
-        conn.execute("INSERT INTO audit_log (at, actor, action) VALUES ('2023-01-01T00:00:00Z', "
-                     "'root', 'resync.request'), ('2026-11-01T00:00:00Z', 'root', 'x')")
-        pruned = store.prune_history(runs_before=datetime(2026, 11, 1, tzinfo=UTC),
-                                     audit_before=datetime(2024, 11, 21, tzinfo=UTC))
-    assert pruned == {"sync_runs": 2, "control_requests": 0, "audit_log": 1}
-    with write_transaction(conn):
-        store.prune_history(runs_before=datetime(2027, 1, 1, tzinfo=UTC),
-                            audit_before=datetime(2000, 1, 1, tzinfo=UTC))
-    assert conn.execute("SELECT count(*) FROM sync_runs").fetchone()[0] == 1

@@ -220,6 +220,8 @@ def test_vies_unreachable_exits_69(tmp_path: Path) -> None:
 def test_a_stale_answer_when_the_member_state_is_down(
     tmp_path: Path, vies: FakeVies, config: Path
 ) -> None:
+    # The stale fallback is off by default; a day of it, as a deployment may enable it.
+    config.write_text(config.read_text() + "[retention]\nvies_answers_hours = 48\n")
     company = trader(vies, "FI")
     assert syncd_vat(config, company.vat_id).returncode == 0
     aged = iso(utc_now() - timedelta(hours=30))

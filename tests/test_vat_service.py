@@ -214,7 +214,15 @@ def make_harness(
         return conn
 
     db.connect(path).close()  # migrate before tracing
-    opts = {"max_attempts": 3, "retry_base_delay": 0.01, "lookup_wait_seconds": WAIT, **options}
+    # A day of stale fallback, configured explicitly (the default, keep_hours == cache_hours,
+    # has none: tests/test_retention.py).
+    opts = {
+        "max_attempts": 3,
+        "retry_base_delay": 0.01,
+        "lookup_wait_seconds": WAIT,
+        "keep_hours": 48.0,
+        **options,
+    }
     stop = RecordingStop()
     clock = clock or Clock()
     service = VatService(connect, client, VatOptions(**opts), stop=stop, clock=clock)
@@ -392,7 +400,8 @@ def test_invalid_answers_are_cached_too(harness: Harness) -> None:
 def test_answers_are_keyed_by_what_was_asked_and_placeholders_mean_not_shared(
     tmp_path: Path,
 ) -> None:
-    client = StandIn(echo=("GR", "94259216"), name="---", address="")
+    # An echo that differs only in spacing, or in naming Greece GR, is about the number asked.
+    client = StandIn(echo=("GR", " 094 259 216 "), name="---", address="")
     h = make_harness(tmp_path, client)
     result = h.service.lookup("GR094259216")
     assert (result.country_code, result.vat_number, result.name, result.address) == (
@@ -404,6 +413,71 @@ def test_answers_are_keyed_by_what_was_asked_and_placeholders_mean_not_shared(
     assert h.rows() == [("EL", "094259216", 1, None, None)]
     assert h.service.lookup("EL094259216").source == "cache"
     h.service.close()
+
+
+@pytest.mark.parametrize(
+    ("echo", "part"),
+    [(("LV", "100931558"), "country"), (("EE", "100931557"), "number"), (("EE", ""), "number")],
+)
+def test_an_answer_about_another_number_is_never_a_verdict(
+    harness: Harness, caplog: pytest.LogCaptureFixture, echo: tuple[str, str], part: str
+) -> None:
+    harness.client.echo = echo
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(VatUnavailableError) as caught:
+        harness.service.lookup(EE_1)
+    assert (caught.value.code, caught.value.retry_after) == ("vies_bad_response", 60)
+    assert len(harness.client.calls) == 3  # a bad response is retried like any other
+    assert harness.rows() == []  # never cached
+    harness.service.flush_counts()
+    assert harness.table("SELECT outcome, count FROM vies_lookup_counts") == [("unavailable", 1)]
+    what = "country code" if part == "country" else "VAT number"
+    assert any(f"another {what}" in r.getMessage() for r in caplog.records)
+    for message in [r.getMessage() for r in caplog.records] + [str(caught.value)]:
+        assert "100931558" not in message and "100931557" not in message, message
+
+
+def test_an_answer_about_another_number_falls_back_to_a_stale_entry(tmp_path: Path) -> None:
+    h = make_harness(tmp_path, StandIn(echo=("EE", "100931503")), keep_hours=48.0)
+    h.seed(EE_1, age=timedelta(hours=30))
+    stale = h.service.lookup(EE_1)
+    assert (stale.source, stale.name, stale.age_seconds) == ("stale", "Seeded OÜ", 30 * 3600)
+    assert h.table("SELECT fetched_at FROM vies_answers") == [("2025-03-09T06:00:00Z",)]
+    h.service.close()
+
+
+def test_an_answer_without_a_consultation_number_is_kept_and_counted(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    bare = ViesAnswer("EE", "100931558", True, "Example OÜ", None, "2025-03-10", None, approx=True)
+    proven = ViesAnswer("LV", "40003009497", True, "Example SIA", None, "2025-03-10", "WAPI1")
+    # An invalid number needs no proof: its missing consultation number is no warning.
+    invalid = ViesAnswer("FI", "20096687", False, None, None, "2025-03-10", None, approx=True)
+    harness.client.script[EE_1] = [bare]
+    harness.client.script[LV_1] = [proven]
+    harness.client.script[FI_1] = [invalid]
+    caplog.set_level(logging.DEBUG)
+    first = harness.service.lookup(EE_1)
+    assert (first.source, first.valid, first.consultation_number) == ("live", True, None)
+    assert harness.service.lookup(EE_1).source == "cache"  # counted once, when VIES answered
+    assert harness.service.lookup(LV_1).consultation_number == "WAPI1"
+    assert harness.service.lookup(FI_1).valid is False
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        "VIES lookup (EE): checkVatApprox answered without a consultation number; the verdict "
+        "is kept without proof of the check"
+    ]
+    assert harness.rows()[0][:3] == ("EE", "100931558", 1)
+
+    harness.service.flush_counts()
+    counts = "SELECT outcome, count FROM vies_lookup_counts ORDER BY outcome"
+    assert harness.table(counts) == [("cache", 1), ("live", 3), ("no_consultation", 1)]
+    conn = db.connect(harness.path)
+    stats = vies_cache.figures(conn, harness.clock.now).summary()
+    conn.close()
+    # A flag on a live answer, not a lookup of its own: the totals and the ratio ignore it.
+    assert (stats["lookups_24h"], stats["hits_24h"], stats["hit_ratio"]) == (4, 1, 0.25)
+    assert stats["no_consultation_24h"] == 1
 
 
 def test_a_cache_hit_never_writes_to_sqlite(harness: Harness) -> None:
@@ -494,14 +568,14 @@ def test_failure_falls_back_to_a_stale_answer_with_its_age(harness: Harness, fau
 
 
 def test_a_stale_answer_is_not_used_past_its_maximum_age(harness: Harness) -> None:
-    harness.seed(EE_1, age=timedelta(hours=48))  # cache_hours + stale_max_hours
+    harness.seed(EE_1, age=timedelta(hours=48))  # keep_hours
     harness.client.script[EE_1] = [vies_fault("SERVICE_UNAVAILABLE")]
     with pytest.raises(VatUnavailableError):
         harness.service.lookup(EE_1)
 
 
-def test_stale_max_hours_is_configurable(tmp_path: Path) -> None:
-    h = make_harness(tmp_path, StandIn(), stale_max_hours=2.0)
+def test_the_stale_window_is_keep_hours_minus_cache_hours(tmp_path: Path) -> None:
+    h = make_harness(tmp_path, StandIn(), keep_hours=26.0)
     h.seed(EE_1, age=timedelta(hours=25, minutes=59))
     h.seed(EE_2, age=timedelta(hours=26))
     h.client.script[EE_1] = h.client.script[EE_2] = [vies_fault("TIMEOUT")]
@@ -855,6 +929,8 @@ FAKE_FAULTS = [
     ("redirect", "vies_bad_response", 3),  # 302 to an HTML page, never followed
     ("truncated", "vies_unavailable", 3),
     ("drop", "vies_unavailable", 3),
+    ("echo_country", "vies_bad_response", 3),  # the true verdict, about another member state
+    ("echo_number", "vies_bad_response", 3),  # ... or about another number
 ]
 
 
@@ -923,6 +999,27 @@ def test_fake_consultation_number_is_kept(tmp_path: Path, fake: FakeVies) -> Non
     assert first.consultation_number is not None and first.consultation_number.startswith("WAPI")
     assert h.service.lookup(LV_A).consultation_number == first.consultation_number
     assert [r.operation for r in fake.requests] == ["checkVatApprox"]
+    h.service.close()
+
+
+def test_fake_answer_without_a_consultation_number_is_kept_and_counted(
+    tmp_path: Path, fake: FakeVies
+) -> None:
+    client = ViesClient(
+        fake.base_url, connect_timeout=2.0, timeout=5.0, requester=("EE", "101819093")
+    )
+    h = make_harness(tmp_path, client)
+    fake.inject("no_consultation", times=1)
+    bare = h.service.lookup(LV_A)
+    assert (bare.source, bare.valid, bare.consultation_number) == ("live", True, None)
+    proven = h.service.lookup(LV_A, fresh=True)
+    assert proven.consultation_number is not None and proven.consultation_number.startswith("WAPI")
+    assert h.table("SELECT consultation_number FROM vies_answers") == [
+        (proven.consultation_number,)
+    ]
+    h.service.flush_counts()
+    counts = dict(h.table("SELECT outcome, count FROM vies_lookup_counts"))
+    assert counts == {"live": 2, "no_consultation": 1}
     h.service.close()
 
 

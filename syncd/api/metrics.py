@@ -5,8 +5,9 @@ library's global default registry) holding two kinds of metrics:
 
 - **What the cache says**, read at scrape time by :class:`CacheCollector` through a connection
   getter (the daemon passes ``ThreadConnections.get``, so each API thread reads through its own
-  connection): job health, mirrored record counts, the outbox, VIES and Omniva's list. These are
-  the figures ``syncd status`` shows, as gauges.
+  connection): job health, mirrored record counts, the outbox, VIES, Omniva's list and each
+  retention store's rows and oldest row. These are the figures ``syncd status`` shows, as
+  gauges.
 - **The API itself**, recorded by the application for every request: requests per route and
   status, their durations, and the outcomes of VAT lookups.
 
@@ -20,13 +21,15 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
+from syncd.config import RetentionSettings
+from syncd.engines.retention import store_health
 from syncd.state import outbox, overview, vies_cache
 
 __all__ = [
@@ -90,9 +93,11 @@ class CacheCollector:
         connection: Callable[[], sqlite3.Connection],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retention: RetentionSettings | None = None,
     ) -> None:
         self._connection = connection
         self._clock = clock
+        self._retention = retention or RetentionSettings()
 
     def describe(self) -> Iterable[Metric]:
         """The families :meth:`collect` yields, without samples (for the registry's checks)."""
@@ -135,8 +140,10 @@ class CacheCollector:
         vies = vies_cache.figures(conn, now)
         f.vies_answers.add_metric([], vies.answers)
         f.vies_circuits.add_metric([], len(vies.open_circuits))
-        for outcome in (*vies_cache.OUTCOMES, *sorted(set(vies.today) - set(vies_cache.OUTCOMES))):
+        known = {*vies_cache.OUTCOMES, *vies_cache.NOTES}
+        for outcome in (*vies_cache.OUTCOMES, *sorted(set(vies.today) - known)):
             f.vies_today.add_metric([outcome], vies.today.get(outcome, 0))
+        f.vies_no_consultation.add_metric([], vies.today.get(vies_cache.NO_CONSULTATION, 0))
         parcels = overview.omniva_figures(conn)
         for country, kinds in parcels.counts.items():
             for kind, count in kinds.items():
@@ -155,6 +162,12 @@ class CacheCollector:
                 f.document_delta_age.add_metric(
                     [library.name], max(0.0, (now - library.last_delta_at).total_seconds())
                 )
+        interval = timedelta(minutes=self._retention.purge_interval_minutes)
+        for kept in store_health(conn, self._retention.windows(), interval, now):
+            f.retention_rows.add_metric([kept.store], kept.rows)
+            f.retention_oldest_age.add_metric([kept.store], kept.age_seconds or 0.0)
+            f.retention_window.add_metric([kept.store], kept.window_seconds)
+            f.retention_overdue.add_metric([kept.store], 1 if kept.overdue else 0)
         return f.all()
 
 
@@ -251,6 +264,12 @@ class _Families:
             "00:00 UTC; for rates use syncd_api_vat_lookups_total.",
             labels=["outcome"],
         )
+        self.vies_no_consultation = GaugeMetricFamily(
+            "syncd_vies_answers_without_consultation_today",
+            "Live checkVatApprox answers (vies.requester_vat set) that a number is valid, so far "
+            "in the current UTC day, which came without a consultation number, the proof of the "
+            "check (also counted as live in syncd_vies_lookups_today). Resets at 00:00 UTC.",
+        )
         self.omniva_locations = GaugeMetricFamily(
             "syncd_omniva_locations",
             "Omniva locations in the stored list by country and kind (parcel_machine, "
@@ -289,6 +308,29 @@ class _Families:
             labels=["library"],
         )
 
+        self.retention_rows = GaugeMetricFamily(
+            "syncd_retention_rows",
+            "Rows of a retention store its window applies to (for the outbox's stores: requests "
+            "still holding what the window limits); see docs/privacy.md.",
+            labels=["store"],
+        )
+        self.retention_oldest_age = GaugeMetricFamily(
+            "syncd_retention_oldest_age_seconds",
+            "Age of the store's oldest row its window applies to; 0 when it holds none.",
+            labels=["store"],
+        )
+        self.retention_window = GaugeMetricFamily(
+            "syncd_retention_window_seconds",
+            "How long the store keeps a row ([retention] in the configuration).",
+            labels=["store"],
+        )
+        self.retention_overdue = GaugeMetricFamily(
+            "syncd_retention_overdue",
+            "1 when the store's oldest row is older than its window plus one purge interval: "
+            "the retention job is not purging it (see syncd_job_up{name=\"retention\"}).",
+            labels=["store"],
+        )
+
     def all(self) -> list[Metric]:
         return [value for value in vars(self).values() if isinstance(value, Metric)]
 
@@ -309,6 +351,7 @@ class MetricsSource:
         connection: Callable[[], sqlite3.Connection],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retention: RetentionSettings | None = None,
     ) -> None:
         self.registry = CollectorRegistry()
         self._requests = Counter(
@@ -334,7 +377,7 @@ class MetricsSource:
             ["outcome"],
             registry=self.registry,
         )
-        self.registry.register(CacheCollector(connection, clock=clock))
+        self.registry.register(CacheCollector(connection, clock=clock, retention=retention))
         # Children by label values: the hot path skips prometheus_client's label lookup.
         self._vat_children = {
             outcome: self._vat_lookups.labels(outcome) for outcome in VAT_OUTCOMES

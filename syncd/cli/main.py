@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     from syncd.cli.vat import add_parser as add_vat_parser
 
     add_vat_parser(commands)
+    from syncd.cli.subject import add_parser as add_subject_parser
+
+    add_subject_parser(commands)
     deletes = commands.add_parser(
         "deletes",
         help="review or apply deletions the guard held",
@@ -242,7 +245,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "status":
             from syncd.cli.status import collect, render
 
-            report = collect(conn, settings.state.cache_path.parent)
+            report = collect(conn, settings.state.cache_path.parent, settings.retention)
             if args.json:
                 _print_json(report)
             else:
@@ -254,6 +257,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             return run_outbox(settings, conn, args)
         if args.command == "deletes":
             return _deletes(conn, args)
+        if args.command == "subject":
+            from syncd.cli.subject import run as run_subject
+
+            return run_subject(settings, conn, args)
     finally:
         close_cache(conn)
     raise AssertionError(f"unhandled command {args.command}")

@@ -3,21 +3,27 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from syncd.cli.jsonable import jsonable
+from syncd.config import RetentionSettings
 from syncd.core.clock import iso, iso_or_none, parse_iso, utc_now
 from syncd.daemon import lock
+from syncd.engines.retention import store_health
 from syncd.state import overview
 
 QUARANTINE_SHOWN = 5
 DATA_QUALITY_SHOWN = 10
 
 
-def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
-    """Everything ``status`` reports, as JSON-able data; ``healthy`` says whether to exit 0."""
+def collect(
+    conn: sqlite3.Connection, state_dir: Path, retention: RetentionSettings | None = None
+) -> dict[str, Any]:
+    """Everything ``status`` reports, as JSON-able data; ``healthy`` says whether to exit 0.
+
+    ``retention`` gives the stores' windows (the defaults when not given)."""
     daemon = lock.holder(state_dir)
     now = utc_now()
     seen = overview.read(conn, now)
@@ -88,6 +94,14 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
         for lib in libraries
         if lib["health"] in ("failing", "stopped")
     ]
+    kept = _retention(conn, retention or RetentionSettings(), now)
+    problems += [
+        f"retention: the oldest {store['store']} row is {_span(store['oldest_age_seconds'])} "
+        f"old, past its window ({_span(store['window_seconds'])}) and a purge interval: the "
+        "retention job is not purging it"
+        for store in kept["stores"]
+        if store["overdue"]
+    ]
     if daemon is None:
         problems.append("no daemon is running")
     if queue["by_status"]["dead"]:
@@ -132,6 +146,29 @@ def collect(conn: sqlite3.Connection, state_dir: Path) -> dict[str, Any]:
             "counts": seen.omniva.counts,
         },
         "documents": libraries,
+        "retention": kept,
+    }
+
+
+def _retention(
+    conn: sqlite3.Connection, retention: RetentionSettings, now: datetime
+) -> dict[str, Any]:
+    """Per store: the rows its window applies to, the oldest one's age, the window, and whether
+    the oldest is overdue (older than the window plus one purge interval)."""
+    interval = timedelta(minutes=retention.purge_interval_minutes)
+    return {
+        "purge_interval_seconds": interval.total_seconds(),
+        "stores": [
+            {
+                "store": h.store,
+                "rows": h.rows,
+                "oldest_at": iso_or_none(h.oldest),
+                "oldest_age_seconds": h.age_seconds,
+                "window_seconds": h.window_seconds,
+                "overdue": h.overdue,
+            }
+            for h in store_health(conn, retention.windows(), interval, now)
+        ],
     }
 
 
@@ -189,6 +226,7 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"outbox  {counts}" + (f"; oldest undelivered {age:.0f}s old" if age else ""))
     lines.extend(_render_services(report))
     lines.extend(_render_documents(report["documents"]))
+    lines.extend(_render_retention(report["retention"], report["jobs"]))
     quarantine = report["quarantine"]
     if quarantine["count"]:
         lines.append("")
@@ -250,6 +288,34 @@ def _render_data_quality(data_quality: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _render_retention(kept: dict[str, Any], jobs: list[dict[str, Any]]) -> list[str]:
+    """The retention job's state, then one line per store holding rows."""
+    job = next((j for j in jobs if j["job"] == "retention"), None)
+    state = "has not run yet" if job is None else f"{job['state']}, last success " + _ago(
+        job["last_success_at"]
+    )
+    lines = ["", f"retention  purge job {state}; every {_span(kept['purge_interval_seconds'])}"]
+    for store in kept["stores"]:
+        if not store["rows"]:
+            continue
+        line = (
+            f"  {store['store']:<20} {store['rows']:>7,} row(s), oldest "
+            f"{_span(store['oldest_age_seconds'])} (window {_span(store['window_seconds'])})"
+        )
+        lines.append(line + ("  OVERDUE: not purged" if store["overdue"] else ""))
+    return lines
+
+
+def _span(seconds: float | None) -> str:
+    """A duration in its largest whole unit: ``45 s``, ``15 min``, ``23 h``, ``730 d``."""
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86_400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit}"
+    return f"{int(seconds)} s"
+
+
 def _render_documents(libraries: list[dict[str, Any]]) -> list[str]:
     if not libraries:
         return []
@@ -283,6 +349,11 @@ def _render_services(report: dict[str, Any]) -> list[str]:
         f"        circuit OPEN ({c['scope']}, {c['reason']}) until {c['open_until']}"
         for c in vies["open_circuits"]
     )
+    if vies["no_consultation_24h"]:
+        lines.append(
+            "        WARNING: answers without a consultation number (24 h): "
+            f"{vies['no_consultation_24h']:,} - proof of the check is missing"
+        )
     parcels = report["omniva"]
     if not parcels["records"]:
         lines.append("omniva  no parcel-machine list loaded yet")

@@ -3,7 +3,7 @@
 The main thread runs the ``schedule`` loop, answers signals, pets the systemd watchdog and hands
 due work to the CRM lane: one worker thread that runs mirror cycles, sweeps, full resyncs and
 operator-requested resyncs one at a time (they share the cache's write side and the CRM's rate
-limits). The outbox push, the public services (Omniva, the VIES purge) and the local HTTP API
+limits). The outbox push, the public services (Omniva, retention) and the local HTTP API
 have threads of their own, so none of them waits on a resync.
 """
 
@@ -153,7 +153,7 @@ class PushLane(Lane):
     portal commits something (``PRAGMA data_version``) or the next retry is due."""
 
     name = "push"
-    RETENTION_EVERY_SECONDS = 3600.0
+    SPOOL_SWEEP_EVERY_SECONDS = 3600.0
     MAX_IDLE_SECONDS = 5.0  # re-check retry_wait rows at least this often
 
     def _setup(self) -> None:
@@ -185,17 +185,18 @@ class PushLane(Lane):
             log.info("%d service request(s) interrupted by the previous run resume now", released)
         self.delivery.options.spool.mkdir(parents=True, exist_ok=True)
         intake = build_intake(self.settings, lambda: conn)
-        last_retention = 0.0
+        # What the requests hold is forgotten by the services lane's retention job; the spool's
+        # abandoned uploads are swept here, where the spool is known to be in use.
+        last_sweep = 0.0
         try:
             while not self.stop.is_set():
                 with self.heartbeat.working("delivering service requests"):
                     self.job.run(conn)
-                if time.monotonic() - last_retention > self.RETENTION_EVERY_SECONDS:
-                    self.delivery.forget_old_messages()
+                if time.monotonic() - last_sweep > self.SPOOL_SWEEP_EVERY_SECONDS:
                     removed = intake.sweep_orphans()
                     if removed:
                         log.info("removed %d abandoned upload(s) from the spool", removed)
-                    last_retention = time.monotonic()
+                    last_sweep = time.monotonic()
                 idle = self.MAX_IDLE_SECONDS
                 if not self.job.ready():
                     idle = max(0.2, min(idle, self.job.backoff_until - time.monotonic()))
@@ -451,7 +452,7 @@ class Daemon:
             self.vat,
             CachedLocations(self._api_connections),
             DaemonHealth(self._api_connections, lanes=self.liveness.report),
-            metrics=MetricsSource(self._api_connections.get),
+            metrics=MetricsSource(self._api_connections.get, retention=self.settings.retention),
             service_requests=intake,
             max_upload_bytes=max_upload_bytes,
             documents=downloads,

@@ -1,9 +1,10 @@
-"""The daemon's lane for the public services: Omniva's list refresh, the VIES cache purge, and
+"""The daemon's lane for the public services and housekeeping: Omniva's list refresh, the
+retention job (every store purged to its ``[retention]`` window, the VIES answers included), and
 flushing the VIES lookup counters.
 
-It has its own thread and cache connection, so neither a long CRM resync nor a slow Omniva
-download holds up the other. Each job keeps its own health (``syncd status``) through
-:class:`~syncd.daemon.jobs.Job`.
+It has its own thread and cache connection and runs with or without a CRM, so neither a long CRM
+resync nor a slow Omniva download holds up the other, and retention runs in every deployment.
+Each job keeps its own health (``syncd status``) through :class:`~syncd.daemon.jobs.Job`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from syncd.core.clock import utc_now
 from syncd.daemon.jobs import Job
 from syncd.daemon.liveness import DEADLINES, Heartbeat
 from syncd.engines.omniva import refresh_locations
+from syncd.engines.retention import purge_all
 from syncd.engines.vat import VatService
-from syncd.runtime import build_omniva_client, open_cache
+from syncd.runtime import build_omniva_client, open_cache, retention_options
 from syncd.state import omniva as omniva_store
 from syncd.state.db import close as close_cache
 
@@ -38,7 +40,7 @@ class _Scheduled:
 
 
 class ServicesLane:
-    """Runs the Omniva refresh and the VIES purge on their intervals, on one thread."""
+    """Runs the Omniva refresh and the retention job on their intervals, on one thread."""
 
     def __init__(
         self,
@@ -60,9 +62,11 @@ class ServicesLane:
                 Job("omniva", self._refresh_omniva, base_backoff=60.0, max_backoff=3600.0),
                 settings.omniva.interval_hours * 3600.0,
             )
-        if vat is not None:
-            purge_every = settings.vies.purge_interval_minutes * 60
-            self._add(Job("vies_purge", self._purge_vies), purge_every)
+        self._retention = retention_options(settings)
+        self._add(
+            Job("retention", self._purge_stores, base_backoff=30.0, max_backoff=900.0),
+            self._retention.purge_interval.total_seconds(),
+        )
         self._thread = threading.Thread(target=self._loop, name="services-lane", daemon=True)
         self.heartbeat.thread = self._thread
 
@@ -89,10 +93,9 @@ class ServicesLane:
         )
         return report.summary()
 
-    def _purge_vies(self) -> str | None:
-        assert self.vat is not None
-        removed = self.vat.purge()
-        return f"vies purge: {removed} expired row(s) removed" if removed else None
+    def _purge_stores(self) -> str | None:
+        assert self.conn is not None
+        return purge_all(self.conn, self._retention, now=utc_now()).summary()
 
     # -- the loop -----------------------------------------------------------------------------
 

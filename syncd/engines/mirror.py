@@ -29,6 +29,7 @@ from syncd.core.entities import ENTITY_ORDER, Entity
 from syncd.core.errors import SyncdError
 from syncd.engines.mapworker import MappedBatch, MappingWorker, map_batch, resolve
 from syncd.mappings.loader import MappingSet
+from syncd.state import suppressions
 from syncd.state.cache import CacheStore, DataQualitySummary, RunCounts
 from syncd.state.db import write_transaction
 
@@ -57,8 +58,6 @@ class MirrorOptions:
     sweep_repair_limit: int = 500
     # Full-resync listings at least this long are mapped in a worker process (see mapworker).
     map_worker_threshold: int = 5000
-    history_days: int = 30  # sync_runs and finished resync requests
-    audit_retention_days: int = 730  # the privacy policy keeps the audit log two years
 
 
 @dataclass
@@ -237,6 +236,7 @@ class MirrorEngine:
                 iso(since) if since else "the beginning",
             )
         now = utc_now()
+        lifted: dict[str, int] = {}
         with write_transaction(self.conn):
             run_id = self.store.start_run(
                 "incremental", ENTITY_ORDER, started_at=started, now=now
@@ -244,6 +244,7 @@ class MirrorEngine:
             for entity in reversed(ENTITY_ORDER):  # children first, then parents
                 gone = events.deleted.get(entity, set())
                 report.deleted[entity] = self.store.delete(entity, sorted(gone))
+                lifted[entity] = suppressions.lift_ids(self.conn, entity, gone)
             for entity in ENTITY_ORDER:
                 self._apply_mapped(entity, fetched[entity], report, run_id=run_id, now=now)
                 if entity in server_times:
@@ -257,6 +258,7 @@ class MirrorEngine:
             )
         if events.ack_token:
             self.adapter.acknowledge_deletions(events.ack_token)
+        _log_lifted(lifted)
         log.info("%s (run #%s)", report.summary(), report.run_id)
         return report
 
@@ -386,6 +388,7 @@ class MirrorEngine:
             if (server_time := progress[e.value].server_time) is not None
         }
         data_quality: list[DataQualitySummary] = []
+        lifted: dict[str, int] = {}
         with write_transaction(self.conn):
             run_id = self.store.start_run("full", entities, started_at=started_at, now=now)
             for entity in reversed(entities):
@@ -394,6 +397,7 @@ class MirrorEngine:
             for entity in entities:
                 report.fetched[entity] = self.store.staged_count("stage", entity)
                 report.upserted[entity] = self.store.merge("stage", entity, run_id=run_id, now=now)
+                lifted[entity] = suppressions.lift_after_full_listing(self.conn, entity)
                 self.store.forget_quarantine_not_seen_since(entity, started_at)
                 report.quarantined[entity] = self.store.quarantine_counts().get(entity, 0)
                 # Recorded as the pages were staged; what the listing did not meet is gone.
@@ -410,6 +414,7 @@ class MirrorEngine:
             self.store.end_resync()
         for summary in data_quality:
             _log_data_quality(summary.records, summary.entity, summary.message)
+        _log_lifted(lifted)
         log.info("%s (run #%s)", report.summary(), report.run_id)
         return report
 
@@ -440,24 +445,23 @@ class MirrorEngine:
             )
         repairs = self._fetch_missing(listed)
         now = utc_now()
+        lifted: dict[str, int] = {}
         with write_transaction(self.conn):
             run_id = self.store.start_run("sweep", ENTITY_ORDER, started_at=started, now=now)
             for entity in reversed(ENTITY_ORDER):
                 gone = sorted(self.store.live_ids(entity) - listed[entity])
                 self._apply_deletions(entity, gone, report, now=now, truncated=truncated[entity])
+                if truncated[entity] is None:  # only a complete listing says what the CRM lost
+                    lifted[entity] = suppressions.lift_unlisted(self.conn, entity, listed[entity])
             for entity in ENTITY_ORDER:
                 self._apply_mapped(entity, repairs[entity], report, run_id=run_id, now=now)
-            moment = utc_now()
-            self.store.prune_history(
-                runs_before=moment - timedelta(days=self.options.history_days),
-                audit_before=moment - timedelta(days=self.options.audit_retention_days),
-            )
             report.run_id = run_id
             report.requests = self.adapter.requests_made - requests_before
             self.store.finish_run(
                 run_id, report.totals(), data_as_of=None, details=self._details(report),
                 requests=report.requests,
             )
+        _log_lifted(lifted)
         log.info("%s (run #%s)", report.summary(), report.run_id)
         return report
 
@@ -465,8 +469,11 @@ class MirrorEngine:
         repairs: dict[Entity, MappedBatch] = {}
         for entity in ENTITY_ORDER:
             quarantined = self.store.quarantined_ids(entity)
+            candidates = listed[entity] - self.store.live_ids(entity) - quarantined
+            # Erased subjects the CRM still has are not missing: the mirror keeps them out.
+            candidates -= suppressions.suppressed_ids(self.conn, entity, candidates)
             missing = sorted(
-                listed[entity] - self.store.live_ids(entity) - quarantined,
+                candidates,
                 key=lambda i: int(i) if i.isdigit() else 0,
             )
             missing = missing[: self.options.sweep_repair_limit]
@@ -526,6 +533,7 @@ class MirrorEngine:
             self._apply_mapped(entity, mapped, report, run_id=run_id, now=now)
             if not raws:
                 report.deleted[entity] = self.store.delete(entity, [crm_id])
+                _log_lifted({entity: suppressions.lift_ids(self.conn, entity, [crm_id])})
             report.run_id = run_id
             self.store.finish_run(
                 run_id, report.totals(), data_as_of=None, details=self._details(report),
@@ -597,6 +605,18 @@ def _log_data_quality(records: int, entity: str, message: str) -> None:
     """One warning line for one data-quality message: how many records of ``entity`` carry it
     (the message names no value; no record IDs are logged)."""
     log.warning("data quality: %d %s: %s", records, entity, message)
+
+
+def _log_lifted(lifted: dict[str, int]) -> None:
+    """One line per entity whose erased records' suppressions the CRM's deletions lifted (a
+    count; suppressions never name anyone)."""
+    for entity, count in lifted.items():
+        if count:
+            log.info(
+                "lifted the suppression of %d erased %s: the CRM no longer has them",
+                count,
+                entity,
+            )
 
 
 def apply_held_deletes(conn: sqlite3.Connection, entity: Entity) -> int:

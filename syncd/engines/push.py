@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import NoReturn
 
@@ -46,7 +46,7 @@ from syncd.engines.spool import (
     remove_spool_file,
     validate_file,
 )
-from syncd.state import outbox, references
+from syncd.state import outbox, references, restrictions
 from syncd.state.db import data_version
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,16 @@ class PermanentDeliveryError(SkippableError):
     """The request itself is wrong (unknown device, bad file): retrying cannot help."""
 
 
+RESTRICTED = (
+    "the contact's processing is restricted (syncd subject restrict); the request was not sent "
+    "to the CRM"
+)
+RESTRICTED_AFTER_CREATE = (
+    "the contact's processing is restricted (syncd subject restrict); delivery stopped, the CRM "
+    "item created before the restriction was left as it is"
+)
+
+
 @dataclass(frozen=True)
 class PushOptions:
     """Tunables of delivery (from the ``[outbox]`` settings)."""
@@ -65,7 +75,6 @@ class PushOptions:
     limits: FileLimits = field(default_factory=FileLimits)
     max_attempts: int = 10
     lease_seconds: float = 300.0
-    message_retention_days: int = 90
     skip_bad_files: bool = False  # deliver without a rejected file instead of failing
     request_types: frozenset[str] = frozenset(
         ("repair", "maintenance", "installation", "training", "other")
@@ -146,6 +155,7 @@ class OutboxDelivery:
 
     def _deliver(self, request: outbox.OutboxRequest) -> str:
         self._check_stored(request)
+        self._check_not_restricted(request)
         draft = self._draft(request)
         validated = self._validate_files(request)
         crm_id = (
@@ -206,6 +216,16 @@ class OutboxDelivery:
             outbox.validate_request(stored, request_types=self.options.request_types)
         except outbox.OutboxValidationError as error:
             raise PermanentDeliveryError(f"refused as stored: {error}") from None
+
+    def _check_not_restricted(self, request: outbox.OutboxRequest) -> None:
+        """A request of a contact whose processing is restricted is ``dead`` with the reason
+        before anything reaches the CRM (the door refuses new ones; this catches a request
+        queued before the restriction). ``syncd outbox retry`` sends it once it is lifted."""
+        contact = request.contact_crm_id
+        if contact and restrictions.is_restricted(self.conn, contact):
+            raise PermanentDeliveryError(
+                RESTRICTED_AFTER_CREATE if request.crm_id else RESTRICTED
+            )
 
     def _draft(self, request: outbox.OutboxRequest) -> ServiceRequestDraft:
         device = None
@@ -352,15 +372,6 @@ class OutboxDelivery:
         for file in left:
             self._delete_local(file)
         return len(left)
-
-    def forget_old_messages(self) -> int:
-        """Retention: drop message bodies of requests delivered long enough ago."""
-        now = self.clock()
-        return outbox.drop_message_bodies(
-            self.conn,
-            delivered_before=now - timedelta(days=self.options.message_retention_days),
-            now=now,
-        )
 
 
 def wait_for_outbox_change(conn: sqlite3.Connection, stop: threading.Event, timeout: float) -> bool:

@@ -12,15 +12,20 @@ A lookup goes through these steps, stopping at the first that answers:
    ``max_calls_per_member_state`` calls per member state and ``max_concurrent_calls`` overall
    are in flight; retriable faults are retried per :class:`syncd.connectors.http.RetryPolicy`.
    A definite answer is stored and returned with ``source="live"``.
-4. **On failure**: a stale entry (younger than ``cache_hours + stale_max_hours``) is returned
+4. **On failure**: a stored entry younger than ``keep_hours`` (``retention.vies_answers_hours``;
+   by default equal to ``cache_hours``, so an expired answer is never shown) is returned
    flagged ``source="stale"`` with its age; otherwise :class:`VatUnavailableError` with a stable
    code and ``retry_after``. VIES refusing the input raises :class:`VatRejectedError`. When VIES
    blocks us (``IP_BLOCKED``/``VAT_BLOCKED``) the global circuit opens in ``vies_circuits``
    (shared with the CLI and ``syncd status``) and no VIES call goes out until it closes.
 
-Faults are never stored as answers. A cache hit never writes to SQLite: outcome counters live
-in memory until :meth:`VatService.flush_counts`. Logs carry country codes and outcomes only,
-never a number, a name or an address.
+Faults are never stored as answers, nor is an answer whose echo names another country code or
+number than the one asked (``echo_mismatch``: a bad response, ``vies_bad_response``). A
+checkVatApprox answer that a number is valid but without its consultation number is kept,
+logged as a warning and counted (``no_consultation``), so ``syncd status`` shows the missing
+proof. A cache hit never writes
+to SQLite: outcome counters live in memory until :meth:`VatService.flush_counts`. Logs carry
+country codes and outcomes only, never a number, a name or an address.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from syncd.connectors.vies.answer import ViesAnswer
 from syncd.connectors.vies.errors import (
     ViesBlockedError,
     ViesBusyError,
+    ViesEchoMismatchError,
     ViesInvalidInputError,
     ViesMalformedError,
     ViesUnavailableError,
@@ -128,7 +134,9 @@ class VatOptions:
     """Tuning of :class:`VatService` (from ``[vies]`` in the configuration)."""
 
     cache_hours: float = 24.0
-    stale_max_hours: float = 24.0
+    # How long an answer is kept at all (retention.vies_answers_hours): past cache_hours it only
+    # stands in, flagged stale, while VIES is down. Equal to cache_hours: never stale.
+    keep_hours: float = 24.0
     max_attempts: int = 2
     retry_base_delay: float = 0.5
     max_concurrent_calls: int = 4
@@ -353,11 +361,12 @@ class VatService:
             raise
 
     def purge(self) -> int:
-        """Delete answers older than ``cache_hours + stale_max_hours``, closed circuits and
-        counters older than 30 days; returns the rows deleted."""
+        """Delete answers older than ``keep_hours``, closed circuits and counters older than 30
+        days; returns the rows deleted. (The daemon's retention job purges the same way.)"""
         now = self._clock()
-        keep = timedelta(hours=self.options.cache_hours + self.options.stale_max_hours)
-        deleted = vies_cache.purge(self._conn(), now - keep, now=now)
+        deleted = vies_cache.purge(
+            self._conn(), now - timedelta(hours=self.options.keep_hours), now=now
+        )
         with self._circuit_lock:
             self._circuits_read_at = None
         return deleted
@@ -477,8 +486,20 @@ class VatService:
             return self._fallback(local, entry, self._blocked(error.circuit))
         except _NoSlot:
             return self._fallback(local, entry, self._busy_here())
+        except ViesEchoMismatchError as error:
+            log.warning("VIES lookup (%s): %s", country, error)  # names neither number
+            return self._fallback(local, entry, self._unavailable(error, country))
         except RetriableError as error:  # the Vies* retriable errors, or stopped while waiting
             return self._fallback(local, entry, self._unavailable(error, country))
+        if answer.valid and answer.consultation_missing:
+            # VIES sometimes omits it; the verdict stands, but the proof of the check (what a
+            # zero-rated supply to this trader rests on) is missing. Only a valid number needs it.
+            self._count(vies_cache.NO_CONSULTATION)
+            log.warning(
+                "VIES lookup (%s): checkVatApprox answered without a consultation number; the "
+                "verdict is kept without proof of the check",
+                country,
+            )
         fetched = self._clock()
         stored = vies_cache.CachedAnswer(
             country_code=country,  # what we asked, not VIES's echo
@@ -509,11 +530,17 @@ class VatService:
             if not self._global_slots.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise _NoSlot()
             try:
-                return self._client.check(country, number)
+                answer = self._client.check(country, number)
             finally:
                 self._global_slots.release()
         finally:
             state_slot.release()
+        # ViesClient checks the echo itself; checked again here for any other client, since a
+        # mismatched answer must never be stored as the verdict on the number asked.
+        mismatch = answer.mismatch(country, number)
+        if mismatch is not None:
+            raise ViesEchoMismatchError(mismatch)
+        return answer
 
     def _fallback(
         self,
@@ -521,10 +548,10 @@ class VatService:
         entry: vies_cache.CachedAnswer | None,
         error: VatUnavailableError,
     ) -> VatResult:
-        """A stale answer when the entry is young enough; else ``error``."""
+        """A stale answer when the entry is younger than ``keep_hours``; else ``error``."""
         if entry is not None:
             age = entry.age_seconds(self._clock())
-            if age < (self.options.cache_hours + self.options.stale_max_hours) * 3600:
+            if age < self.options.keep_hours * 3600:
                 log.warning(
                     "VIES lookup (%s) failed (%s); answered from a stale cache entry (%d s old)",
                     local.country_code,
