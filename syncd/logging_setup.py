@@ -7,9 +7,10 @@
 The rule is that code never logs personal data or secrets. :class:`RedactingFilter` is the safety
 net behind that rule: attached to the handler, it scrubs e-mail addresses, phone-number-like
 sequences, values of personal fields named in ``key=value`` text or ``extra`` keys
-(:data:`PERSONAL_FIELDS`: VAT numbers, names, subject-request selectors), CRM credentials in URLs (each vendor declares its patterns, e.g. Bitrix24's webhook
-token), credential query parameters and ``Authorization`` /
-``Bearer`` values from every formatted message, exception text and ``extra`` value.
+(:data:`PERSONAL_FIELDS`: VAT numbers, names, subject-request selectors), CRM credentials in
+URLs (each vendor declares its patterns, e.g. Bitrix24's webhook token), credential query
+parameters and ``Authorization`` / ``Bearer`` values from every formatted message, exception
+text and ``extra`` value.
 
 Third-party loggers are quietened: httpx, httpcore, zeep, urllib3 and waitress log at WARNING
 unless the level is DEBUG, and even then httpx, httpcore and zeep stay at INFO at most, because

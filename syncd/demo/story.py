@@ -32,6 +32,7 @@ from syncd.connectors.crm.vendor import FakeCrm
 from syncd.core.entities import Entity
 from syncd.core.errors import ConfigError, RetriableError
 from syncd.demo.documents import documents_story
+from syncd.demo.privacy import privacy_story
 from syncd.demo.services import services_story
 from syncd.engines.mirror import CycleReport, MirrorEngine, apply_held_deletes
 from syncd.engines.push import OutboxDelivery
@@ -140,6 +141,8 @@ def _story(
     console.rule("10. SharePoint documentation libraries through Microsoft Graph")
     documents_ok = documents_story(console, settings, conn)
 
+    privacy_ok = privacy_story(console, fake, settings, conn)
+
     console.rule("syncd status")
     console.print(
         "(the demo ran the cycles itself, so status rightly says no daemon runs; "
@@ -158,7 +161,18 @@ def _story(
         f'        sqlite3 {cache} "SELECT device_id, library, folder_path, name FROM '
         'device_documents LIMIT 5"'
     )
-    return 1 if problems or not services_ok or not documents_ok else 0
+    return 1 if problems or not services_ok or not documents_ok or not privacy_ok else 0
+
+
+# What the portal's users type into the service-request form in the demo: personal data that
+# must never reach the log (tests/test_privacy.py looks for each value).
+DEMO_REQUEST_CONTACTS: tuple[dict[str, str], ...] = (
+    {"contact_phone": "+372 5341 7782", "contact_email": "Kadri.Saar@kliinik-demo.ee",
+     "contact_address": "Tartu mnt 83, 10115 Tallinn"},
+    {"contact_phone": "+371 2914 3360", "contact_email": "ilze.berzina@lazeri-demo.lv"},
+    {"contact_email": "tomas.jonaitis@grozio-demo.lt",
+     "contact_address": "Gedimino pr. 9, LT-01103 Vilnius"},
+)
 
 
 def _outbox_story(
@@ -206,6 +220,10 @@ def _outbox_story(
                     ("message", (None, "Described by the client in the portal", None)),
                     ("device_crm_id", (None, devices[number], None)),
                     ("contact_crm_id", (None, contacts[number], None)),
+                    *(
+                        (field, (None, value, None))
+                        for field, value in DEMO_REQUEST_CONTACTS[number].items()
+                    ),
                 ]
                 parts += [("files", (name, samples[name], "image/jpeg")) for name in names
                           if name.endswith(".jpg")]
