@@ -38,7 +38,7 @@ _SKIPPED = (
     "__editable__", "msgraph", "kiota", "microsoft_kiota", "azure", "mypy", "_pytest", "pytest",
     "hypothesis", "schemathesis", "ruff", "pip", "setuptools", "pygments", "jsonschema_rs",
 )
-_BOOT = (
+BOOT = (
     "import os, sys; os.umask(0o027); from syncd.cli.main import main; sys.exit(main(sys.argv[1:]))"
 )
 
@@ -188,7 +188,7 @@ class Deployment:
 
     def syncd_command(self, *args: str) -> list[str]:
         """``syncd --config … ARGS`` as the daemon's user with the unit's umask."""
-        return [*as_user(DAEMON_UID), self.python, "-s", "-c", _BOOT,
+        return [*as_user(DAEMON_UID), self.python, "-s", "-c", BOOT,
                 "--config", str(self.config), *args]
 
     def portal_command(self, *command: str) -> list[str]:

@@ -12,13 +12,17 @@ import os
 import shutil
 import stat
 import subprocess
+import time
 from collections.abc import Iterator
+from contextlib import closing
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from syncd.connectors.crm.bitrix24.fake import FakeBitrix24
-from tests.deployed import DAEMON_UID, Deployment, deployment, missing_prerequisite
+from syncd.core.clock import iso, utc_now
+from tests.deployed import BOOT, DAEMON_UID, Deployment, deployment, missing_prerequisite
 
 PHP_DIR = Path(__file__).parent / "php"
 REQUESTS = 3
@@ -110,3 +114,63 @@ def test_the_portal_files_requests_as_deployed_and_the_spool_ends_empty(
         assert names[0].endswith(f"-0-handpiece {number}.jpg"), names
         assert names[1].endswith("-1-service log.pdf"), names
     assert spool_files == [], spool_files  # syncd deleted every delivered file
+
+
+def test_an_erasure_as_deployed_sticks_and_its_key_is_the_daemons_alone(
+    deployed: tuple[Deployment, FakeBitrix24],
+) -> None:
+    """The operator erases a person with the daemon running, as the daemon's user (`sudo -u
+    syncd`): the suppression key is the daemon's alone (the portal's user cannot read it), the
+    running daemon keeps the person out although the CRM changes them, and root is turned away
+    rather than leave a key the daemon could not read."""
+    deployment, fake = deployed
+    with deployment.daemon() as daemon:
+        deployment.wait_until_mirrored(daemon)
+        with closing(deployment.read_only()) as conn:
+            contact_id = conn.execute(
+                "SELECT crm_id FROM contacts ORDER BY CAST(crm_id AS INTEGER) LIMIT 1"
+            ).fetchone()[0]
+        erase = ["subject", "erase", "--crm-contact", contact_id, "--yes"]
+        as_root = subprocess.run(
+            [deployment.python, "-s", "-c", BOOT, "--config", str(deployment.config), *erase],
+            env=deployment.environment(), capture_output=True, text=True, timeout=60, cwd="/",
+        )
+        assert as_root.returncode == 77, as_root.stderr  # EX_NOPERM: not the state's owner
+        assert not (deployment.state / "suppression.key").exists()
+
+        run = subprocess.run(deployment.syncd_command(*erase), env=deployment.environment(),
+                             capture_output=True, text=True, timeout=60, cwd="/")
+        assert run.returncode == 0, f"{run.stderr}\n{deployment.log_tail()}"
+        assert "delete the record(s) there" in run.stdout
+        key = deployment.state / "suppression.key"
+        assert (key.stat().st_uid, mode(key)) == (DAEMON_UID, 0o600)
+        peek = subprocess.run(deployment.portal_command("/bin/cat", str(key)),
+                              capture_output=True, timeout=30, cwd="/")
+        assert peek.returncode != 0 and peek.stdout == b""  # the portal cannot read the key
+
+        # The CRM changes the person: the daemon's incremental cycle lists them and must not
+        # bring them back. Wait for a cycle that started after the change.
+        fake.update("contacts", contact_id, NAME="Changed")
+        changed_at = iso(utc_now() + timedelta(seconds=1))
+        deadline = time.monotonic() + 60
+        while _latest_run_start(deployment) <= changed_at:
+            assert daemon.poll() is None and time.monotonic() < deadline, deployment.log_tail()
+            time.sleep(0.1)  # the daemon's cycles are another process's commits; poll them
+        with closing(deployment.read_only()) as conn:
+            held = conn.execute(
+                "SELECT count(*) FROM contacts WHERE crm_id = ?", (contact_id,)
+            ).fetchone()[0]
+            suppressed = conn.execute(
+                "SELECT count(*) FROM subject_suppressions WHERE entity = 'contacts' "
+                "AND kind = 'crm_id'"
+            ).fetchone()[0]
+        assert (held, suppressed) == (0, 1), deployment.log_tail()
+        assert "fetched 1, changed 0" in deployment.log_tail()  # listed, and kept out
+        assert daemon.poll() is None, deployment.log_tail()
+    assert daemon.returncode == 0, deployment.log_tail()
+
+
+def _latest_run_start(deployment: Deployment) -> str:
+    with closing(deployment.read_only()) as conn:
+        row = conn.execute("SELECT max(started_at) FROM sync_runs").fetchone()
+    return str(row[0] or "")

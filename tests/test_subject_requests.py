@@ -572,3 +572,21 @@ def test_restrict_and_unrestrict(
 
 def _no() -> Any:
     raise AssertionError("missing")
+
+
+def test_status_counts_restrictions_and_suppressions_without_naming_anyone(
+    config: Path, cache: sqlite3.Connection, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from syncd.cli.status import collect, render
+
+    run(config, capsys, "unrestrict", "--email", "mari.tamm@ilu.ee")  # the seeded restriction
+    assert "subjects " not in render(collect(cache, config.parent))  # nothing in force: no line
+    run(config, capsys, "restrict", "--crm-contact", MARIKA)
+    run(config, capsys, "erase", "--email", "mari.tamm@ilu.ee", "--yes")
+    report = collect(cache, config.parent)
+    assert report["subjects"] == {
+        "restricted_contacts": 1, "suppressed_records": {"contacts": 2, "devices": 1}
+    }
+    line = next(li for li in render(report).splitlines() if li.startswith("subjects "))
+    assert "1 restricted contact(s)" in line and "2 contacts, 1 devices" in line
+    assert MARIKA not in line and MARI not in line

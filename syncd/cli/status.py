@@ -12,7 +12,7 @@ from syncd.config import RetentionSettings
 from syncd.core.clock import iso, iso_or_none, parse_iso, utc_now
 from syncd.daemon import lock
 from syncd.engines.retention import store_health
-from syncd.state import overview
+from syncd.state import overview, restrictions, suppressions
 
 QUARANTINE_SHOWN = 5
 DATA_QUALITY_SHOWN = 10
@@ -147,6 +147,10 @@ def collect(
         },
         "documents": libraries,
         "retention": kept,
+        "subjects": {
+            "restricted_contacts": len(restrictions.restricted_ids(conn)),
+            "suppressed_records": suppressions.counts(conn),
+        },
     }
 
 
@@ -227,6 +231,7 @@ def render(report: dict[str, Any]) -> str:
     lines.extend(_render_services(report))
     lines.extend(_render_documents(report["documents"]))
     lines.extend(_render_retention(report["retention"], report["jobs"]))
+    lines.extend(_render_subjects(report["subjects"]))
     quarantine = report["quarantine"]
     if quarantine["count"]:
         lines.append("")
@@ -304,6 +309,19 @@ def _render_retention(kept: dict[str, Any], jobs: list[dict[str, Any]]) -> list[
         )
         lines.append(line + ("  OVERDUE: not purged" if store["overdue"] else ""))
     return lines
+
+
+def _render_subjects(subjects: dict[str, Any]) -> list[str]:
+    """Restrictions and erasures in force (counts only), when there are any."""
+    suppressed = subjects["suppressed_records"]
+    if not subjects["restricted_contacts"] and not suppressed:
+        return []
+    held = ", ".join(f"{n} {entity}" for entity, n in sorted(suppressed.items())) or "none"
+    return [
+        "",
+        f"subjects   {subjects['restricted_contacts']} restricted contact(s); erased and kept "
+        f"out of the mirror until the CRM deletes them: {held}",
+    ]
 
 
 def _span(seconds: float | None) -> str:
