@@ -157,7 +157,7 @@ def fail_abandoned(conn: sqlite3.Connection) -> int:
 
 def prune_finished(conn: sqlite3.Connection, *, before: datetime) -> int:
     """Drop the requests that finished before ``before``, inside the caller's transaction (the
-    mirror's sweep prunes its history so); returns how many."""
+    retention job's ``control_requests`` store); returns how many."""
     return conn.execute(
         "DELETE FROM control_requests WHERE status IN ('done', 'failed') AND finished_at < ?",
         (iso(before),),

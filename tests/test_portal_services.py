@@ -35,6 +35,11 @@ if (isset($request['path'])) {
     $out['machines'] = array_column(syncd_parcel_machines($db, 'ee'), 'location_id');
     $out['all_lv'] = count(syncd_parcel_machines($db, 'LV', null));
     $out['offices_ee'] = count(syncd_parcel_machines($db, 'EE', 'post_office'));
+    $everything = array_merge(
+        syncd_parcel_machines($db, 'EE', null), syncd_parcel_machines($db, 'LV', null)
+    );
+    $out['states'] = array_count_values(array_column($everything, 'state'));
+    $out['marked'] = array_values(array_filter($everything, fn ($m) => $m['state'] !== 'normal'));
 }
 if (isset($request['base'])) {
     foreach ($request['numbers'] as $number) {
@@ -69,11 +74,16 @@ def test_example_9_6_lists_the_parcel_machines_syncd_stored(
     with FakeOmniva() as fake, OmnivaClient(fake.locations_url, connect_timeout=5, timeout=10) as c:
         refresh_locations(conn, c, max_shrink_share=0.2, now=datetime(2026, 11, 22, tzinfo=UTC))
     expected = [row["id"] for row in omniva_store.list_locations(conn, "EE", "parcel_machine")]
+    states = dict(conn.execute("SELECT state, count(*) FROM parcel_machines GROUP BY state"))
     close_cache(conn)
     status, [out] = run_php(php, str(harness), str(EXAMPLES), stdin=json.dumps({"path": str(path)}))
     assert status == 0
     assert len(out["machines"]) == 89 and sorted(out["machines"]) == sorted(expected)
     assert out["all_lv"] == 86 and out["offices_ee"] == 86
+    # Omniva's name markers reach the portal as a state, and the names come without them
+    assert out["states"] == states and set(states) - {"normal"}, states
+    for machine in out["marked"]:
+        assert machine["state_note"] and machine["state_note"] not in machine["name"], machine
 
 
 @dataclass

@@ -173,12 +173,14 @@ function syncd_data_as_of(PDO $db): array
 /**
  * Omniva's locations in one country (ISO code, e.g. 'EE'), ordered by name; $kind is
  * 'parcel_machine', 'post_office' or null for both. Empty until syncd loaded the first list
- * (omniva_list.record_count = 0).
+ * (omniva_list.record_count = 0). A machine whose state is 'overfilled' is full for the time
+ * being: hide it, or show it with state_note as a label.
  */
 function syncd_parcel_machines(PDO $db, string $country, ?string $kind = 'parcel_machine'): array
 {
     $query = $db->prepare(<<<'SQL'
-        SELECT location_id, name, kind, town, street, house_number, latitude, longitude
+        SELECT location_id, name, kind, town, street, house_number, latitude, longitude,
+            state, state_note
         FROM parcel_machines
         WHERE country = :country AND (:kind IS NULL OR kind = :kind)
         ORDER BY name, location_id
