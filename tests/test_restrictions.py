@@ -39,6 +39,7 @@ from syncd.state.cache import CacheStore
 from syncd.state.db import ThreadConnections, connect, write_transaction
 from tests.conftest import make_api_client, make_settings, spool_file
 from tests.test_api import CacheLocations, StubHealth, StubVat, check
+from tests.test_portal_contract import _php_or_skip
 
 MAPPINGS = load_mapping_set("bitrix24")
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -343,16 +344,6 @@ class PortalCache:
     as_portal: list[str]  # the setpriv prefix, or [] when this run cannot switch users
 
 
-def _php() -> str:
-    php = shutil.which("php")
-    if php is None:
-        pytest.skip("php-cli is not installed (.ci/run installs php-cli and php-sqlite3)")
-    modules = subprocess.run([php, "-m"], capture_output=True, text=True, timeout=30).stdout
-    if "pdo_sqlite" not in modules.lower().split():
-        pytest.skip("PHP's pdo_sqlite is not installed (.ci/run installs php-sqlite3)")
-    return php
-
-
 @pytest.fixture
 def portal_cache(fake: FakeBitrix24) -> Iterator[PortalCache]:
     """A cache mirrored by the real engine into a state directory laid out as deployed (0750,
@@ -407,7 +398,7 @@ def run_portal(php: str, side: PortalCache, request: dict[str, Any]) -> dict[str
 def test_a_php_client_sees_the_restriction_through_the_documented_column(
     portal_cache: PortalCache,
 ) -> None:
-    php = _php()
+    php = _php_or_skip()
     conn = portal_cache.conn
     company, restricted, other, email = _company_with_two_contacts(conn)
     restrictions.restrict(conn, restricted, now=NOW)

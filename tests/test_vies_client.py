@@ -435,6 +435,14 @@ def test_an_answer_about_another_number_is_a_bad_response(
     assert client.check("EE", "101819093").valid  # the next, true answer is accepted
 
 
+def _answer_echoing(fake: FakeVies, country: bytes, number: bytes) -> None:
+    """The next answer: Booking.com's real one, echoing ``country`` and ``number``."""
+    body = fixture("checkVat_response_valid_NL.xml")
+    body = body.replace(b">NL</ns2:countryCode>", b">" + country + b"</ns2:countryCode>")
+    body = body.replace(b">805734958B01</", b">" + number + b"</")
+    fake.inject_raw(body, times=1)
+
+
 @pytest.mark.parametrize(
     ("country", "number"),
     [
@@ -448,10 +456,7 @@ def test_an_answer_about_another_number_is_a_bad_response(
 def test_an_echo_differing_in_spacing_case_or_prefix_is_accepted(
     fake: FakeVies, client: ViesClient, country: bytes, number: bytes
 ) -> None:
-    body = fixture("checkVat_response_valid_NL.xml")
-    body = body.replace(b">NL</ns2:countryCode>", b">" + country + b"</ns2:countryCode>")
-    body = body.replace(b">805734958B01</", b">" + number + b"</")
-    fake.inject_raw(body, times=1)
+    _answer_echoing(fake, country, number)
     answer = client.check("NL", "805734958B01")
     assert answer.valid and answer.name == "BOOKING.COM B.V."
 
@@ -468,10 +473,7 @@ def test_an_echo_differing_in_spacing_case_or_prefix_is_accepted(
 def test_an_echo_of_anything_else_is_refused(
     fake: FakeVies, client: ViesClient, country: bytes, number: bytes
 ) -> None:
-    body = fixture("checkVat_response_valid_NL.xml")
-    body = body.replace(b">NL</ns2:countryCode>", b">" + country + b"</ns2:countryCode>")
-    body = body.replace(b">805734958B01</", b">" + number + b"</")
-    fake.inject_raw(body, times=1)
+    _answer_echoing(fake, country, number)
     error = raises_vies(client, "NL", "805734958B01")
     assert isinstance(error, ViesEchoMismatchError)
 
