@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, NoReturn
 
 from syncd import __version__
 from syncd.core.errors import ConfigError, FatalError, ResyncBusyError, RetriableError
+from syncd.core.identifiers import CRM_ID_PATTERN
 
 EX_OK, EX_UNHEALTHY, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_TEMPFAIL, EX_CONFIG = (
     0,
@@ -30,8 +30,6 @@ EX_OK, EX_UNHEALTHY, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_TEMPFAIL, EX_CONF
 )
 RESYNC_TARGETS = ("contacts", "companies", "devices", "all", "documents")
 log = logging.getLogger("syncd")
-# A CRM record ID as --record takes it: the CRM's own ID, as text (digits with Bitrix24).
-_RECORD_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _record_id(value: str) -> str:
-    if not _RECORD_ID.fullmatch(value):
+    if not CRM_ID_PATTERN.fullmatch(value):
         raise argparse.ArgumentTypeError(
             "must be a CRM record ID (letters, digits, '-' or '_', at most 64 characters)"
         )

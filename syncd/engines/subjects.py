@@ -145,7 +145,9 @@ def erase(
         try:
             removed += int(remove_spool_file(spool, relative))
         except Exception as error:  # a hostile path must not stop the rest; say so
-            errors.append(f"spool file #{position} left in place: {error}")
+            # The reason without the path: a spool file's name carries the client's file name.
+            reason = getattr(error, "strerror", None) or type(error).__name__
+            errors.append(f"spool file #{position} left in place: {reason}")
     return ErasureResult(
         counts=erasure.counts,
         crm_records={
